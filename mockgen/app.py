@@ -1,0 +1,206 @@
+"""create_app(): the routes, the error envelopes, the request journal and the result files."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import api, control, media
+from .backend import Backend
+from .errors import ApiError, ControlError
+from .http import envelope, json_response
+from .journal import mask_key
+from .models import SUCCEEDED
+from .scenario import Scenario, load_scenario
+from .store import MemoryStore
+
+log = logging.getLogger("mockgen")
+JOURNAL_BODY_BYTES = 4096
+UNJOURNALED = ("/_mock/", "/static/", "/favicon.ico", "/openapi.json")
+
+
+def _is_control(path: str) -> bool:
+    return path.startswith("/_mock/")
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 404)
+    method, path = request.method, request.url.path
+    if _is_control(path):
+        return json_response({"error": f"no control route {method} {path}"}, status)
+    request.scope.setdefault("mockgen", {})["error"] = "no such route"
+    if status == 405:
+        msg = f"Method {method} is not allowed on {path}."
+    else:
+        msg = f"No route {method} {path}. The API has POST /api/v1/tasks/create and GET /api/v1/tasks/{{task_id}}."
+    return envelope(status, msg, None, status)
+
+
+async def control_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ControlError)
+    return json_response({"error": exc.msg}, exc.status)
+
+
+async def stray_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    if _is_control(request.url.path):
+        return json_response({"error": exc.msg}, exc.status if exc.status != 200 else 400)
+    return envelope(exc.code, exc.msg, None, exc.status)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    """The last line: never a traceback to the client. Reaching it is a bug, and it is logged."""
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return envelope(500, f"Internal error in mockgen (a bug, please report it): {type(exc).__name__}", None, 500)
+
+
+class ResultFiles:
+    """Serves /files/{task_id}.png|mp4, looked up by task id (never a path from the URL)."""
+
+    def __init__(self, cache_size: int = 64) -> None:
+        self.cache: OrderedDict[str, bytes] = OrderedDict()
+        self.cache_size = cache_size
+
+    async def __call__(self, request: Request) -> Response:
+        backend: Backend = request.app.state.backend
+        name: str = request.path_params["name"]
+        task_id, _, ext = name.partition(".")
+        task = backend.store.get_task(task_id)
+        backend.settle()
+        expected = "mp4" if task and task.task_type == "video" else "png"
+        if task is None or ext != expected or task.final_status != SUCCEEDED:
+            request.scope.setdefault("mockgen", {})["error"] = "no such result file"
+            return envelope(404, f"No result file {name}: the task does not exist or has not succeeded.", None, 404)
+        data = self.cache.get(name)
+        if data is None:
+            render = media.render_mp4 if ext == "mp4" else media.render_png
+            data = render(task.prompt, task.aspect_ratio)
+            self.cache[name] = data
+            if len(self.cache) > self.cache_size:
+                self.cache.popitem(last=False)
+        else:
+            self.cache.move_to_end(name)
+        request.scope.setdefault("mockgen", {})["task_id"] = task_id
+        media_type = "video/mp4" if ext == "mp4" else "image/png"
+        return Response(data, media_type=media_type, headers={"cache-control": "public, max-age=3600"})
+
+
+class JournalMiddleware:
+    """Records every request to the emulated service (not the control API) in the journal."""
+
+    def __init__(self, app: ASGIApp, backend_of: Any) -> None:
+        self.app = app
+        self.backend_of = backend_of
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path == "/" or path.startswith(UNJOURNALED):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        body = bytearray()
+        status = 0
+
+        async def recording_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request" and len(body) < JOURNAL_BODY_BYTES:
+                body.extend(message.get("body", b"")[: JOURNAL_BODY_BYTES - len(body)])
+            return message
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                fault = scope.get("mockgen", {}).get("fault")
+                if fault:
+                    headers = [h for h in message.get("headers", []) if h[0] != b"x-mockgen-fault"]
+                    headers.append((b"x-mockgen-fault", fault.encode("latin-1", "replace")))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, recording_receive, recording_send)
+        finally:
+            self._record(scope, bytes(body), status or 500, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, body: bytes, status: int, elapsed: float) -> None:
+        backend: Backend = self.backend_of()
+        headers: dict[str, str] = {}
+        key = None
+        for name, value in scope["headers"]:
+            n, v = name.decode("latin-1"), value.decode("latin-1")
+            if n == "authorization":
+                scheme, _, token = v.partition(" ")
+                key = mask_key(token.strip()) if token.strip().startswith("sk-") else None
+                v = f"{scheme} {key or '***'}"
+            headers[n] = v
+        notes = scope.get("mockgen", {})
+        backend.store.journal.append(
+            {
+                "at": backend.now(),
+                "method": scope["method"],
+                "path": scope["path"],
+                "query": scope.get("query_string", b"").decode("latin-1"),
+                "headers": headers,
+                "key": key,
+                "body": body.decode("utf-8", "replace"),
+                "status": status,
+                "latency_ms": round(elapsed * 1000, 3),
+                "task_id": notes.get("task_id"),
+                "fault": notes.get("fault"),
+                "error": notes.get("error"),
+            }
+        )
+
+
+async def dashboard(request: Request) -> Response:
+    page = Path(__file__).with_name("dashboard.html")
+    return HTMLResponse(page.read_text(encoding="utf-8"))
+
+
+def create_app(
+    scenario: Scenario | str | Path | None = None,
+    *,
+    clock: str | None = None,
+    public_url: str | None = None,
+    admin_token: str | None = None,
+    max_tasks: int = 1_000_000,
+    journal_limit: int = 10_000,
+) -> Starlette:
+    """The ASGI app of one emulated world. ``scenario`` is a Scenario, a bundled name or a path."""
+    if scenario is None:
+        scenario = "default"
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    backend = Backend(scenario, clock=clock, store=MemoryStore(max_tasks, journal_limit))
+    routes = [
+        *api.routes,
+        Route("/files/{name}", ResultFiles(), methods=["GET", "HEAD"]),
+        *control.routes,
+        Route("/", dashboard),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            HTTPException: not_found,
+            ControlError: control_error,
+            ApiError: stray_api_error,
+            Exception: server_error,
+        },
+    )
+    app.state.backend = backend
+    app.state.public_url = public_url.rstrip("/") if public_url else None
+    app.state.admin_token = admin_token
+    app.add_middleware(JournalMiddleware, backend_of=lambda: app.state.backend)
+    app.add_middleware(control.AdminTokenGuard, token=admin_token)
+    return app

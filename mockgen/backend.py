@@ -1,0 +1,582 @@
+"""The emulated service: accounts, submits, polls, charges and refunds, driven by a scenario."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .clock import Clock, ManualClock, SystemClock
+from .errors import ApiError, ControlError
+from .media import ASPECT_RATIOS
+from .models import FAILED, NEVER, SUCCEEDED, Account, Task
+from .scenario import KEY_RE, Behaviour, Fault, Match, Scenario
+from .store import MemoryStore, Store
+
+ID_ALPHABET = string.ascii_lowercase + string.digits
+KEY_ALPHABET = string.ascii_letters + string.digits
+URL_RE = re.compile(r"https?://[^\s/$.?#][^\s]*", re.IGNORECASE)
+DEFAULT_RATIO = {"image": "1:1", "video": "16:9"}
+
+
+class Msg:
+    """Every message the public contract sends, in one place."""
+
+    SUBMITTED = "提交成功,等待生成"  # the seed's text, with an ASCII comma
+    OK = "ok"
+    NO_AUTH = "Missing Authorization header: send 'Authorization: Bearer sk-...' with your API key."
+    BAD_SCHEME = "Authorization must use the Bearer scheme: 'Authorization: Bearer sk-...'."
+    BAD_KEY = "Malformed API key: expected 'sk-' followed by 32 letters or digits."
+    UNKNOWN_KEY = "Unknown API key: this key is not registered. Use a key from your account page."
+    NOT_JSON = "Request body is not valid JSON: {detail}. Send a JSON object with model_id and prompt."
+    NOT_OBJECT = "Request body must be a JSON object like {{\"model_id\": ..., \"prompt\": ...}}, not {kind}."
+    NO_MODEL = "model_id is required. Use one of: {models}."
+    BAD_MODEL = "Unknown model_id {value}. Use one of: {models}."
+    NO_PROMPT = "prompt is required and must be a non-empty string."
+    LONG_PROMPT = "prompt is too long: {length} characters (the limit is {limit})."
+    BAD_RATIO = "aspect_ratio {value} is not supported. Use one of: {ratios}."
+    BAD_IMAGES = "image_urls must be a list of http(s) URLs; {detail}."
+    NO_CREDITS = "Insufficient credits: this task costs {cost} and the balance is {balance}. Top up to continue."
+    NOT_FOUND = "Task not found: {task_id}. Check the task_id returned by /api/v1/tasks/create."
+    BAD_STEER = "{header} must be {expected}, not {value!r}."
+
+
+@dataclass(frozen=True, slots=True)
+class Steering:
+    """Per-request overrides sent as X-Mockgen-* headers."""
+
+    outcome: str | None = None
+    delay: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    """A validated create request."""
+
+    model_id: str
+    prompt: str
+    aspect_ratio: str
+    image_urls: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class NextOutcome:
+    outcome: str
+    count: int
+    model_id: str | None = None
+    key: str | None = None
+    message: str | None = None
+
+
+class Backend:
+    """The whole emulated world. Pure domain logic: no HTTP in here."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        clock: str | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.clock_override = clock
+        self.store: Store = store or MemoryStore()
+        self.load(scenario)
+
+    # --- setup ---------------------------------------------------------------------------------
+
+    def load(self, scenario: Scenario) -> None:
+        """Put ``scenario`` in force and go back to its starting state."""
+        self.scenario = scenario
+        self.reset()
+
+    def reset(self) -> None:
+        s = self.scenario
+        kind = self.clock_override or s.clock
+        self.clock: Clock = ManualClock(s.start_time) if kind == "manual" else SystemClock()
+        seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(8), "big")
+        self.rng = random.Random(seed)
+        self._faker_seed = seed
+        self._faker: Any = None
+        self.store.clear()
+        self.counters: dict[tuple[str, str], int] = {}
+        self.next_outcomes: list[NextOutcome] = []
+        self.buckets: dict[tuple[str, str], tuple[float, float]] = {}
+        for spec in s.accounts:
+            self.store.add_account(Account(spec.key, spec.credits, spec.name))
+
+    @property
+    def faker(self) -> Any:
+        """A Faker of this scenario's own, seeded from it (imported only when first needed)."""
+        if self._faker is None:
+            from faker import Faker
+
+            self._faker = Faker()
+            self._faker.seed_instance(self._faker_seed)
+        return self._faker
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def new_key(self) -> str:
+        return "sk-" + "".join(self.rng.choices(KEY_ALPHABET, k=32))
+
+    def ready_key(self) -> str:
+        """A key a person can use right away: the first listed account, or a fresh open one."""
+        for account in self.store.accounts():
+            return account.key
+        key = self.new_key()
+        self.create_account(self.scenario.default_credits, key)
+        return key
+
+    # --- auth ----------------------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> Account:
+        """The account behind an Authorization header, or ApiError 401."""
+        if not authorization:
+            raise ApiError(Msg.NO_AUTH, code=401, status=401)
+        scheme, _, key = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise ApiError(Msg.BAD_SCHEME, code=401, status=401)
+        key = key.strip()
+        if not KEY_RE.fullmatch(key):
+            raise ApiError(Msg.BAD_KEY, code=401, status=401)
+        account = self.store.get_account(key)
+        if account is None:
+            if self.scenario.auth_mode == "strict":
+                raise ApiError(Msg.UNKNOWN_KEY, code=401, status=401)
+            account = Account(key, self.scenario.default_credits)
+            self.store.add_account(account)
+        return account
+
+    # --- the public contract -------------------------------------------------------------------
+
+    def validate(self, body: object) -> Submit:
+        """Check a create body; ApiError (code 0) names the first thing to fix."""
+        if not isinstance(body, dict):
+            kind = "null" if body is None else type(body).__name__.replace("dict", "object")
+            raise ApiError(Msg.NOT_OBJECT.format(kind={"list": "an array", "str": "a string"}.get(kind, kind)))
+        models = self.scenario.models
+        known = ", ".join(models)
+        model_id = body.get("model_id")
+        if model_id is None or model_id == "":
+            raise ApiError(Msg.NO_MODEL.format(models=known))
+        if not isinstance(model_id, str) or model_id not in models:
+            raise ApiError(Msg.BAD_MODEL.format(value=_show(model_id), models=known))
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ApiError(Msg.NO_PROMPT)
+        limit = self.scenario.limits.max_prompt_length
+        if len(prompt) > limit:
+            raise ApiError(Msg.LONG_PROMPT.format(length=len(prompt), limit=limit))
+        ratio = body.get("aspect_ratio")
+        if ratio is None:
+            ratio = DEFAULT_RATIO[models[model_id].task_type]
+        elif not isinstance(ratio, str) or ratio not in ASPECT_RATIOS:
+            raise ApiError(Msg.BAD_RATIO.format(value=_show(ratio), ratios=", ".join(ASPECT_RATIOS)))
+        urls = body.get("image_urls")
+        if urls is None:
+            urls = []
+        if not isinstance(urls, list):
+            raise ApiError(Msg.BAD_IMAGES.format(detail=f"got {_show(urls)}"))
+        max_urls = self.scenario.limits.max_image_urls
+        if len(urls) > max_urls:
+            raise ApiError(Msg.BAD_IMAGES.format(detail=f"at most {max_urls} are allowed, got {len(urls)}"))
+        for i, url in enumerate(urls):
+            if not isinstance(url, str) or len(url) > 2048 or not URL_RE.fullmatch(url):
+                raise ApiError(Msg.BAD_IMAGES.format(detail=f"item {i} is {_show(url)}"))
+        return Submit(model_id, prompt, ratio, tuple(urls))
+
+    def submit(self, account: Account, body: object, steering: Steering = Steering()) -> Task:
+        """Create a task: validate, apply the scenario, charge, schedule. Nothing is charged on error."""
+        req = self.validate(body)
+        now = self.now()
+        self.settle(now)
+        model = self.scenario.models[req.model_id]
+        rule_name, behaviour = self.behaviour_for(account, req)
+        if behaviour.reject:
+            raise ApiError(behaviour.reject)
+        cost = model.cost if behaviour.cost is None else behaviour.cost
+        if account.credits < cost:
+            raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=account.credits))
+        queued_for = behaviour.queued.sample(self.rng)  # type: ignore[union-attr]
+        running_for = behaviour.running.sample(self.rng)  # type: ignore[union-attr]
+        outcome = behaviour.outcome.pick(self.rng)  # type: ignore[union-attr]
+        message = behaviour.failure_message or ""
+        queued = self._take_next(account, req)
+        if queued is not None:
+            outcome, message = queued.outcome, queued.message or message
+        if steering.outcome:
+            outcome = steering.outcome
+        if steering.delay is not None:
+            queued_for = min(queued_for, steering.delay)
+            running_for = steering.delay - queued_for
+        task_id = self._new_task_id()
+        request_id = "kie_" + "".join(self.rng.choices(ID_ALPHABET, k=12))
+        progress = behaviour.progress or "time"
+        polls = behaviour.polls or (1, 1)
+        task = Task(
+            task_id=task_id,
+            key=account.key,
+            model_id=req.model_id,
+            task_type=model.task_type,
+            prompt=req.prompt,
+            aspect_ratio=req.aspect_ratio,
+            image_urls=req.image_urls,
+            credits=cost,
+            created_at=now,
+            request_id=request_id,
+            running_at=now + queued_for,
+            finish_at=now + queued_for + running_for if progress == "time" else NEVER,
+            outcome=outcome,
+            failure_message=message,
+            progress=progress,
+            polls_queued=polls[0],
+            polls_running=polls[1],
+            rule=rule_name,
+            results=behaviour.results or "local",
+            extra=dict(behaviour.extra) if behaviour.extra else None,
+        )
+        if not self.store.charge(account.key, cost, now, task_id):
+            raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=account.credits))
+        self.store.add_task(task)
+        if task.finish_at != NEVER:
+            self.store.schedule(task.finish_at, task_id)
+        return task
+
+    def _new_task_id(self) -> str:
+        while True:
+            task_id = "".join(self.rng.choices(ID_ALPHABET, k=12))
+            if self.store.get_task(task_id) is None:
+                return task_id
+
+    def query(self, account: Account, task_id: str) -> Task:
+        """A task of this account, brought up to date; another account's task is 'not found'."""
+        task = self.store.get_task(task_id)
+        if task is None or task.key != account.key:
+            raise ApiError(Msg.NOT_FOUND.format(task_id=_show(task_id[:64])))
+        now = self.now()
+        self.settle(now)
+        if not task.final_status and task.progress == "polls":
+            task.polls += 1
+            if task.polls >= task.polls_to_finish:
+                self.finish(task, task.outcome, now)
+        return task
+
+    # --- the scenario's rules ------------------------------------------------------------------
+
+    def matches(self, match: Match, account: Account, req: Submit | None, scope: str) -> bool:
+        """Whether a request meets ``match``; counters advance for requests meeting the rest."""
+        if match.keys is not None and account.key not in match.keys:
+            return False
+        if match.accounts is not None and account.name not in match.accounts:
+            return False
+        if req is not None:
+            if match.model_ids is not None and req.model_id not in match.model_ids:
+                return False
+            if match.prompt_contains is not None and not any(s in req.prompt for s in match.prompt_contains):
+                return False
+            if match.prompt_regex is not None and not match.prompt_regex.search(req.prompt):
+                return False
+            if match.aspect_ratios is not None and req.aspect_ratio not in match.aspect_ratios:
+                return False
+            if match.has_images is not None and bool(req.image_urls) != match.has_images:
+                return False
+        elif match.model_ids or match.prompt_contains or match.prompt_regex or match.aspect_ratios:
+            return False
+        if match.counted:
+            counter = (scope, account.key if match.count_per == "key" else "")
+            n = self.counters[counter] = self.counters.get(counter, 0) + 1
+            if match.first_n is not None and n > match.first_n:
+                return False
+            if match.after_n is not None and n <= match.after_n:
+                return False
+            if match.every_nth is not None and n % match.every_nth:
+                return False
+        return match.probability is None or self.rng.random() < match.probability
+
+    def behaviour_for(self, account: Account, req: Submit) -> tuple[str | None, Behaviour]:
+        """The defaults, then the model's timing, then the first matching rule."""
+        s = self.scenario
+        model = s.models[req.model_id]
+        base = s.defaults
+        if model.queued or model.running:
+            base = replace(base, queued=model.queued or base.queued, running=model.running or base.running)
+        for i, rule in enumerate(s.rules):
+            if self.matches(rule.match, account, req, f"rule:{i}"):
+                given = {f: getattr(rule.behaviour, f) for f in Behaviour.__slots__}  # type: ignore[attr-defined]
+                return rule.name, replace(base, **{k: v for k, v in given.items() if v is not None})
+        return None, base
+
+    def fault_for(self, route: str, account: Account | None, req: Submit | None = None) -> Fault | None:
+        """The first scenario fault that applies to this request, if any."""
+        for i, fault in enumerate(self.scenario.faults):
+            if fault.match.route not in ("any", route):
+                continue
+            if account is None:
+                if fault.match.keys or fault.match.accounts or fault.match.counted:
+                    continue
+                account = Account("", 0)
+            if self.matches(fault.match, account, req, f"fault:{i}"):
+                if fault.rate_limit is not None and self._take_token(f"fault:{i}", account.key, fault):
+                    continue
+                return fault
+        return None
+
+    def _take_token(self, scope: str, key: str, fault: Fault) -> bool:
+        """Token bucket per key: True when a token was available (the request may pass)."""
+        rl = fault.rate_limit
+        assert rl is not None
+        now = self.now()
+        rate = rl.limit / rl.per_seconds
+        tokens, last = self.buckets.get((scope, key), (float(rl.burst), now))
+        tokens = min(float(rl.burst), tokens + (now - last) * rate)
+        if tokens >= 1:
+            self.buckets[(scope, key)] = (tokens - 1, now)
+            return True
+        self.buckets[(scope, key)] = (tokens, now)
+        return False
+
+    def retry_after(self, fault: Fault, account: Account | None) -> int:
+        """Seconds a client should wait: the fault's own, or until the bucket has a token."""
+        if fault.retry_after is not None:
+            return fault.retry_after
+        if fault.rate_limit is not None:
+            rl = fault.rate_limit
+            return max(1, int(rl.per_seconds / rl.limit + 0.999))
+        return 1
+
+    def _take_next(self, account: Account, req: Submit) -> NextOutcome | None:
+        for entry in self.next_outcomes:
+            if entry.model_id not in (None, req.model_id) or entry.key not in (None, account.key):
+                continue
+            entry.count -= 1
+            if entry.count <= 0:
+                self.next_outcomes.remove(entry)
+            return entry
+        return None
+
+    def queue_next(self, entry: NextOutcome) -> None:
+        self.next_outcomes.append(entry)
+
+    # --- time and settlement -------------------------------------------------------------------
+
+    def settle(self, now: float | None = None) -> int:
+        """Finish every time-driven task that is due by ``now`` (refunding failures). Returns how many."""
+        now = self.now() if now is None else now
+        done = 0
+        for at, task_id in self.store.pop_due(now):
+            task = self.store.get_task(task_id)
+            if task is not None and not task.final_status and task.finish_at == at:
+                self.finish(task, task.outcome, at)
+                done += 1
+        return done
+
+    def finish(self, task: Task, outcome: str, at: float, message: str | None = None) -> None:
+        """Settle a task once; a failure refunds its charge at that moment."""
+        if task.final_status:
+            return
+        task.final_status = SUCCEEDED if outcome == "success" else FAILED
+        task.settled_at = at
+        if task.final_status == FAILED:
+            task.message = message or task.failure_message
+            if task.credits and self.store.get_account(task.key) is not None:
+                self.store.credit(task.key, task.credits, at, "refund", task.task_id)
+
+    def advance(self, seconds: float) -> float:
+        if not isinstance(self.clock, ManualClock):
+            raise ControlError("the clock is real; start with --clock manual (or clock: manual) to move it", 409)
+        now = self.clock.advance(seconds)
+        self.settle(now)
+        return now
+
+    def resolve(self, task_id: str, outcome: str, message: str | None = None) -> Task:
+        task = self.store.get_task(task_id)
+        if task is None:
+            raise ControlError(f"no task {task_id!r}", 404)
+        self.settle()
+        if task.final_status:
+            raise ControlError(f"task {task_id} already finished with status {task.final_status}", 409)
+        self.finish(task, outcome, self.now(), message)
+        return task
+
+    # --- accounts (control) --------------------------------------------------------------------
+
+    def create_account(self, credits: int, key: str | None = None, name: str | None = None) -> Account:
+        if key is None:
+            key = self.new_key()
+        elif not KEY_RE.fullmatch(key):
+            raise ControlError("key must be 'sk-' followed by 32 letters or digits")
+        if self.store.get_account(key) is not None:
+            raise ControlError(f"an account with key {key} already exists", 409)
+        account = Account(key, 0, name)
+        self.store.add_account(account)
+        if credits:
+            self.store.credit(key, credits, self.now(), "topup", None)
+        return account
+
+    def account(self, key: str) -> Account:
+        account = self.store.get_account(key)
+        if account is None:
+            raise ControlError(f"no account with key {key!r}", 404)
+        self.settle()
+        return account
+
+    def topup(self, key: str, delta: int) -> Account:
+        account = self.account(key)
+        self.store.credit(key, delta, self.now(), "topup", None)
+        return account
+
+    # --- views (used by the API and control layers) ----------------------------------------------
+
+    def result_url(self, task: Task, base_url: str) -> str:
+        ext = "mp4" if task.task_type == "video" else "png"
+        if task.results == "cdn":
+            base = self.scenario.cdn_base or f"https://cdn.{self.faker.domain_name()}"
+            return f"{base.rstrip('/')}/{task.task_type}s/{task.task_id}.{ext}"
+        return f"{base_url.rstrip('/')}/files/{task.task_id}.{ext}"
+
+    def task_data(self, task: Task, base_url: str) -> dict[str, Any]:
+        """The ``data`` of a query answer, exactly the contract's keys (plus a rule's extras)."""
+        status = task.status_at(self.now())
+        url = self.result_url(task, base_url) if status == SUCCEEDED else None
+        data: dict[str, Any] = {
+            "task_id": task.task_id,
+            "task_status": status,
+            "task_type": task.task_type,
+            "model_id": task.model_id,
+            "image_url": url if task.task_type == "image" else None,
+            "video_url": url if task.task_type == "video" else None,
+            "audio_url": None,
+            "credits": task.credits,
+            "created_at": int(task.created_at),
+        }
+        if task.extra:
+            data.update(task.extra)
+        return data
+
+    def task_view(self, task: Task, base_url: str) -> dict[str, Any]:
+        """Everything about a task, for the control API and the dashboard."""
+        now = self.now()
+        account = self.store.get_account(task.key)
+        return {
+            "task_id": task.task_id,
+            "key": task.key,
+            "account": account.name if account else None,
+            "request_id": task.request_id,
+            "status": task.status_at(now),
+            "request": {
+                "model_id": task.model_id,
+                "prompt": task.prompt,
+                "aspect_ratio": task.aspect_ratio,
+                "image_urls": list(task.image_urls),
+            },
+            "task_type": task.task_type,
+            "credits": task.credits,
+            "planned_outcome": task.outcome,
+            "failure_message": task.failure_message if task.outcome == "failed" else None,
+            "message": task.message,
+            "progress": task.progress,
+            "polls": task.polls,
+            "rule": task.rule,
+            "timeline": {
+                "created_at": task.created_at,
+                "running_at": task.running_at if task.progress != "polls" else None,
+                "finish_at": task.finish_at if task.finish_at != NEVER else None,
+                "settled_at": task.settled_at,
+            },
+            "result_url": self.result_url(task, base_url) if task.final_status == SUCCEEDED else None,
+        }
+
+    def export_state(self) -> dict[str, Any]:
+        return export_state(self)
+
+    def import_state(self, state: Mapping[str, Any]) -> None:
+        import_state(self, state)
+
+    def account_view(self, account: Account, ledger: bool = False) -> dict[str, Any]:
+        view: dict[str, Any] = {"key": account.key, "name": account.name, "credits": account.credits}
+        if ledger:
+            view["ledger"] = [e.as_dict() for e in account.ledger]
+        return view
+
+
+def _show(value: object) -> str:
+    """A short, safe rendering of a client's value for an error message."""
+    text = repr(value) if isinstance(value, str) else _json_kind(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value) if abs(value) < 1e15 else "a huge number"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
+
+
+STATE_VERSION = 1
+
+
+def export_state(backend: Backend) -> dict[str, Any]:
+    """Accounts, ledger, tasks, clock and queued outcomes as plain JSON-able data."""
+    backend.settle()
+    tasks = []
+    for task in backend.store.tasks():
+        row = {f: getattr(task, f) for f in Task.__slots__}  # type: ignore[attr-defined]
+        row["image_urls"] = list(task.image_urls)
+        row["finish_at"] = None if task.finish_at == NEVER else task.finish_at
+        tasks.append(row)
+    return {
+        "version": STATE_VERSION,
+        "scenario": backend.scenario.name,
+        "clock": {"kind": backend.clock.kind, "now": backend.now()},
+        "accounts": [backend.account_view(a, ledger=True) for a in backend.store.accounts()],
+        "tasks": tasks,
+        "next": [{f: getattr(e, f) for f in NextOutcome.__slots__} for e in backend.next_outcomes],  # type: ignore[attr-defined]
+    }
+
+
+def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
+    """Replace the world with an exported state; a malformed one is refused whole (ControlError)."""
+    from .models import LedgerEntry
+
+    if state.get("version") != STATE_VERSION:
+        raise ControlError(f"state must be an export with version {STATE_VERSION}")
+    try:
+        accounts = []
+        for a in state["accounts"]:
+            ledger = [LedgerEntry(e["kind"], int(e["amount"]), float(e["at"]), e.get("task_id")) for e in a["ledger"]]
+            accounts.append(Account(str(a["key"]), int(a["credits"]), a.get("name"), ledger))
+        tasks = []
+        for row in state["tasks"]:
+            fields = {f: row[f] for f in Task.__slots__ if f in row}  # type: ignore[attr-defined]
+            fields["image_urls"] = tuple(fields.get("image_urls") or ())
+            if fields.get("finish_at") is None:
+                fields["finish_at"] = NEVER
+            tasks.append(Task(**fields))
+        nexts = [NextOutcome(**n) for n in state.get("next", [])]
+        now = float(state["clock"]["now"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ControlError(f"state is malformed: {exc!r}") from None
+    store = backend.store
+    store.clear()
+    for account in accounts:
+        store.add_account(account)
+    for task in tasks:
+        store.add_task(task)
+        if not task.final_status and task.finish_at != NEVER:
+            store.schedule(task.finish_at, task.task_id)
+    backend.next_outcomes = nexts
+    if isinstance(backend.clock, ManualClock):
+        backend.clock.set(now)
+    backend.settle()

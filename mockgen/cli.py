@@ -1,0 +1,129 @@
+"""The command line: serve, validate, scenarios, healthcheck (thin: parse flags, call the package)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import click
+
+from .errors import ScenarioError
+
+ENV = "MOCKGEN"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="mockgen")
+def main() -> None:
+    """mockgen: an offline emulator of the image/video generation Open API."""
+
+
+@main.command()
+@click.option("--scenario", "-s", envvar="MOCKGEN_SCENARIO", default="default", help="Bundled scenario name or YAML path.")
+@click.option("--host", envvar="MOCKGEN_HOST", default="127.0.0.1")
+@click.option("--port", "-p", envvar="MOCKGEN_PORT", default=8000, type=int)
+@click.option("--clock", envvar="MOCKGEN_CLOCK", type=click.Choice(["real", "manual"]), default=None, help="Override the scenario's clock.")
+@click.option("--public-url", envvar="MOCKGEN_PUBLIC_URL", default=None, help="Base URL for result links (behind Docker or a proxy).")
+@click.option("--admin-token", envvar="MOCKGEN_ADMIN_TOKEN", default=None, help="Require 'Authorization: Bearer T' on /_mock/.")
+@click.option("--max-tasks", envvar="MOCKGEN_MAX_TASKS", default=1_000_000, type=click.IntRange(min=1))
+@click.option("--access-log/--no-access-log", envvar="MOCKGEN_ACCESS_LOG", default=False)
+def serve(
+    scenario: str,
+    host: str,
+    port: int,
+    clock: str | None,
+    public_url: str | None,
+    admin_token: str | None,
+    max_tasks: int,
+    access_log: bool,
+) -> None:
+    """Run the emulator."""
+    import uvicorn
+
+    from .app import create_app
+
+    try:
+        app = create_app(scenario, clock=clock, public_url=public_url, admin_token=admin_token, max_tasks=max_tasks)
+    except ScenarioError as exc:
+        raise click.ClickException(f"scenario refused:\n{exc}") from None
+    backend = app.state.backend
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    base = public_url or f"http://{shown_host}:{port}"
+    key = backend.ready_key()
+    click.echo(f"mockgen {backend.scenario.name!r} scenario, {backend.clock.kind} clock")
+    click.echo(f"  API        {base}/api/v1/tasks/create")
+    click.echo(f"  key        {key}")
+    click.echo(f"  dashboard  {base}/")
+    click.echo(f"  control    {base}/_mock/health")
+    if not _is_loopback(host) and not admin_token:
+        click.secho(
+            f"WARNING: listening on {host} with no --admin-token: anyone who can reach this port "
+            "can change balances, resolve tasks and load scenarios through /_mock/.",
+            fg="red",
+            err=True,
+        )
+    sys.stdout.flush()
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def validate(paths: tuple[str, ...]) -> None:
+    """Check scenario files; print every problem with file, line and key."""
+    from .scenario import load_scenario
+
+    failed = 0
+    for path in paths:
+        try:
+            scenario = load_scenario(Path(path))
+        except ScenarioError as exc:
+            failed += 1
+            for issue in exc.issues:
+                click.echo(str(issue), err=True)
+            continue
+        click.echo(f"{path}: ok ({scenario.name}: {len(scenario.rules)} rules, {len(scenario.faults)} faults)")
+    if failed:
+        raise click.ClickException(f"{failed} of {len(paths)} scenario file(s) refused")
+
+
+@main.command()
+def scenarios() -> None:
+    """List the bundled scenarios."""
+    from .scenario import bundled_names, load_scenario
+
+    for name in bundled_names():
+        summary = load_scenario(name).description.splitlines()
+        click.echo(f"{name:<14} {summary[0] if summary else ''}")
+
+
+@main.command()
+@click.option("--url", envvar="MOCKGEN_HEALTHCHECK_URL", default=None, help="Base URL (default: http://127.0.0.1:$MOCKGEN_PORT).")
+@click.option("--admin-token", envvar="MOCKGEN_ADMIN_TOKEN", default=None)
+@click.option("--timeout", envvar="MOCKGEN_HEALTHCHECK_TIMEOUT", default=3.0)
+def healthcheck(url: str | None, admin_token: str | None, timeout: float) -> None:
+    """Exit 0 when /_mock/health answers 200 (for Docker's HEALTHCHECK; needs no curl)."""
+    base = url or f"http://127.0.0.1:{os.environ.get(f'{ENV}_PORT', '8000')}"
+    request = urllib.request.Request(f"{base.rstrip('/')}/_mock/health")
+    if admin_token:
+        request.add_header("Authorization", f"Bearer {admin_token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            ok = response.status == 200
+    except (OSError, urllib.error.URLError) as exc:
+        raise click.ClickException(f"unhealthy: {exc}") from None
+    if not ok:
+        raise click.ClickException("unhealthy")
+    click.echo("healthy")

@@ -1,0 +1,283 @@
+"""The /_mock/ control API that tests and demos drive (thin: parse, call backend, render)."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .backend import Backend, NextOutcome
+from .errors import ControlError, ScenarioError
+from .http import json_response, read_body, read_control_json
+from .journal import Entry, mask_key
+from .scenario import bundled_names, load_scenario, parse_scenario
+
+
+def _backend(request: Request) -> Backend:
+    return request.app.state.backend
+
+
+def _base(request: Request) -> str:
+    from .api import base_url
+
+    return base_url(request)
+
+
+def _number(body: dict[str, Any], key: str, *, integer: bool = False, required: bool = True) -> Any:
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an integer" if integer else "a number"
+        raise ControlError(f"{key!r} must be {kind}, not {value!r}")
+    return value
+
+
+def _outcome(body: dict[str, Any]) -> str:
+    outcome = body.get("outcome")
+    if outcome not in ("success", "failed"):
+        raise ControlError(f"'outcome' must be 'success' or 'failed', not {outcome!r}")
+    return outcome
+
+
+def _optional_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ControlError(f"{key!r} must be a string, not {value!r}")
+    return value
+
+
+async def health(request: Request) -> Response:
+    b = _backend(request)
+    return json_response({"status": "ok", "scenario": b.scenario.name, "clock": b.clock.kind, "now": b.now()})
+
+
+async def list_accounts(request: Request) -> Response:
+    b = _backend(request)
+    b.settle()
+    return json_response([b.account_view(a) for a in b.store.accounts()])
+
+
+async def create_account(request: Request) -> Response:
+    b = _backend(request)
+    body = await read_control_json(request)
+    credits = _number(body, "credits", integer=True, required=False)
+    account = b.create_account(credits or 0, _optional_str(body, "key"), _optional_str(body, "name"))
+    return json_response(b.account_view(account), 201)
+
+
+async def get_account(request: Request) -> Response:
+    b = _backend(request)
+    return json_response(b.account_view(b.account(request.path_params["key"]), ledger=True))
+
+
+async def change_credits(request: Request) -> Response:
+    b = _backend(request)
+    body = await read_control_json(request)
+    account = b.topup(request.path_params["key"], _number(body, "delta", integer=True))
+    return json_response(b.account_view(account, ledger=True))
+
+
+async def list_tasks(request: Request) -> Response:
+    b = _backend(request)
+    b.settle()
+    key = request.query_params.get("key")
+    base = _base(request)
+    return json_response([b.task_view(t, base) for t in b.store.tasks() if key in (None, t.key)])
+
+
+async def get_task(request: Request) -> Response:
+    b = _backend(request)
+    b.settle()
+    task = b.store.get_task(request.path_params["task_id"])
+    if task is None:
+        raise ControlError(f"no task {request.path_params['task_id']!r}", 404)
+    return json_response(b.task_view(task, _base(request)))
+
+
+async def resolve_task(request: Request) -> Response:
+    b = _backend(request)
+    body = await read_control_json(request)
+    task = b.resolve(request.path_params["task_id"], _outcome(body), _optional_str(body, "msg"))
+    return json_response(b.task_view(task, _base(request)))
+
+
+async def advance_clock(request: Request) -> Response:
+    b = _backend(request)
+    body = await read_control_json(request)
+    seconds = _number(body, "seconds")
+    if not 0 <= seconds <= 10 * 365 * 86_400:
+        raise ControlError("'seconds' must be from 0 to ten years")
+    return json_response({"now": b.advance(seconds)})
+
+
+def _journal_filter(request: Request) -> Callable[[Entry], bool]:
+    q = request.query_params
+    path, method, key = q.get("path"), q.get("method"), q.get("key")
+    masked = mask_key(key) if key else None
+    method = method.upper() if method else None
+
+    def pred(e: Entry) -> bool:
+        return (
+            (path is None or e["path"] == path or (path.endswith("*") and e["path"].startswith(path[:-1])))
+            and (method is None or e["method"] == method)
+            and (masked is None or e.get("key") == masked)
+        )
+
+    return pred
+
+
+async def list_requests(request: Request) -> Response:
+    journal = _backend(request).store.journal
+    return json_response(journal.select(_journal_filter(request)))
+
+
+async def clear_requests(request: Request) -> Response:
+    _backend(request).store.journal.clear()
+    return Response(status_code=204)
+
+
+async def wait_requests(request: Request) -> Response:
+    q = request.query_params
+    try:
+        count = int(q.get("count", "1"))
+        timeout = float(q.get("timeout", "10"))
+    except ValueError:
+        raise ControlError("count must be an integer and timeout a number of seconds") from None
+    if count < 1 or not 0 <= timeout <= 300:
+        raise ControlError("count must be >= 1 and timeout from 0 to 300 seconds")
+    journal = _backend(request).store.journal
+    pred = _journal_filter(request)
+    arrived = await journal.wait_for(pred, count, timeout)
+    matching = journal.select(pred)
+    return json_response({"arrived": arrived, "count": len(matching), "requests": matching}, 200 if arrived else 408)
+
+
+async def get_scenario(request: Request) -> Response:
+    s = _backend(request).scenario
+    return json_response(
+        {
+            "name": s.name,
+            "description": s.description,
+            "path": s.path,
+            "seed": s.seed,
+            "clock": s.clock,
+            "auth_mode": s.auth_mode,
+            "models": {m.model_id: {"task_type": m.task_type, "cost": m.cost} for m in s.models.values()},
+            "rules": [r.name for r in s.rules],
+            "faults": [f.name for f in s.faults],
+            "source": s.source,
+        }
+    )
+
+
+async def put_scenario(request: Request) -> Response:
+    b = _backend(request)
+    content_type = request.headers.get("content-type", "")
+    try:
+        if "json" in content_type:
+            body = await read_control_json(request)
+            name = body.get("name")
+            if not isinstance(name, str):
+                raise ControlError("send YAML text, or JSON {\"name\": <bundled scenario>}")
+            scenario = load_scenario(name) if "/" not in name else None
+            if scenario is None:
+                raise ControlError("name must be a bundled scenario's name, not a path")
+        else:
+            raw = await read_body(request)
+            scenario = parse_scenario(raw.decode("utf-8", "replace"), "<PUT /_mock/scenario>")
+    except ScenarioError as exc:
+        return json_response({"error": "scenario refused", "issues": [i.as_dict() for i in exc.issues]}, 422)
+    b.load(scenario)
+    return json_response({"name": scenario.name, "loaded": True})
+
+
+async def list_scenarios(request: Request) -> Response:
+    return json_response(bundled_names())
+
+
+async def reset(request: Request) -> Response:
+    b = _backend(request)
+    b.reset()
+    return json_response({"reset": True, "scenario": b.scenario.name, "now": b.now()})
+
+
+async def queue_next(request: Request) -> Response:
+    b = _backend(request)
+    body = await read_control_json(request)
+    count = _number(body, "count", integer=True, required=False)
+    if count is None:
+        count = 1
+    if count < 1:
+        raise ControlError("'count' must be >= 1")
+    model_id = _optional_str(body, "model_id")
+    if model_id is not None and model_id not in b.scenario.models:
+        raise ControlError(f"unknown model_id {model_id!r}")
+    entry = NextOutcome(_outcome(body), count, model_id, _optional_str(body, "key"), _optional_str(body, "msg"))
+    b.queue_next(entry)
+    return json_response({"queued": [vars_(e) for e in b.next_outcomes]}, 201)
+
+
+async def list_next(request: Request) -> Response:
+    return json_response({"queued": [vars_(e) for e in _backend(request).next_outcomes]})
+
+
+def vars_(entry: NextOutcome) -> dict[str, Any]:
+    return {"outcome": entry.outcome, "count": entry.count, "model_id": entry.model_id, "key": entry.key, "msg": entry.message}
+
+
+async def get_state(request: Request) -> Response:
+    return json_response(_backend(request).export_state())
+
+
+async def put_state(request: Request) -> Response:
+    b = _backend(request)
+    b.import_state(await read_control_json(request))
+    return json_response({"restored": True, "now": b.now()})
+
+
+routes = [
+    Route("/_mock/health", health),
+    Route("/_mock/accounts", list_accounts, methods=["GET"]),
+    Route("/_mock/accounts", create_account, methods=["POST"]),
+    Route("/_mock/accounts/{key}", get_account),
+    Route("/_mock/accounts/{key}/credits", change_credits, methods=["POST"]),
+    Route("/_mock/tasks", list_tasks),
+    Route("/_mock/tasks/{task_id}", get_task),
+    Route("/_mock/tasks/{task_id}/resolve", resolve_task, methods=["POST"]),
+    Route("/_mock/clock/advance", advance_clock, methods=["POST"]),
+    Route("/_mock/requests", list_requests, methods=["GET"]),
+    Route("/_mock/requests", clear_requests, methods=["DELETE"]),
+    Route("/_mock/requests/wait", wait_requests),
+    Route("/_mock/scenario", get_scenario, methods=["GET"]),
+    Route("/_mock/scenario", put_scenario, methods=["PUT"]),
+    Route("/_mock/scenarios", list_scenarios),
+    Route("/_mock/reset", reset, methods=["POST"]),
+    Route("/_mock/next", queue_next, methods=["POST"]),
+    Route("/_mock/next", list_next, methods=["GET"]),
+    Route("/_mock/state", get_state, methods=["GET"]),
+    Route("/_mock/state", put_state, methods=["PUT"]),
+]
+
+
+class AdminTokenGuard:
+    """With --admin-token, every /_mock/ request must carry ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.expected and scope["type"] == "http" and scope["path"].startswith("/_mock/"):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                msg = "the control API needs 'Authorization: Bearer <admin token>' (see --admin-token)"
+                await json_response({"error": msg}, 401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,676 @@
+"""Parse and validate scenario YAML into frozen dataclasses (the only module that imports yaml)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import random
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ScenarioError, ScenarioIssue
+
+TaskType = Literal["image", "video"]
+Progress = Literal["time", "polls", "manual"]
+OUTCOMES = ("success", "failed")
+KEY_RE = re.compile(r"sk-[A-Za-z0-9]{32}")
+FAULT_STATUSES = frozenset({400, 403, 408, 409, 429, 500, 502, 503, 504})
+ROUTES = ("create", "query", "files", "any")
+
+DEFAULT_FAILURE_MESSAGE = "Generation failed: the model could not produce a result. Credits were refunded."
+
+
+# --- values -----------------------------------------------------------------------------------
+
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Duration:
+    """A fixed duration (lo == hi) or a uniform range, in seconds."""
+
+    lo: float
+    hi: float
+
+    def sample(self, rng: random.Random) -> float:
+        return self.lo if self.lo == self.hi else rng.uniform(self.lo, self.hi)
+
+    def __str__(self) -> str:
+        return f"{self.lo:g}" if self.lo == self.hi else f"{self.lo:g}..{self.hi:g}"
+
+
+def _seconds(text: str) -> float:
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration (use seconds, or '500ms', '2s', '1.5m', '1h')")
+    return float(m.group(1)) * _UNIT[m.group(2) or "s"]
+
+
+def parse_duration(value: object) -> Duration:
+    """Seconds as a number, a string with a unit ('500ms', '2s', '1m'), or a range 'a..b'."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        if value < 0 or value != value or value == float("inf"):
+            raise ValueError(f"{value!r} is not a duration (must be a finite number >= 0)")
+        return Duration(float(value), float(value))
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a duration")
+    if ".." in value:
+        lo_text, _, hi_text = value.partition("..")
+        lo, hi = _seconds(lo_text), _seconds(hi_text)
+        if lo > hi:
+            raise ValueError(f"range {value!r} has its minimum above its maximum")
+        return Duration(lo, hi)
+    s = _seconds(value)
+    return Duration(s, s)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A fixed outcome or weighted choice between success and failed (weights in percent)."""
+
+    weights: tuple[tuple[str, float], ...]
+
+    def pick(self, rng: random.Random) -> str:
+        if len(self.weights) == 1:
+            return self.weights[0][0]
+        x = rng.uniform(0, 100)
+        acc = 0.0
+        for name, weight in self.weights:
+            acc += weight
+            if x < acc:
+                return name
+        return self.weights[-1][0]
+
+    def __str__(self) -> str:
+        if len(self.weights) == 1:
+            return self.weights[0][0]
+        return ", ".join(f"{n} {w:g}%" for n, w in self.weights)
+
+
+def parse_outcome(value: object) -> Outcome:
+    """'success', 'failed', or percent weights like {success: 90, failed: 10} summing to 100."""
+    if isinstance(value, str):
+        if value not in OUTCOMES:
+            raise ValueError(f"{value!r} is not an outcome (use 'success' or 'failed')")
+        return Outcome(((value, 100.0),))
+    if isinstance(value, Mapping):
+        weights: list[tuple[str, float]] = []
+        for name, weight in value.items():
+            if name not in OUTCOMES:
+                raise ValueError(f"{name!r} is not an outcome (use 'success' or 'failed')")
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+                raise ValueError(f"weight of {name!r} must be a number >= 0, not {weight!r}")
+            if weight > 0:
+                weights.append((name, float(weight)))
+        total = sum(w for _, w in weights)
+        if abs(total - 100) > 1e-9:
+            raise ValueError(f"outcome weights must add up to 100 (percent); these add up to {total:g}")
+        return Outcome(tuple(weights))
+    raise ValueError(f"{value!r} is not an outcome (use 'success', 'failed' or weights)")
+
+
+# --- the scenario ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    model_id: str
+    task_type: TaskType
+    cost: int
+    queued: Duration | None = None
+    running: Duration | None = None
+
+
+DEFAULT_MODELS: dict[str, ModelSpec] = {
+    "seedance-2": ModelSpec("seedance-2", "video", 60),
+    "gpt-image-2": ModelSpec("gpt-image-2", "image", 15),
+    "nano-banana-2": ModelSpec("nano-banana-2", "image", 8),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSpec:
+    key: str
+    credits: int
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """How a task behaves; in a rule, None means 'as the defaults say'."""
+
+    queued: Duration | None = None
+    running: Duration | None = None
+    outcome: Outcome | None = None
+    failure_message: str | None = None
+    progress: Progress | None = None
+    polls: tuple[int, int] | None = None  # polls seen at status 1, then at status 2
+    cost: int | None = None
+    reject: str | None = None
+    results: Literal["local", "cdn"] | None = None
+    extra: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Conditions on a request; every condition given must hold. Counters count matching requests."""
+
+    route: str = "any"
+    model_ids: frozenset[str] | None = None
+    prompt_contains: tuple[str, ...] | None = None
+    prompt_regex: re.Pattern[str] | None = None
+    keys: frozenset[str] | None = None
+    accounts: frozenset[str] | None = None
+    aspect_ratios: frozenset[str] | None = None
+    has_images: bool | None = None
+    every_nth: int | None = None
+    first_n: int | None = None
+    after_n: int | None = None
+    count_per: Literal["global", "key"] = "global"
+    probability: float | None = None
+
+    @property
+    def counted(self) -> bool:
+        return self.every_nth is not None or self.first_n is not None or self.after_n is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    match: Match
+    behaviour: Behaviour
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    per_seconds: float  # the window: 1 for per_second, 60 for per_minute
+    limit: int
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    name: str
+    match: Match
+    latency: Duration | None = None
+    status: int | None = None
+    retry_after: int | None = None
+    body: Any = None
+    truncate: bool = False
+    close: bool = False
+    rate_limit: RateLimit | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_prompt_length: int = 4000
+    max_image_urls: int = 8
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario: the emulated world's starting state and behaviour."""
+
+    name: str
+    description: str = ""
+    source: str = ""
+    path: str | None = None
+    seed: int | None = None
+    clock: Literal["real", "manual"] = "real"
+    start_time: float | None = None
+    auth_mode: Literal["open", "strict"] = "open"
+    default_credits: int = 1000
+    accounts: tuple[AccountSpec, ...] = ()
+    models: Mapping[str, ModelSpec] = field(default_factory=lambda: dict(DEFAULT_MODELS))
+    defaults: Behaviour = Behaviour(
+        queued=Duration(0.5, 0.5),
+        running=Duration(2.0, 2.0),
+        outcome=Outcome((("success", 100.0),)),
+        failure_message=DEFAULT_FAILURE_MESSAGE,
+        progress="time",
+        polls=(1, 1),
+        results="local",
+    )
+    rules: tuple[Rule, ...] = ()
+    faults: tuple[Fault, ...] = ()
+    cdn_base: str | None = None
+    limits: Limits = Limits()
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+Path_ = tuple[str | int, ...]
+
+
+def _line_map(node: yaml.Node) -> dict[Path_, int]:
+    """Map every key path in the document to the 1-based line where its value starts."""
+    lines: dict[Path_, int] = {}
+
+    def walk(n: yaml.Node, path: Path_) -> None:
+        lines.setdefault(path, n.start_mark.line + 1)
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = k.value if isinstance(k, yaml.ScalarNode) else str(k.start_mark)
+                lines[(*path, key)] = k.start_mark.line + 1
+                walk(v, (*path, key))
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                walk(v, (*path, i))
+
+    walk(node, ())
+    return lines
+
+
+def _duplicate_keys(node: yaml.Node, path: Path_ = ()) -> Iterable[tuple[Path_, int]]:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for k, v in node.value:
+            key = getattr(k, "value", None)
+            if isinstance(key, str):
+                if key in seen:
+                    yield (*path, key), k.start_mark.line + 1
+                seen.add(key)
+            yield from _duplicate_keys(v, (*path, str(key)))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            yield from _duplicate_keys(v, (*path, i))
+
+
+class _Reader:
+    """Walks the parsed document collecting every issue with its line and key path."""
+
+    def __init__(self, file: str, lines: dict[Path_, int]) -> None:
+        self.file = file
+        self.lines = lines
+        self.issues: list[ScenarioIssue] = []
+
+    def issue(self, path: Path_, message: str) -> None:
+        p = path
+        while p and p not in self.lines:
+            p = p[:-1]
+        dotted = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in path).lstrip(".")
+        self.issues.append(ScenarioIssue(self.file, self.lines.get(p), dotted, message))
+
+    def mapping(self, value: object, path: Path_, allowed: Iterable[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.issue(path, f"must be a mapping, not {type(value).__name__}")
+            return {}
+        allowed = set(allowed)
+        for key in value:
+            if key not in allowed:
+                hint = ", ".join(sorted(allowed))
+                self.issue((*path, str(key)), f"unknown key {key!r} (allowed: {hint})")
+        return {k: v for k, v in value.items() if k in allowed}
+
+    def convert(self, m: Mapping[str, Any], key: str, path: Path_, parse: Any) -> Any:
+        if key not in m:
+            return None
+        try:
+            return parse(m[key])
+        except ValueError as exc:
+            self.issue((*path, key), str(exc))
+            return None
+
+    def integer(self, m: Mapping[str, Any], key: str, path: Path_, minimum: int = 0) -> int | None:
+        def parse(v: object) -> int:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"must be an integer, not {v!r}")
+            if v < minimum:
+                raise ValueError(f"must be >= {minimum}, not {v}")
+            return v
+
+        return self.convert(m, key, path, parse)
+
+    def string(self, m: Mapping[str, Any], key: str, path: Path_, choices: Iterable[str] = ()) -> Any:
+        choices = tuple(choices)
+
+        def parse(v: object) -> str:
+            if not isinstance(v, str):
+                raise ValueError(f"must be a string, not {v!r}")
+            if choices and v not in choices:
+                raise ValueError(f"{v!r} is not one of: {', '.join(choices)}")
+            return v
+
+        return self.convert(m, key, path, parse)
+
+    def strings(self, m: Mapping[str, Any], key: str, path: Path_) -> tuple[str, ...] | None:
+        def parse(v: object) -> tuple[str, ...]:
+            items = [v] if isinstance(v, str) else v
+            if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
+                raise ValueError(f"must be a string or a non-empty list of strings, not {v!r}")
+            return tuple(items)
+
+        return self.convert(m, key, path, parse)
+
+    def boolean(self, m: Mapping[str, Any], key: str, path: Path_) -> bool | None:
+        def parse(v: object) -> bool:
+            if not isinstance(v, bool):
+                raise ValueError(f"must be true or false, not {v!r}")
+            return v
+
+        return self.convert(m, key, path, parse)
+
+
+def _parse_key(v: object) -> str:
+    if not isinstance(v, str) or not KEY_RE.fullmatch(v):
+        raise ValueError(f"{v!r} is not an API key (sk- followed by 32 letters or digits)")
+    return v
+
+
+def _parse_regex(v: object) -> re.Pattern[str]:
+    if not isinstance(v, str):
+        raise ValueError(f"must be a regular expression string, not {v!r}")
+    try:
+        return re.compile(v)
+    except re.error as exc:
+        raise ValueError(f"{v!r} is not a valid regular expression: {exc}") from None
+
+
+def _parse_instant(v: object) -> float:
+    if isinstance(v, bool):
+        raise ValueError(f"{v!r} is not a time")
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, _dt.date) and not isinstance(v, _dt.datetime):
+        v = _dt.datetime(v.year, v.month, v.day)
+    if isinstance(v, str):
+        try:
+            v = _dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{v!r} is not a time (use Unix seconds or ISO 8601)") from None
+    if isinstance(v, _dt.datetime):
+        if v.tzinfo is None:
+            v = v.replace(tzinfo=_dt.UTC)
+        return v.timestamp()
+    raise ValueError(f"{v!r} is not a time (use Unix seconds or ISO 8601)")
+
+
+_MATCH_KEYS = (
+    "route", "model_id", "prompt_contains", "prompt_regex", "key", "account", "aspect_ratio",
+    "has_images", "every_nth", "first_n", "after_n", "count_per", "probability",
+)  # fmt: skip
+_BEHAVIOUR_KEYS = (
+    "queued", "running", "outcome", "failure_message", "progress", "polls", "cost", "reject",
+    "results", "extra",
+)  # fmt: skip
+
+
+def _read_match(r: _Reader, value: object, path: Path_, models: Mapping[str, ModelSpec]) -> Match:
+    m = r.mapping(value, path, _MATCH_KEYS)
+    model_ids = r.strings(m, "model_id", path)
+    for mid in model_ids or ():
+        if mid not in models:
+            r.issue((*path, "model_id"), f"unknown model {mid!r} (known: {', '.join(models)})")
+
+    def probability(v: object) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+            raise ValueError(f"must be a number from 0 to 1, not {v!r}")
+        return float(v)
+
+    keys = r.convert(m, "key", path, lambda v: tuple(_parse_key(k) for k in ([v] if isinstance(v, str) else v)))
+    as_set = lambda xs: frozenset(xs) if xs is not None else None  # noqa: E731
+    return Match(
+        route=r.string(m, "route", path, ROUTES) or "any",
+        model_ids=as_set(model_ids),
+        prompt_contains=r.strings(m, "prompt_contains", path),
+        prompt_regex=r.convert(m, "prompt_regex", path, _parse_regex),
+        keys=as_set(keys),
+        accounts=as_set(r.strings(m, "account", path)),
+        aspect_ratios=as_set(r.strings(m, "aspect_ratio", path)),
+        has_images=r.boolean(m, "has_images", path),
+        every_nth=r.integer(m, "every_nth", path, 1),
+        first_n=r.integer(m, "first_n", path, 1),
+        after_n=r.integer(m, "after_n", path, 0),
+        count_per=r.string(m, "count_per", path, ("global", "key")) or "global",
+        probability=r.convert(m, "probability", path, probability),
+    )
+
+
+def _read_behaviour(r: _Reader, m: Mapping[str, Any], path: Path_, in_rule: bool) -> Behaviour:
+    def polls(v: object) -> tuple[int, int]:
+        if not isinstance(v, dict) or set(v) - {"queued", "running"}:
+            raise ValueError("must be a mapping with 'queued' and/or 'running' poll counts")
+        counts = (v.get("queued", 1), v.get("running", 1))
+        if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
+            raise ValueError(f"poll counts must be integers >= 0, not {v!r}")
+        return counts  # type: ignore[return-value]
+
+    def extra(v: object) -> Mapping[str, Any]:
+        if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+            raise ValueError("must be a mapping of field names to values")
+        return v
+
+    return Behaviour(
+        queued=r.convert(m, "queued", path, parse_duration),
+        running=r.convert(m, "running", path, parse_duration),
+        outcome=r.convert(m, "outcome", path, parse_outcome),
+        failure_message=r.string(m, "failure_message", path),
+        progress=r.string(m, "progress", path, ("time", "polls", "manual")),
+        polls=r.convert(m, "polls", path, polls),
+        cost=r.integer(m, "cost", path) if in_rule else None,
+        reject=r.string(m, "reject", path) if in_rule else None,
+        results=r.string(m, "results", path, ("local", "cdn")),
+        extra=r.convert(m, "extra", path, extra) if in_rule else None,
+    )
+
+
+def _read_fault(r: _Reader, value: object, path: Path_, models: Mapping[str, ModelSpec]) -> Fault:
+    m = r.mapping(
+        value,
+        path,
+        ("name", "match", "latency", "status", "retry_after", "body", "truncate", "close", "rate_limit"),
+    )
+
+    def status(v: object) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v not in FAULT_STATUSES:
+            raise ValueError(f"{v!r} is not a fault status (use one of {sorted(FAULT_STATUSES)})")
+        return v
+
+    def rate_limit(v: object) -> RateLimit:
+        if not isinstance(v, dict) or set(v) - {"per_second", "per_minute", "burst"}:
+            raise ValueError("must be a mapping with per_second or per_minute, and optional burst")
+        if ("per_second" in v) == ("per_minute" in v):
+            raise ValueError("give exactly one of per_second or per_minute")
+        limit = v.get("per_second", v.get("per_minute"))
+        burst = v.get("burst", limit)
+        for x in (limit, burst):
+            if isinstance(x, bool) or not isinstance(x, int) or x < 1:
+                raise ValueError(f"rate limit numbers must be integers >= 1, not {x!r}")
+        return RateLimit(1.0 if "per_second" in v else 60.0, limit, burst)
+
+    fault = Fault(
+        name=r.string(m, "name", path) or f"fault-{path[-1]}",
+        match=_read_match(r, m.get("match"), (*path, "match"), models),
+        latency=r.convert(m, "latency", path, parse_duration),
+        status=r.convert(m, "status", path, status),
+        retry_after=r.integer(m, "retry_after", path),
+        body=m.get("body"),
+        truncate=bool(r.boolean(m, "truncate", path)),
+        close=bool(r.boolean(m, "close", path)),
+        rate_limit=r.convert(m, "rate_limit", path, rate_limit),
+    )
+    effects = [fault.status is not None, fault.truncate, fault.close, fault.rate_limit is not None]
+    if sum(effects) > 1:
+        r.issue(path, "a fault does one of: status, truncate, close, rate_limit (latency may join any)")
+    if not any(effects) and fault.latency is None:
+        r.issue(path, "a fault needs latency, status, truncate, close or rate_limit")
+    return fault
+
+
+_TOP_KEYS = (
+    "name", "description", "seed", "clock", "start_time", "auth", "accounts", "models",
+    "defaults", "rules", "faults", "results", "limits",
+)  # fmt: skip
+
+
+def parse_scenario(text: str, file: str = "<scenario>", *, name: str | None = None) -> Scenario:
+    """Parse and validate scenario YAML; raise ScenarioError listing every problem at once."""
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            doc = loader.construct_document(node) if node is not None else {}
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        line = mark.line + 1 if mark is not None else None
+        raise ScenarioError([ScenarioIssue(file, line, "", f"not valid YAML: {problem}")]) from None
+    r = _Reader(file, _line_map(node) if node is not None else {})
+    if node is not None:
+        for path, line in _duplicate_keys(node):
+            r.issues.append(ScenarioIssue(file, line, ".".join(map(str, path)), "duplicate key"))
+    top = r.mapping(doc, (), _TOP_KEYS)
+
+    auth = r.mapping(top.get("auth"), ("auth",), ("mode", "default_credits"))
+    models: dict[str, ModelSpec] = dict(DEFAULT_MODELS)
+    raw_models = r.mapping(top.get("models"), ("models",), top.get("models") or {})
+    for mid, spec in raw_models.items():
+        p: Path_ = ("models", mid)
+        if spec is False:
+            models.pop(mid, None)
+            continue
+        ms = r.mapping(spec, p, ("task_type", "cost", "queued", "running"))
+        base = models.get(mid)
+        task_type = r.string(ms, "task_type", p, ("image", "video")) or (base.task_type if base else None)
+        if task_type is None:
+            r.issue(p, "a new model needs task_type: image or video")
+            continue
+        cost = r.integer(ms, "cost", p)
+        models[str(mid)] = ModelSpec(
+            str(mid),
+            task_type,
+            cost if cost is not None else (base.cost if base else 10),
+            r.convert(ms, "queued", p, parse_duration),
+            r.convert(ms, "running", p, parse_duration),
+        )
+    if not models:
+        r.issue(("models",), "at least one model must stay enabled")
+
+    accounts: list[AccountSpec] = []
+    raw_accounts = top.get("accounts") or []
+    if not isinstance(raw_accounts, list):
+        r.issue(("accounts",), "must be a list of {key, credits, name}")
+        raw_accounts = []
+    seen_keys: set[str] = set()
+    for i, acc in enumerate(raw_accounts):
+        p = ("accounts", i)
+        am = r.mapping(acc, p, ("key", "credits", "name"))
+        key = r.convert(am, "key", p, _parse_key)
+        if "key" not in am:
+            r.issue(p, "an account needs a key")
+        credits = r.integer(am, "credits", p)
+        if key in seen_keys:
+            r.issue((*p, "key"), f"key {key} is listed twice")
+        if key:
+            seen_keys.add(key)
+            accounts.append(AccountSpec(key, credits if credits is not None else 0, r.string(am, "name", p)))
+
+    default = Scenario(name="")
+    rule_only = ("cost", "reject", "extra")
+    dm = r.mapping(top.get("defaults"), ("defaults",), [k for k in _BEHAVIOUR_KEYS if k not in rule_only])
+    given = _read_behaviour(r, dm, ("defaults",), in_rule=False)
+    defaults = Behaviour(**{
+        f: getattr(given, f) if getattr(given, f) is not None else getattr(default.defaults, f)
+        for f in Behaviour.__slots__  # type: ignore[attr-defined]
+    })
+
+    rules: list[Rule] = []
+    raw_rules = top.get("rules") or []
+    if not isinstance(raw_rules, list):
+        r.issue(("rules",), "must be a list of rules")
+        raw_rules = []
+    for i, raw in enumerate(raw_rules):
+        p = ("rules", i)
+        rm = r.mapping(raw, p, ("name", "match", *_BEHAVIOUR_KEYS))
+        match = _read_match(r, rm.get("match"), (*p, "match"), models)
+        if match.route not in ("any", "create"):
+            r.issue((*p, "match", "route"), "rules apply to submits; use faults for other routes")
+        rules.append(Rule(r.string(rm, "name", p) or f"rule-{i}", match, _read_behaviour(r, rm, p, True)))
+
+    faults: list[Fault] = []
+    raw_faults = top.get("faults") or []
+    if not isinstance(raw_faults, list):
+        r.issue(("faults",), "must be a list of faults")
+        raw_faults = []
+    for i, raw in enumerate(raw_faults):
+        faults.append(_read_fault(r, raw, ("faults", i), models))
+
+    results = r.mapping(top.get("results"), ("results",), ("cdn_base",))
+    limits_m = r.mapping(top.get("limits"), ("limits",), ("max_prompt_length", "max_image_urls"))
+    limits = Limits(
+        r.integer(limits_m, "max_prompt_length", ("limits",), 1) or default.limits.max_prompt_length,
+        r.integer(limits_m, "max_image_urls", ("limits",), 0)
+        if "max_image_urls" in limits_m
+        else default.limits.max_image_urls,
+    )
+    seed = top.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        r.issue(("seed",), f"must be an integer, not {seed!r}")
+        seed = None
+
+    scenario_name = r.string(top, "name", ())
+    clock = r.string(top, "clock", (), ("real", "manual")) or "real"
+    start_time = r.convert(top, "start_time", (), _parse_instant)
+    auth_mode = r.string(auth, "mode", ("auth",), ("open", "strict")) or "open"
+    default_credits = r.integer(auth, "default_credits", ("auth",))
+    cdn_base = r.string(results, "cdn_base", ("results",))
+    if r.issues:
+        raise ScenarioError(r.issues)
+    return Scenario(
+        name=scenario_name or name or Path(file).stem,
+        description=str(top.get("description") or "").strip(),
+        source=text,
+        path=None if file.startswith("<") else file,
+        seed=seed,
+        clock=clock,
+        start_time=start_time,
+        auth_mode=auth_mode,
+        default_credits=default.default_credits if default_credits is None else default_credits,
+        accounts=tuple(accounts),
+        models=models,
+        defaults=defaults,
+        rules=tuple(rules),
+        faults=tuple(faults),
+        cdn_base=cdn_base,
+        limits=limits,
+    )
+
+
+def bundled_dir() -> Path:
+    """Where the bundled scenarios live: inside the installed package, or the repo's scenarios/."""
+    here = Path(__file__).resolve().parent
+    inside = here / "scenarios"
+    return inside if inside.is_dir() else here.parent / "scenarios"
+
+
+def bundled_names() -> list[str]:
+    return sorted(p.stem for p in bundled_dir().glob("*.yaml"))
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """Load a bundled scenario by name, or a scenario file by path."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        candidate = bundled_dir() / f"{name_or_path}.yaml"
+        if not candidate.exists():
+            known = ", ".join(bundled_names())
+            raise ScenarioError(
+                [ScenarioIssue(str(name_or_path), None, "", f"no such scenario (bundled: {known})")]
+            )
+        path = candidate
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError([ScenarioIssue(str(path), None, "", f"cannot read: {exc}")]) from None
+    return parse_scenario(text, str(path))
