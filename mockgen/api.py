@@ -87,4 +87,3 @@ routes = [
     Route("/api/v1/tasks/create", create_task, methods=["POST"]),
     Route("/api/v1/tasks/{task_id}", get_task, methods=["GET"]),
 ]
-

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import api, control, media
 from .backend import Backend
 from .errors import ApiError, ControlError
-from .http import envelope, json_response
+from .http import envelope, json_response, note
 from .journal import mask_key
 from .models import SUCCEEDED
 from .scenario import Scenario, load_scenario
@@ -38,7 +38,7 @@ async def not_found(request: Request, exc: Exception) -> Response:
     method, path = request.method, request.url.path
     if _is_control(path):
         return json_response({"error": f"no control route {method} {path}"}, status)
-    request.scope.setdefault("mockgen", {})["error"] = "no such route"
+    note(request, error="no such route")
     if status == 405:
         msg = f"Method {method} is not allowed on {path}."
     else:
@@ -64,35 +64,40 @@ async def server_error(request: Request, exc: Exception) -> Response:
     return envelope(500, f"Internal error in mockgen (a bug, please report it): {type(exc).__name__}", None, 500)
 
 
-class ResultFiles:
-    """Serves /files/{task_id}.png|mp4, looked up by task id (never a path from the URL)."""
+class MediaCache:
+    """The last few rendered result files, so a client downloading twice pays once."""
 
-    def __init__(self, cache_size: int = 64) -> None:
-        self.cache: OrderedDict[str, bytes] = OrderedDict()
-        self.cache_size = cache_size
+    def __init__(self, size: int = 64) -> None:
+        self.items: OrderedDict[str, bytes] = OrderedDict()
+        self.size = size
 
-    async def __call__(self, request: Request) -> Response:
-        backend: Backend = request.app.state.backend
-        name: str = request.path_params["name"]
-        task_id, _, ext = name.partition(".")
-        task = backend.store.get_task(task_id)
-        backend.settle()
-        expected = "mp4" if task and task.task_type == "video" else "png"
-        if task is None or ext != expected or task.final_status != SUCCEEDED:
-            request.scope.setdefault("mockgen", {})["error"] = "no such result file"
-            return envelope(404, f"No result file {name}: the task does not exist or has not succeeded.", None, 404)
-        data = self.cache.get(name)
+    def get(self, name: str, render: Any) -> bytes:
+        data = self.items.get(name)
         if data is None:
-            render = media.render_mp4 if ext == "mp4" else media.render_png
-            data = render(task.prompt, task.aspect_ratio)
-            self.cache[name] = data
-            if len(self.cache) > self.cache_size:
-                self.cache.popitem(last=False)
+            data = self.items[name] = render()
+            if len(self.items) > self.size:
+                self.items.popitem(last=False)
         else:
-            self.cache.move_to_end(name)
-        request.scope.setdefault("mockgen", {})["task_id"] = task_id
-        media_type = "video/mp4" if ext == "mp4" else "image/png"
-        return Response(data, media_type=media_type, headers={"cache-control": "public, max-age=3600"})
+            self.items.move_to_end(name)
+        return data
+
+
+async def result_file(request: Request) -> Response:
+    """Serves /files/{task_id}.png|mp4, looked up by task id (never a path from the URL)."""
+    backend: Backend = request.app.state.backend
+    name: str = request.path_params["name"]
+    task_id, _, ext = name.partition(".")
+    task = backend.store.get_task(task_id)
+    backend.settle()
+    expected = "mp4" if task and task.task_type == "video" else "png"
+    if task is None or ext != expected or task.final_status != SUCCEEDED:
+        note(request, error="no such result file")
+        return envelope(404, f"No result file {name}: the task does not exist or has not succeeded.", None, 404)
+    render = media.render_mp4 if ext == "mp4" else media.render_png
+    data = request.app.state.media_cache.get(name, lambda: render(task.prompt, task.aspect_ratio))
+    note(request, task_id=task_id)
+    media_type = "video/mp4" if ext == "mp4" else "image/png"
+    return Response(data, media_type=media_type, headers={"cache-control": "public, max-age=3600"})
 
 
 class JournalMiddleware:
@@ -185,7 +190,7 @@ def create_app(
     backend = Backend(scenario, clock=clock, store=MemoryStore(max_tasks, journal_limit))
     routes = [
         *api.routes,
-        Route("/files/{name}", ResultFiles(), methods=["GET", "HEAD"]),
+        Route("/files/{name}", result_file, methods=["GET", "HEAD"]),
         *control.routes,
         Route("/", dashboard),
     ]
@@ -201,6 +206,7 @@ def create_app(
     app.state.backend = backend
     app.state.public_url = public_url.rstrip("/") if public_url else None
     app.state.admin_token = admin_token
+    app.state.media_cache = MediaCache()
     app.add_middleware(JournalMiddleware, backend_of=lambda: app.state.backend)
     app.add_middleware(control.AdminTokenGuard, token=admin_token)
     return app

@@ -33,7 +33,7 @@ class Msg:
     BAD_KEY = "Malformed API key: expected 'sk-' followed by 32 letters or digits."
     UNKNOWN_KEY = "Unknown API key: this key is not registered. Use a key from your account page."
     NOT_JSON = "Request body is not valid JSON: {detail}. Send a JSON object with model_id and prompt."
-    NOT_OBJECT = "Request body must be a JSON object like {{\"model_id\": ..., \"prompt\": ...}}, not {kind}."
+    NOT_OBJECT = 'Request body must be a JSON object like {{"model_id": ..., "prompt": ...}}, not {kind}.'
     NO_MODEL = "model_id is required. Use one of: {models}."
     BAD_MODEL = "Unknown model_id {value}. Use one of: {models}."
     NO_PROMPT = "prompt is required and must be a non-empty string."
@@ -144,10 +144,15 @@ class Backend:
         key = key.strip()
         if not KEY_RE.fullmatch(key):
             raise ApiError(Msg.BAD_KEY, code=401, status=401)
-        account = self.store.get_account(key)
+        account = self._open_account(key)
         if account is None:
-            if self.scenario.auth_mode == "strict":
-                raise ApiError(Msg.UNKNOWN_KEY, code=401, status=401)
+            raise ApiError(Msg.UNKNOWN_KEY, code=401, status=401)
+        return account
+
+    def _open_account(self, key: str) -> Account | None:
+        """The account of ``key``; in open mode a well-formed new key gets one with default credits."""
+        account = self.store.get_account(key)
+        if account is None and self.scenario.auth_mode == "open" and KEY_RE.fullmatch(key):
             account = Account(key, self.scenario.default_credits)
             self.store.add_account(account)
         return account
@@ -419,7 +424,7 @@ class Backend:
         return account
 
     def account(self, key: str) -> Account:
-        account = self.store.get_account(key)
+        account = self._open_account(key)
         if account is None:
             raise ControlError(f"no account with key {key!r}", 404)
         self.settle()

@@ -32,12 +32,27 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--scenario", "-s", envvar="MOCKGEN_SCENARIO", default="default", help="Bundled scenario name or YAML path.")
+@click.option(
+    "--scenario", "-s", envvar="MOCKGEN_SCENARIO", default="default", help="Bundled scenario name or YAML path."
+)
 @click.option("--host", envvar="MOCKGEN_HOST", default="127.0.0.1")
 @click.option("--port", "-p", envvar="MOCKGEN_PORT", default=8000, type=int)
-@click.option("--clock", envvar="MOCKGEN_CLOCK", type=click.Choice(["real", "manual"]), default=None, help="Override the scenario's clock.")
-@click.option("--public-url", envvar="MOCKGEN_PUBLIC_URL", default=None, help="Base URL for result links (behind Docker or a proxy).")
-@click.option("--admin-token", envvar="MOCKGEN_ADMIN_TOKEN", default=None, help="Require 'Authorization: Bearer T' on /_mock/.")
+@click.option(
+    "--clock",
+    envvar="MOCKGEN_CLOCK",
+    type=click.Choice(["real", "manual"]),
+    default=None,
+    help="Override the scenario's clock.",
+)
+@click.option(
+    "--public-url",
+    envvar="MOCKGEN_PUBLIC_URL",
+    default=None,
+    help="Base URL for result links (behind Docker or a proxy).",
+)
+@click.option(
+    "--admin-token", envvar="MOCKGEN_ADMIN_TOKEN", default=None, help="Require 'Authorization: Bearer T' on /_mock/."
+)
 @click.option("--max-tasks", envvar="MOCKGEN_MAX_TASKS", default=1_000_000, type=click.IntRange(min=1))
 @click.option("--access-log/--no-access-log", envvar="MOCKGEN_ACCESS_LOG", default=False)
 def serve(
@@ -80,10 +95,13 @@ def serve(
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, type=click.Path(dir_okay=False))
 def validate(paths: tuple[str, ...]) -> None:
-    """Check scenario files; print every problem with file, line and key."""
-    from .scenario import load_scenario
+    """Check scenario files (default: the bundled ones); print every problem with file, line and key."""
+    from .scenario import bundled_dir, load_scenario
+
+    if not paths:
+        paths = tuple(str(p) for p in sorted(bundled_dir().glob("*.yaml")))
 
     failed = 0
     for path in paths:
@@ -110,7 +128,9 @@ def scenarios() -> None:
 
 
 @main.command()
-@click.option("--url", envvar="MOCKGEN_HEALTHCHECK_URL", default=None, help="Base URL (default: http://127.0.0.1:$MOCKGEN_PORT).")
+@click.option(
+    "--url", envvar="MOCKGEN_HEALTHCHECK_URL", default=None, help="Base URL (default: http://127.0.0.1:$MOCKGEN_PORT)."
+)
 @click.option("--admin-token", envvar="MOCKGEN_ADMIN_TOKEN", default=None)
 @click.option("--timeout", envvar="MOCKGEN_HEALTHCHECK_TIMEOUT", default=3.0)
 def healthcheck(url: str | None, admin_token: str | None, timeout: float) -> None:

@@ -185,7 +185,7 @@ async def put_scenario(request: Request) -> Response:
             body = await read_control_json(request)
             name = body.get("name")
             if not isinstance(name, str):
-                raise ControlError("send YAML text, or JSON {\"name\": <bundled scenario>}")
+                raise ControlError('send YAML text, or JSON {"name": <bundled scenario>}')
             scenario = load_scenario(name) if "/" not in name else None
             if scenario is None:
                 raise ControlError("name must be a bundled scenario's name, not a path")
@@ -229,7 +229,13 @@ async def list_next(request: Request) -> Response:
 
 
 def vars_(entry: NextOutcome) -> dict[str, Any]:
-    return {"outcome": entry.outcome, "count": entry.count, "model_id": entry.model_id, "key": entry.key, "msg": entry.message}
+    return {
+        "outcome": entry.outcome,
+        "count": entry.count,
+        "model_id": entry.model_id,
+        "key": entry.key,
+        "msg": entry.message,
+    }
 
 
 async def get_state(request: Request) -> Response:

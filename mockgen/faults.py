@@ -41,9 +41,7 @@ def header_fault(request: Request) -> Fault | None:
     raise ApiError(Msg.BAD_STEER.format(header="X-Mockgen-Fault", expected=expected, value=value))
 
 
-async def fault_response(
-    request: Request, backend: Backend, fault: Fault, account: Account | None
-) -> Response | None:
+async def fault_response(request: Request, backend: Backend, fault: Fault, account: Account | None) -> Response | None:
     """The response a fault gives, or None when it only adds latency and the request goes on."""
     note(request, fault=fault.name)
     if fault.latency is not None:

@@ -501,7 +501,7 @@ def _read_fault(r: _Reader, value: object, path: Path_, models: Mapping[str, Mod
     effects = [fault.status is not None, fault.truncate, fault.close, fault.rate_limit is not None]
     if sum(effects) > 1:
         r.issue(path, "a fault does one of: status, truncate, close, rate_limit (latency may join any)")
-    if not any(effects) and fault.latency is None:
+    if not any(k in m for k in ("latency", "status", "truncate", "close", "rate_limit")):
         r.issue(path, "a fault needs latency, status, truncate, close or rate_limit")
     return fault
 
@@ -580,10 +580,12 @@ def parse_scenario(text: str, file: str = "<scenario>", *, name: str | None = No
     rule_only = ("cost", "reject", "extra")
     dm = r.mapping(top.get("defaults"), ("defaults",), [k for k in _BEHAVIOUR_KEYS if k not in rule_only])
     given = _read_behaviour(r, dm, ("defaults",), in_rule=False)
-    defaults = Behaviour(**{
-        f: getattr(given, f) if getattr(given, f) is not None else getattr(default.defaults, f)
-        for f in Behaviour.__slots__  # type: ignore[attr-defined]
-    })
+    defaults = Behaviour(
+        **{
+            f: getattr(given, f) if getattr(given, f) is not None else getattr(default.defaults, f)
+            for f in Behaviour.__slots__  # type: ignore[attr-defined]
+        }
+    )
 
     rules: list[Rule] = []
     raw_rules = top.get("rules") or []
@@ -665,9 +667,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         candidate = bundled_dir() / f"{name_or_path}.yaml"
         if not candidate.exists():
             known = ", ".join(bundled_names())
-            raise ScenarioError(
-                [ScenarioIssue(str(name_or_path), None, "", f"no such scenario (bundled: {known})")]
-            )
+            raise ScenarioError([ScenarioIssue(str(name_or_path), None, "", f"no such scenario (bundled: {known})")])
         path = candidate
     try:
         text = path.read_text(encoding="utf-8")

@@ -1,0 +1,64 @@
+"""Shared fixtures: an in-process app on the manual clock, driven through Starlette's TestClient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from mockgen import create_app
+
+KEY = "sk-" + "a" * 32
+OTHER_KEY = "sk-" + "b" * 32
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+class Client(TestClient):
+    """A TestClient with shortcuts for the contract's two routes and the control API."""
+
+    key = KEY
+
+    def submit(self, key: str = KEY, headers: dict[str, str] | None = None, **body: Any) -> dict[str, Any]:
+        body.setdefault("model_id", "gpt-image-2")
+        body.setdefault("prompt", "a serene zen garden at sunrise")
+        h = {"Authorization": f"Bearer {key}", **(headers or {})}
+        r = self.post("/api/v1/tasks/create", json=body, headers=h)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def poll(self, task_id: str, key: str = KEY) -> dict[str, Any]:
+        r = self.get(f"/api/v1/tasks/{task_id}", headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def advance(self, seconds: float) -> float:
+        r = self.post("/_mock/clock/advance", json={"seconds": seconds})
+        assert r.status_code == 200, r.text
+        return r.json()["now"]
+
+    def balance(self, key: str = KEY) -> int:
+        return self.get(f"/_mock/accounts/{key}").json()["credits"]
+
+    def ledger(self, key: str = KEY) -> list[dict[str, Any]]:
+        return self.get(f"/_mock/accounts/{key}").json()["ledger"]
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., Client]]:
+    clients: list[Client] = []
+
+    def make(scenario: Any = "default", clock: str | None = "manual", **options: Any) -> Client:
+        client = Client(create_app(scenario, clock=clock, **options), base_url="http://mock.test")
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def client(make_client: Callable[..., Client]) -> Client:
+    return make_client()
