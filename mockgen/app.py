@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import api, control, media
 from .backend import Backend
-from .errors import ApiError, ControlError
+from .errors import ApiError, ControlError, ScenarioError
+from .faults import fault_response
 from .http import envelope, json_response, note
 from .journal import mask_key
 from .models import SUCCEEDED
@@ -85,6 +89,11 @@ class MediaCache:
 async def result_file(request: Request) -> Response:
     """Serves /files/{task_id}.png|mp4, looked up by task id (never a path from the URL)."""
     backend: Backend = request.app.state.backend
+    fault = backend.fault_for("files", None)
+    if fault is not None:
+        response = await fault_response(request, backend, fault, None)
+        if response is not None:
+            return response
     name: str = request.path_params["name"]
     task_id, _, ext = name.partition(".")
     task = backend.store.get_task(task_id)
@@ -173,6 +182,31 @@ async def dashboard(request: Request) -> Response:
     return HTMLResponse(page.read_text(encoding="utf-8"))
 
 
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+async def watch_scenario(app: Starlette, path: Path, interval: float = 0.5) -> None:
+    """Reload the scenario file when it changes; a broken edit is logged and the old one stays."""
+    last = _mtime(path)
+    while True:
+        await asyncio.sleep(interval)
+        current = _mtime(path)
+        if current == last or current is None:
+            continue
+        last = current
+        try:
+            scenario = load_scenario(path)
+        except ScenarioError as exc:
+            log.error("scenario %s refused, keeping %r:\n%s", path, app.state.backend.scenario.name, exc)
+            continue
+        app.state.backend.load(scenario)
+        log.warning("scenario %s reloaded: %r in force from its starting state", path, scenario.name)
+
+
 def create_app(
     scenario: Scenario | str | Path | None = None,
     *,
@@ -181,12 +215,30 @@ def create_app(
     admin_token: str | None = None,
     max_tasks: int = 1_000_000,
     journal_limit: int = 10_000,
+    watch: bool = False,
+    watch_interval: float = 0.5,
 ) -> Starlette:
-    """The ASGI app of one emulated world. ``scenario`` is a Scenario, a bundled name or a path."""
+    """The ASGI app of one emulated world. ``scenario`` is a Scenario, a bundled name or a path.
+
+    With ``watch``, a scenario loaded from a file is reloaded whenever the file changes.
+    """
     if scenario is None:
         scenario = "default"
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
+    watched = Path(scenario.path) if watch and scenario.path else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        watcher = asyncio.create_task(watch_scenario(app, watched, watch_interval)) if watched else None
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
     backend = Backend(scenario, clock=clock, store=MemoryStore(max_tasks, journal_limit))
     routes = [
         *api.routes,
@@ -196,6 +248,7 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
+        lifespan=lifespan,
         exception_handlers={
             HTTPException: not_found,
             ControlError: control_error,

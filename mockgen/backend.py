@@ -265,8 +265,8 @@ class Backend:
             raise ApiError(Msg.NOT_FOUND.format(task_id=_show(task_id[:64])))
         now = self.now()
         self.settle(now)
+        task.polls += 1
         if not task.final_status and task.progress == "polls":
-            task.polls += 1
             if task.polls >= task.polls_to_finish:
                 self.finish(task, task.outcome, now)
         return task

@@ -54,6 +54,7 @@ def main() -> None:
     "--admin-token", envvar="MOCKGEN_ADMIN_TOKEN", default=None, help="Require 'Authorization: Bearer T' on /_mock/."
 )
 @click.option("--max-tasks", envvar="MOCKGEN_MAX_TASKS", default=1_000_000, type=click.IntRange(min=1))
+@click.option("--watch", envvar="MOCKGEN_WATCH", is_flag=True, help="Reload the scenario file when it changes.")
 @click.option("--access-log/--no-access-log", envvar="MOCKGEN_ACCESS_LOG", default=False)
 def serve(
     scenario: str,
@@ -63,6 +64,7 @@ def serve(
     public_url: str | None,
     admin_token: str | None,
     max_tasks: int,
+    watch: bool,
     access_log: bool,
 ) -> None:
     """Run the emulator."""
@@ -71,7 +73,14 @@ def serve(
     from .app import create_app
 
     try:
-        app = create_app(scenario, clock=clock, public_url=public_url, admin_token=admin_token, max_tasks=max_tasks)
+        app = create_app(
+            scenario,
+            clock=clock,
+            public_url=public_url,
+            admin_token=admin_token,
+            max_tasks=max_tasks,
+            watch=watch,
+        )
     except ScenarioError as exc:
         raise click.ClickException(f"scenario refused:\n{exc}") from None
     backend = app.state.backend

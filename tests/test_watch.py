@@ -1,0 +1,36 @@
+"""`serve --watch`: the scenario file is reloaded when it changes; a broken edit keeps the old one."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from starlette.testclient import TestClient
+
+from mockgen import create_app
+
+
+def wait_for(client: TestClient, predicate, timeout: float = 5.0) -> dict:
+    """Polls the health route: file watching is real I/O, so this waits on real time (briefly)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        health = client.get("/_mock/health").json()
+        if predicate(health) or time.monotonic() > deadline:
+            return health
+        time.sleep(0.02)
+
+
+def test_watch_reloads_on_change_and_keeps_the_old_scenario_on_error(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: first\nclock: manual\n")
+    app = create_app(path, watch=True, watch_interval=0.02)
+    with TestClient(app) as client:
+        assert client.get("/_mock/health").json()["scenario"] == "first"
+        path.write_text("name: second\nclock: manual\n")
+        assert wait_for(client, lambda h: h["scenario"] == "second")["scenario"] == "second"
+        path.write_text("name: third\nclock: sideways\n")
+        time.sleep(0.2)
+        assert client.get("/_mock/health").json()["scenario"] == "second"
+        assert any("mine.yaml:2: clock" in r.getMessage() for r in caplog.records)
+        path.write_text("name: fourth\n")
+        assert wait_for(client, lambda h: h["scenario"] == "fourth")["clock"] == "real"
