@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from .backend import Backend, Msg, Steering
 from .errors import ApiError
-from .faults import fault_response, header_fault
+from .faults import injected_fault
 from .http import api_error, envelope, note, read_json
 
 
@@ -44,18 +44,13 @@ async def create_task(request: Request) -> Response:
     backend: Backend = request.app.state.backend
     try:
         account = backend.authenticate(request.headers.get("authorization"))
-        forced = header_fault(request)
-        if forced is not None:
-            return await fault_response(request, backend, forced, account)
         body = await read_json(request)
         steer = steering(request)
         req = backend.validate(body)
-        fault = backend.fault_for("create", account, req)
-        if fault is not None:
-            response = await fault_response(request, backend, fault, account)
-            if response is not None:
-                return response
-        task = backend.submit(account, body, steer)
+        faulted = await injected_fault(request, backend, "create", account, req)
+        if faulted is not None:
+            return faulted
+        task = backend.submit(account, req, steer)
     except ApiError as exc:
         return api_error(request, exc)
     note(request, task_id=task.task_id)
@@ -68,14 +63,9 @@ async def get_task(request: Request) -> Response:
     backend: Backend = request.app.state.backend
     try:
         account = backend.authenticate(request.headers.get("authorization"))
-        forced = header_fault(request)
-        if forced is not None:
-            return await fault_response(request, backend, forced, account)
-        fault = backend.fault_for("query", account)
-        if fault is not None:
-            response = await fault_response(request, backend, fault, account)
-            if response is not None:
-                return response
+        faulted = await injected_fault(request, backend, "query", account)
+        if faulted is not None:
+            return faulted
         task = backend.query(account, request.path_params["task_id"])
     except ApiError as exc:
         return api_error(request, exc)

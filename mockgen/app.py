@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import api, control, media
 from .backend import Backend
 from .errors import ApiError, ControlError, ScenarioError
-from .faults import fault_response
+from .faults import injected_fault
 from .http import envelope, json_response, note
 from .journal import mask_key
 from .models import SUCCEEDED
@@ -89,11 +89,9 @@ class MediaCache:
 async def result_file(request: Request) -> Response:
     """Serves /files/{task_id}.png|mp4, looked up by task id (never a path from the URL)."""
     backend: Backend = request.app.state.backend
-    fault = backend.fault_for("files", None)
-    if fault is not None:
-        response = await fault_response(request, backend, fault, None)
-        if response is not None:
-            return response
+    faulted = await injected_fault(request, backend, "files", None)
+    if faulted is not None:
+        return faulted
     name: str = request.path_params["name"]
     task_id, _, ext = name.partition(".")
     task = backend.store.get_task(task_id)

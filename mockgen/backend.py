@@ -196,8 +196,11 @@ class Backend:
         return Submit(model_id, prompt, ratio, tuple(urls))
 
     def submit(self, account: Account, body: object, steering: Steering = Steering()) -> Task:
-        """Create a task: validate, apply the scenario, charge, schedule. Nothing is charged on error."""
-        req = self.validate(body)
+        """Create a task: validate (unless given a Submit), apply the scenario, charge, schedule.
+
+        Nothing is charged on error.
+        """
+        req = body if isinstance(body, Submit) else self.validate(body)
         now = self.now()
         self.settle(now)
         model = self.scenario.models[req.model_id]

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from .backend import Backend, Msg
+from .backend import Backend, Msg, Submit
 from .errors import ApiError
 from .http import dumps, json_response, note
 from .models import Account
@@ -39,6 +39,14 @@ def header_fault(request: Request) -> Fault | None:
         return Fault(name=f"header:{value}", match=Match(), truncate=value == "truncate", close=value == "close")
     expected = f"one of {sorted(FAULT_STATUSES)}, 'truncate' or 'close'"
     raise ApiError(Msg.BAD_STEER.format(header="X-Mockgen-Fault", expected=expected, value=value))
+
+
+async def injected_fault(
+    request: Request, backend: Backend, route: str, account: Account | None, req: Submit | None = None
+) -> Response | None:
+    """The answer of a fault injected into this request (its header first, then the scenario's), or None."""
+    fault = header_fault(request) or backend.fault_for(route, account, req)
+    return None if fault is None else await fault_response(request, backend, fault, account)
 
 
 async def fault_response(request: Request, backend: Backend, fault: Fault, account: Account | None) -> Response | None:
