@@ -88,8 +88,16 @@ async def list_tasks(request: Request) -> Response:
     b = _backend(request)
     b.settle()
     key = request.query_params.get("key")
+    limit = request.query_params.get("limit", "")
+    if limit and not limit.isdigit():
+        raise ControlError(f"'limit' must be a whole number, not {limit!r}")
+    tasks = [t for t in b.store.tasks() if key in (None, t.key)]
+    total = len(tasks)
+    if limit:
+        # The dashboard polls every second: it asks for the newest few, not a million.
+        tasks = tasks[max(total - int(limit), 0) :]
     base = _base(request)
-    return json_response([b.task_view(t, base) for t in b.store.tasks() if key in (None, t.key)])
+    return json_response([b.task_view(t, base) for t in tasks], headers={"x-total-count": str(total)})
 
 
 async def get_task(request: Request) -> Response:
