@@ -47,8 +47,10 @@ def test_page_loads_only_its_own_assets() -> None:
         for asset in ("/static/dashboard.js", "/static/dashboard.css"):
             r = client.get(asset)
             assert r.status_code == 200, asset
-        assert client.get("/static/dashboard.js").headers["content-type"].startswith(
-            ("text/javascript", "application/javascript")
+        assert (
+            client.get("/static/dashboard.js")
+            .headers["content-type"]
+            .startswith(("text/javascript", "application/javascript"))
         )
         assert client.get("/static/nope.js").status_code == 404
         assert client.get("/_mock/requests").json() == []  # the page and its assets are not journaled
@@ -69,7 +71,12 @@ def test_task_list_limit_gives_the_newest_and_the_total() -> None:
         assert [t["request"]["prompt"] for t in r.json()] == ["p1", "p2"]
         assert r.headers["x-total-count"] == "3"
         assert len(client.get("/_mock/tasks").json()) == 3
+        assert client.get("/_mock/tasks?limit=0").json() == []
         assert client.get("/_mock/tasks?limit=x").status_code == 400
+        account = client.get(f"/_mock/accounts/{CI_KEY}?limit=1")
+        assert [e["task_id"] for e in account.json()["ledger"]] == [r.json()[1]["task_id"]]
+        assert account.headers["x-total-count"] == "3"
+        assert len(client.get(f"/_mock/accounts/{CI_KEY}").json()["ledger"]) == 3
 
 
 # --- the live page in a real browser -------------------------------------------------------------
@@ -139,7 +146,7 @@ def _balance(page: Any, key: str) -> Any:
 def _shoot(page: Any, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=True, animations="disabled")
     return path
 
 
@@ -209,9 +216,11 @@ def test_demo_tasks_go_live_and_a_failure_is_refunded(page: Any) -> None:
         _submit(page, "a tiny robot watering a bonsai tree", model="nano-banana-2", ratio="3:4")
         expect(page.locator("#task-summary")).to_contain_text("1 queued · 1 running")
         assert mock.balance(CI_KEY) == 1000 - 15 - 60 - 15 + 15 - 15 - 15 - 8
-        _shoot(page, "dashboard.png")
+        page.locator("#notice").click()  # a click dismisses the last notice
+        expect(page.locator("#notice")).to_be_hidden()
+        shot = _shoot(page, "dashboard.png")
         if os.environ.get("MOCKGEN_DOCS_SCREENSHOT") == "1":  # refreshes the README's picture
-            page.screenshot(path=str(ROOT / "docs" / "dashboard.png"), full_page=True)
+            shutil.copyfile(shot, ROOT / "docs" / "dashboard.png")
         assert page.dialogs == []
 
 
@@ -235,6 +244,8 @@ def test_switching_scenario_and_resetting_from_the_page(page: Any) -> None:
         # Open auth: the form can submit as a brand-new key, which the mock creates with credits.
         _submit(page, "hello from a new key", account="new", queued=False)
         expect(page.locator("article.account")).to_have_count(1)
+        new_key = page.locator("article.account").get_attribute("data-key")
+        expect(page.locator("#submit-account")).to_have_value(new_key)  # the next submit uses it again
         assert mock.control("GET", "scenario")["name"] == "default"
         _shoot(page, "dashboard-default.png")
 

@@ -20,6 +20,7 @@
     rows: new Map(), // task_id -> {tr, sig, hint}
     accounts: new Map(), // key -> {card, amount, balance, name, ledger, sig, credits}
     accountsSig: "",
+    pendingAccount: null, // a key the try-it form just used, to select once it is listed
     locked: false,
   };
 
@@ -144,6 +145,8 @@
     noticeTimer = setTimeout(() => (box.hidden = true), kind === "error" ? 8000 : 4000);
   }
 
+  $("notice").addEventListener("click", () => ($("notice").hidden = true));
+
   function reportError(error) {
     if (!(error instanceof Unauthorized)) notify(error.message, "error");
   }
@@ -226,7 +229,7 @@
     let known = view.accounts.get(account.key);
     if (!known) known = newAccountCard(account);
     const ledger = account.ledger || [];
-    const sig = JSON.stringify([account.credits, account.name, ledger.length, ledger[ledger.length - 1]]);
+    const sig = JSON.stringify([account.credits, account.name, account.ledgerTotal, ledger[ledger.length - 1]]);
     if (sig !== known.sig) {
       const previous = known.credits;
       known.amount.textContent = String(account.credits);
@@ -236,7 +239,7 @@
         void known.balance.offsetWidth; // restart the animation
         known.balance.classList.add(account.credits > previous ? "flash-up" : "flash-down");
       }
-      known.ledger.replaceWith((known.ledger = ledgerList(ledger)));
+      known.ledger.replaceWith((known.ledger = ledgerList(ledger, account.ledgerTotal)));
       known.credits = account.credits;
       known.sig = sig;
     }
@@ -280,8 +283,8 @@
     return known;
   }
 
-  function ledgerList(ledger) {
-    const rows = ledger.slice(-LEDGER_LIMIT).reverse().map((entry) => {
+  function ledgerList(ledger, total) {
+    const rows = ledger.slice().reverse().map((entry) => {
       const sign = entry.kind === "charge" || entry.amount < 0 ? "−" : "+";
       return el(
         "li",
@@ -293,7 +296,7 @@
       );
     });
     if (!rows.length) rows.push(el("li", { className: "empty" }, "no ledger entries yet"));
-    if (ledger.length > LEDGER_LIMIT) rows.push(el("li", { className: "empty" }, `${ledger.length - LEDGER_LIMIT} earlier entries`));
+    if (total > ledger.length) rows.push(el("li", { className: "empty" }, `and ${total - ledger.length} earlier entries`));
     return el("ol", { className: "ledger", "aria-label": "ledger, newest first" }, ...rows);
   }
 
@@ -303,7 +306,8 @@
     if (sig === view.accountsSig) return;
     view.accountsSig = sig;
     const select = $("submit-account");
-    const chosen = select.value;
+    const chosen = accounts.some((a) => a.key === view.pendingAccount) ? view.pendingAccount : select.value;
+    if (chosen === view.pendingAccount) view.pendingAccount = null;
     const options = accounts.map((a) => el("option", { value: a.key }, accountLabel(a)));
     if (open) options.push(el("option", { value: "new" }, "a new key (open auth gives it credits)"));
     if (!options.length) options.push(el("option", { value: "" }, "no account: create a key first"));
@@ -352,7 +356,7 @@
     tr.replaceChildren(
       el("td", {}, el("code", { className: "task-id" }, task.task_id), el("div", { className: "hint" }, timeText(task.timeline.created_at))),
       el("td", { className: "account-cell", title: task.key }, task.account || `${task.key.slice(0, 7)}…${task.key.slice(-4)}`),
-      el("td", {}, req.model_id, el("div", { className: "hint" }, `${task.task_type} · ${req.aspect_ratio}`)),
+      el("td", { className: "model" }, req.model_id, el("div", { className: "hint" }, `${task.task_type} · ${req.aspect_ratio}`)),
       el("td", { className: "prompt", dataset: { role: "prompt" } }, req.prompt),
       el("td", {}, el("span", { className: `badge s${task.status}`, dataset: { role: "status" } }, `${task.status} ${STATUS[task.status]}`), hint),
       el("td", { className: "result" }, resultCell(task)),
@@ -369,11 +373,12 @@
       if (task.task_type === "video") {
         return el("a", { className: "video-link", href: task.result_url, target: "_blank", rel: "noopener" }, "▶ video (mp4)");
       }
-      return el(
-        "a",
-        { href: task.result_url, target: "_blank", rel: "noopener", title: "open the full image" },
-        el("img", { className: "thumb", src: task.result_url, alt: `result of task ${task.task_id}` }),
-      );
+      const link = el("a", { href: task.result_url, target: "_blank", rel: "noopener", title: "open the full image" });
+      const thumb = el("img", { className: "thumb", src: task.result_url, alt: `result of task ${task.task_id}` });
+      // A scenario with fake CDN URLs (results: cdn) hands out links that cannot load offline.
+      thumb.addEventListener("error", () => thumb.replaceWith("image (not loadable here)"));
+      link.append(thumb);
+      return link;
     }
     if (task.status === 4) return el("span", { className: "error-text" }, task.message || task.failure_message || "failed");
     return el("span", { className: "hint" }, task.planned_outcome === "failed" ? "will fail" : "—");
@@ -417,7 +422,12 @@
       renderScenario(scenario, names);
     }
     const shown = accounts.slice(0, ACCOUNT_LIMIT);
-    const ledgers = await Promise.all(shown.map((a) => control("GET", `accounts/${encodeURIComponent(a.key)}`)));
+    const ledgers = await Promise.all(
+      shown.map(async (a) => {
+        const { data, headers } = await call("GET", `accounts/${encodeURIComponent(a.key)}?limit=${LEDGER_LIMIT}`);
+        return { ...data, ledgerTotal: Number(headers.get("x-total-count") || data.ledger.length) };
+      }),
+    );
     // Balances come from the same answers as the ledgers, so the two always agree on the page.
     renderWorld(health);
     renderAccounts(ledgers, accounts.length);
@@ -540,7 +550,10 @@
       out.className = `result-line ${answer.code === 200 ? "ok" : "bad"}`;
       const detail = answer.data && answer.data.task_id ? ` task ${answer.data.task_id}, ${answer.data.credits} credits` : "";
       out.textContent = `HTTP ${status} · code ${answer.code} · ${answer.msg}${detail}`;
-      if (answer.code === 200) $("submit-prompt").value = "";
+      if (answer.code === 200) {
+        $("submit-prompt").value = "";
+        view.pendingAccount = key;
+      }
     });
   });
 
