@@ -63,7 +63,12 @@
       throw new Unauthorized("the control API needs the admin token");
     }
     const text = await response.text();
-    const data = text ? JSON.parse(text) : null;
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      throw new Error(`${method} /_mock/${path}: HTTP ${response.status}, not JSON: ${text.slice(0, 120)}`);
+    }
     if (!response.ok) {
       const issues = data && Array.isArray(data.issues) ? data.issues.map((i) => i.message || JSON.stringify(i)) : [];
       const reason = data && data.error ? data.error : `${response.status} ${response.statusText}`;
@@ -81,7 +86,15 @@
       headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
       body: JSON.stringify(body),
     });
-    return { status: response.status, body: await response.json() };
+    // A scenario's faults may answer 429/5xx in plain text, or a cut-off body: show whatever came.
+    const text = await response.text();
+    let answer = null;
+    try {
+      answer = JSON.parse(text);
+    } catch {
+      answer = null;
+    }
+    return { status: response.status, answer, text, fault: response.headers.get("x-mockgen-fault") };
   }
 
   // --- admin token -------------------------------------------------------------------------------
@@ -546,11 +559,19 @@
     if (ratio) body.aspect_ratio = ratio;
     const out = $("submit-result");
     act(event.submitter, async () => {
-      const { status, body: answer } = await submitTask(key, body);
-      out.className = `result-line ${answer.code === 200 ? "ok" : "bad"}`;
-      const detail = answer.data && answer.data.task_id ? ` task ${answer.data.task_id}, ${answer.data.credits} credits` : "";
-      out.textContent = `HTTP ${status} · code ${answer.code} · ${answer.msg}${detail}`;
-      if (answer.code === 200) {
+      const { status, answer, text, fault } = await submitTask(key, body);
+      const ok = Boolean(answer && answer.code === 200);
+      out.className = `result-line ${ok ? "ok" : "bad"}`;
+      const parts = [`HTTP ${status}`];
+      if (fault) parts.push(`fault ${fault}`);
+      if (answer && typeof answer === "object") {
+        parts.push(`code ${answer.code}`, String(answer.msg));
+        if (answer.data && answer.data.task_id) parts.push(`task ${answer.data.task_id}, ${answer.data.credits} credits`);
+      } else {
+        parts.push(text ? text.slice(0, 200) : "(empty body)");
+      }
+      out.textContent = parts.join(" · ");
+      if (ok) {
         $("submit-prompt").value = "";
         view.pendingAccount = key;
       }
