@@ -15,7 +15,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import api, control, media
@@ -31,6 +32,7 @@ from .store import MemoryStore
 log = logging.getLogger("mockgen")
 JOURNAL_BODY_BYTES = 4096
 UNJOURNALED = ("/_mock/", "/static/", "/favicon.ico", "/openapi.json")
+STATIC_DIR = Path(__file__).with_name("static")
 
 
 def _is_control(path: str) -> bool:
@@ -243,6 +245,7 @@ def create_app(
         Route("/files/{name}", result_file, methods=["GET", "HEAD"]),
         *control.routes,
         Route("/", dashboard),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(
         routes=routes,

@@ -72,9 +72,24 @@ async def create_account(request: Request) -> Response:
     return json_response(b.account_view(account), 201)
 
 
+def _limit(request: Request) -> int | None:
+    """``?limit=N``: only the newest N items of a list that may be long (the dashboard polls every second)."""
+    limit = request.query_params.get("limit", "")
+    if limit and not limit.isdigit():
+        raise ControlError(f"'limit' must be a whole number, not {limit!r}")
+    return int(limit) if limit else None
+
+
 async def get_account(request: Request) -> Response:
     b = _backend(request)
-    return json_response(b.account_view(b.account(request.path_params["key"]), ledger=True))
+    account = b.account(request.path_params["key"])
+    limit = _limit(request)
+    if limit is None:
+        return json_response(b.account_view(account, ledger=True))
+    view = b.account_view(account)
+    total = len(account.ledger)
+    view["ledger"] = [e.as_dict() for e in account.ledger[max(total - limit, 0) :]]
+    return json_response(view, headers={"x-total-count": str(total)})
 
 
 async def change_credits(request: Request) -> Response:
@@ -88,8 +103,13 @@ async def list_tasks(request: Request) -> Response:
     b = _backend(request)
     b.settle()
     key = request.query_params.get("key")
+    limit = _limit(request)
+    tasks = [t for t in b.store.tasks() if key in (None, t.key)]
+    total = len(tasks)
+    if limit is not None:
+        tasks = tasks[max(total - limit, 0) :]
     base = _base(request)
-    return json_response([b.task_view(t, base) for t in b.store.tasks() if key in (None, t.key)])
+    return json_response([b.task_view(t, base) for t in tasks], headers={"x-total-count": str(total)})
 
 
 async def get_task(request: Request) -> Response:
