@@ -128,6 +128,29 @@ def scenarios() -> None:
 
 
 @main.command()
+@click.option("--base-url", envvar="MOCKGEN_CONTRACT_URL", required=True, help="The server to check.")
+@click.option("--key", envvar="MOCKGEN_CONTRACT_KEY", required=True, help="An API key of that server.")
+@click.option("--allow-charges", is_flag=True, help="Submit paid tasks on a non-local server.")
+@click.option("--model", default="gpt-image-2", help="The model of the paid task.")
+@click.option("--timeout", default=120.0, type=click.FloatRange(min=0), help="Seconds to wait for a task to finish.")
+@click.option("--interval", default=1.0, type=click.FloatRange(min=0.01), help="Seconds between polls.")
+@click.option("--admin-token", envvar="MOCKGEN_ADMIN_TOKEN", default=None, help="For a mockgen's /_mock/ API.")
+def contract(
+    base_url: str, key: str, allow_charges: bool, model: str, timeout: float, interval: float, admin_token: str | None
+) -> None:
+    """Check a server (mockgen or the real service) against the contract; exit 1 on drift."""
+    from .contract import run_contract
+    from .journal import mask_key
+
+    click.echo(f"mockgen contract: {base_url} with key {mask_key(key)}")
+    options = {"model": model, "timeout": timeout, "interval": interval, "admin_token": admin_token}
+    report = run_contract(base_url, key, allow_charges=allow_charges, **options)
+    click.echo(report.table())
+    if report.failed:
+        raise click.ClickException(f"contract drift: {len(report.failed)} check(s) failed")
+
+
+@main.command()
 @click.option(
     "--url", envvar="MOCKGEN_HEALTHCHECK_URL", default=None, help="Base URL (default: http://127.0.0.1:$MOCKGEN_PORT)."
 )
