@@ -19,7 +19,7 @@ CLOCKS = ("manual", "real", "scenario")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("mockgen_scenario", "mockgen: the scenario of the 'mockgen' fixture", default="default")
-    parser.addini("mockgen_clock", "mockgen: the clock of the 'mockgen' fixture (manual, real, scenario)", "manual")
+    parser.addini("mockgen_clock", "mockgen: the clock of the 'mockgen' fixture (manual, real, scenario)", default="manual")
 
 
 def pytest_configure(config: pytest.Config) -> None:
