@@ -12,6 +12,7 @@ SEED_MODELS = ("seedance-2", "gpt-image-2", "nano-banana-2")
 SEED_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")
 SUBMITTED = "提交成功,等待生成"  # the seed's text, with an ASCII comma (the same as backend.Msg.SUBMITTED)
 JSON = "application/json"
+ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}  # a task id or a key: one path segment
 
 
 def _ref(name: str) -> Schema:
@@ -137,7 +138,7 @@ def _public_paths() -> dict[str, Any]:
                 "operationId": "getTask",
                 "summary": "Poll a task until task_status is 3 (success) or 4 (failed).",
                 "security": security,
-                "parameters": [{"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "parameters": [{"name": "task_id", "in": "path", "required": True, "schema": ID}],
                 "responses": {
                     "200": {
                         "description": "code 200 with the task, or code 0 (e.g. task not found)",
@@ -156,7 +157,7 @@ def _control_op(summary: str, body: Schema | None = None, ok: str = "200", param
         "summary": summary,
         "security": [{}, {"adminToken": []}],
         "responses": {
-            ok: {"description": "done", **_content({})},
+            ok: {"description": "done", **({} if ok == "204" else _content({}))},
             "4XX": {"description": "refused", **_content(_ref("ControlError"))},
         },
     }
@@ -170,12 +171,8 @@ def _control_op(summary: str, body: Schema | None = None, ok: str = "200", param
 def _param(name: str) -> Schema:
     """'key' is a path parameter, '?key' an optional query parameter."""
     query = name.startswith("?")
-    return {
-        "name": name.lstrip("?"),
-        "in": "query" if query else "path",
-        "required": not query,
-        "schema": {"type": "string"},
-    }
+    schema = {"type": "string"} if query else ID
+    return {"name": name.lstrip("?"), "in": "query" if query else "path", "required": not query, "schema": schema}
 
 
 def _obj(**props: Schema) -> Schema:
@@ -185,6 +182,11 @@ def _obj(**props: Schema) -> Schema:
 def _control_paths() -> dict[str, Any]:
     outcome = {"enum": ["success", "failed"]}
     filters = ("?path", "?method", "?key", "?errors")
+    wait = _control_op(
+        "Long-poll until 'count' matching requests arrived (408 at the timeout).",
+        params=(*filters, "?count", "?timeout"),
+    )
+    wait["responses"]["408"] = {"description": "the timeout passed first; what did arrive", **_content({})}
     return {
         "/_mock/health": {"get": _control_op("Status, scenario, clock kind and the time now.")},
         "/_mock/accounts": {
@@ -209,12 +211,7 @@ def _control_paths() -> dict[str, Any]:
             "get": _control_op("The request journal, newest last (near misses carry an 'error').", params=filters),
             "delete": _control_op("Clear the journal.", ok="204"),
         },
-        "/_mock/requests/wait": {
-            "get": _control_op(
-                "Long-poll until 'count' matching requests arrived (408 at the timeout).",
-                params=(*filters, "?count", "?timeout"),
-            )
-        },
+        "/_mock/requests/wait": {"get": wait},
         "/_mock/scenario": {
             "get": _control_op("The scenario in force."),
             "put": _control_op("Load a scenario: YAML text, or JSON {name}.", _obj(name={"type": "string"})),

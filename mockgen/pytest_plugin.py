@@ -19,7 +19,8 @@ CLOCKS = ("manual", "real", "scenario")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("mockgen_scenario", "mockgen: the scenario of the 'mockgen' fixture", default="default")
-    parser.addini("mockgen_clock", "mockgen: the clock of the 'mockgen' fixture (manual, real, scenario)", default="manual")
+    help_clock = "mockgen: the clock of the 'mockgen' fixture (manual, real, scenario)"
+    parser.addini("mockgen_clock", help_clock, default="manual")
 
 
 def pytest_configure(config: pytest.Config) -> None:
