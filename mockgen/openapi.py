@@ -290,7 +290,7 @@ def check(instance: Any, schema: Schema, doc: dict[str, Any], where: str = "$") 
             return []
         if passing > 1:
             return [f"{where}: matches more than one of the allowed shapes"]
-        return [f"{where}: fits none of the allowed shapes: " + " | ".join("; ".join(r) for r in results)]
+        return min(results, key=len)  # the shape it came closest to says best what is wrong
     if "const" in schema and not _same(instance, schema["const"]):
         return [f"{where}: must be {schema['const']!r}, got {instance!r}"]
     if "enum" in schema and not any(_same(instance, v) for v in schema["enum"]):
