@@ -26,6 +26,7 @@ from .faults import injected_fault
 from .http import envelope, json_response, note
 from .journal import mask_key
 from .models import SUCCEEDED
+from .openapi import build_openapi
 from .scenario import Scenario, load_scenario
 from .store import MemoryStore
 
@@ -177,6 +178,11 @@ class JournalMiddleware:
         )
 
 
+async def openapi_document(request: Request) -> Response:
+    """GET /openapi.json: the contract (and the control API) for the scenario in force."""
+    return json_response(build_openapi(request.app.state.backend.scenario, api.base_url(request)))
+
+
 async def dashboard(request: Request) -> Response:
     page = Path(__file__).with_name("dashboard.html")
     return HTMLResponse(page.read_text(encoding="utf-8"))
@@ -243,6 +249,7 @@ def create_app(
     routes = [
         *api.routes,
         Route("/files/{name}", result_file, methods=["GET", "HEAD"]),
+        Route("/openapi.json", openapi_document, methods=["GET"]),
         *control.routes,
         Route("/", dashboard),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

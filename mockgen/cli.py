@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import json
 import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -56,6 +60,13 @@ def main() -> None:
 @click.option("--max-tasks", envvar="MOCKGEN_MAX_TASKS", default=1_000_000, type=click.IntRange(min=1))
 @click.option("--watch", envvar="MOCKGEN_WATCH", is_flag=True, help="Reload the scenario file when it changes.")
 @click.option("--access-log/--no-access-log", envvar="MOCKGEN_ACCESS_LOG", default=False)
+@click.option(
+    "--state-file",
+    envvar="MOCKGEN_STATE_FILE",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Load the world from this JSON at start (if it exists); write it there at clean shutdown.",
+)
 def serve(
     scenario: str,
     host: str,
@@ -66,6 +77,7 @@ def serve(
     max_tasks: int,
     watch: bool,
     access_log: bool,
+    state_file: str | None,
 ) -> None:
     """Run the emulator."""
     import uvicorn
@@ -84,6 +96,9 @@ def serve(
     except ScenarioError as exc:
         raise click.ClickException(f"scenario refused:\n{exc}") from None
     backend = app.state.backend
+    loaded = _load_state(backend, Path(state_file)) if state_file else False
+    if state_file:
+        app.router.lifespan_context = _save_state_at_shutdown(backend, Path(state_file))
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     base = public_url or f"http://{shown_host}:{port}"
     key = backend.ready_key()
@@ -92,6 +107,8 @@ def serve(
     click.echo(f"  key        {key}")
     click.echo(f"  dashboard  {base}/")
     click.echo(f"  control    {base}/_mock/health")
+    if state_file:
+        click.echo(f"  state      {state_file} ({'loaded' if loaded else 'new'}; written at shutdown)")
     if not _is_loopback(host) and not admin_token:
         click.secho(
             f"WARNING: listening on {host} with no --admin-token: anyone who can reach this port "
@@ -101,6 +118,32 @@ def serve(
         )
     sys.stdout.flush()
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log)
+
+
+def _load_state(backend: Any, path: Path) -> bool:
+    """Restore the world from ``path``; False when there is no such file yet."""
+    from .errors import ControlError
+
+    if not path.exists():
+        return False
+    try:
+        backend.import_state(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, ControlError) as exc:
+        raise click.ClickException(f"state file {path} refused: {getattr(exc, 'msg', exc)}") from None
+    return True
+
+
+def _save_state_at_shutdown(backend: Any, path: Path) -> Any:
+    """A Starlette lifespan that writes the world to ``path`` once uvicorn has stopped serving."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(backend.export_state(), ensure_ascii=False, indent=1), encoding="utf-8")
+        tmp.replace(path)  # atomic: a crash mid-write never leaves half a state file
+
+    return lifespan
 
 
 @main.command()
@@ -134,6 +177,29 @@ def scenarios() -> None:
     for name in bundled_names():
         summary = load_scenario(name).description.splitlines()
         click.echo(f"{name:<14} {summary[0] if summary else ''}")
+
+
+@main.command()
+@click.option("--base-url", envvar="MOCKGEN_CONTRACT_URL", required=True, help="The server to check.")
+@click.option("--key", envvar="MOCKGEN_CONTRACT_KEY", required=True, help="An API key of that server.")
+@click.option("--allow-charges", is_flag=True, help="Submit paid tasks on a non-local server.")
+@click.option("--model", default="gpt-image-2", help="The model of the paid task.")
+@click.option("--timeout", default=120.0, type=click.FloatRange(min=0), help="Seconds to wait for a task to finish.")
+@click.option("--interval", default=1.0, type=click.FloatRange(min=0.01), help="Seconds between polls.")
+@click.option("--admin-token", envvar="MOCKGEN_ADMIN_TOKEN", default=None, help="For a mockgen's /_mock/ API.")
+def contract(
+    base_url: str, key: str, allow_charges: bool, model: str, timeout: float, interval: float, admin_token: str | None
+) -> None:
+    """Check a server (mockgen or the real service) against the contract; exit 1 on drift."""
+    from .contract import run_contract
+    from .journal import mask_key
+
+    click.echo(f"mockgen contract: {base_url} with key {mask_key(key)}")
+    options = {"model": model, "timeout": timeout, "interval": interval, "admin_token": admin_token}
+    report = run_contract(base_url, key, allow_charges=allow_charges, **options)
+    click.echo(report.table())
+    if report.failed:
+        raise click.ClickException(f"contract drift: {len(report.failed)} check(s) failed")
 
 
 @main.command()

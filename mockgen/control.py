@@ -142,12 +142,15 @@ def _journal_filter(request: Request) -> Callable[[Entry], bool]:
     path, method, key = q.get("path"), q.get("method"), q.get("key")
     masked = mask_key(key) if key else None
     method = method.upper() if method else None
+    # errors=true: only the near misses (no such route, refused by validation or auth), each with its reason
+    errors = q.get("errors", "").lower() in ("1", "true", "yes")
 
     def pred(e: Entry) -> bool:
         return (
             (path is None or e["path"] == path or (path.endswith("*") and e["path"].startswith(path[:-1])))
             and (method is None or e["method"] == method)
             and (masked is None or e.get("key") == masked)
+            and (not errors or e.get("error") is not None)
         )
 
     return pred
