@@ -45,11 +45,11 @@ async def not_found(request: Request, exc: Exception) -> Response:
     method, path = request.method, request.url.path
     if _is_control(path):
         return json_response({"error": f"no control route {method} {path}"}, status)
-    note(request, error="no such route")
     if status == 405:
         msg = f"Method {method} is not allowed on {path}."
     else:
         msg = f"No route {method} {path}. The API has POST /api/v1/tasks/create and GET /api/v1/tasks/{{task_id}}."
+    note(request, error=msg)
     return envelope(status, msg, None, status)
 
 

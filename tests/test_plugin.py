@@ -129,4 +129,4 @@ def test_a_failed_verification_reads_like_wiremocks(pytester: pytest.Pytester) -
     result.assert_outcomes(failed=1)
     output = result.stdout.str()
     assert "expected exactly 1 request(s) matching GET /api/v1/tasks/abc, got 0" in output
-    assert "GET /api/v1/task/abc -> 404  [near miss: no such route]" in output
+    assert "GET /api/v1/task/abc -> 404  [near miss: No route GET /api/v1/task/abc." in output

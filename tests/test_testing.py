@@ -162,7 +162,7 @@ def test_verify_failure_explains_with_the_journal_and_near_misses(mock: MockServ
     assert (
         "expected at least 1 request(s) matching POST /api/v1/tasks/create with body {'prompt': 'two'}, got 0" in text
     )
-    assert "POST /api/v1/task/create -> 404" in text and "[near miss: no such route]" in text
+    assert "POST /api/v1/task/create -> 404" in text and "[near miss: No route POST /api/v1/task/create." in text
     assert "[near miss: prompt is required" in text
     misses = mock.near_misses()
     assert [(m["path"], m["status"]) for m in misses] == [("/api/v1/task/create", 404), (CREATE, 200)]
