@@ -299,7 +299,7 @@ class Contract:
         self.record(f"query: result on {field_name} at status 3", problems, str(url))
         if problems:
             return
-        answer = self.call("GET", url)
+        answer = self.call("GET", str(url))
         problems = [] if answer.status == 200 else [f"expected HTTP 200, got HTTP {answer.status}"]
         content_type = answer.headers.get("Content-Type", answer.headers.get("content-type", ""))
         if not problems and not content_type.startswith(f"{kind}/"):

@@ -371,10 +371,10 @@ def render_png(prompt: str, aspect_ratio: str | None) -> bytes:
     # zeros. Run-length deflate is fast and suits these flat colour runs.
     zero_row = b"\x02" + bytes(w)
     parts: list[bytes] = []
-    prev = None
-    for row in rows:
-        parts.append(zero_row if row == prev else b"\x00" + row)
-        prev = row
+    prev: bytes | None = None
+    for line in rows:
+        parts.append(zero_row if line == prev else b"\x00" + line)
+        prev = line
     packer = zlib.compressobj(6, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
     idat = packer.compress(b"".join(parts)) + packer.flush()
     return b"".join(

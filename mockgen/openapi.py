@@ -114,7 +114,7 @@ def _error_responses() -> dict[str, Any]:
 
 
 def _public_paths() -> dict[str, Any]:
-    security = [{"bearerAuth": []}]
+    security: list[dict[str, list[str]]] = [{"bearerAuth": []}]
     return {
         "/api/v1/tasks/create": {
             "post": {

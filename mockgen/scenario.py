@@ -485,6 +485,7 @@ def _read_fault(r: _Reader, value: object, path: Path_, models: Mapping[str, Mod
         for x in (limit, burst):
             if isinstance(x, bool) or not isinstance(x, int) or x < 1:
                 raise ValueError(f"rate limit numbers must be integers >= 1, not {x!r}")
+        assert isinstance(limit, int) and isinstance(burst, int)
         return RateLimit(1.0 if "per_second" in v else 60.0, limit, burst)
 
     fault = Fault(
@@ -612,9 +613,7 @@ def parse_scenario(text: str, file: str = "<scenario>", *, name: str | None = No
     limits_m = r.mapping(top.get("limits"), ("limits",), ("max_prompt_length", "max_image_urls"))
     limits = Limits(
         r.integer(limits_m, "max_prompt_length", ("limits",), 1) or default.limits.max_prompt_length,
-        r.integer(limits_m, "max_image_urls", ("limits",), 0)
-        if "max_image_urls" in limits_m
-        else default.limits.max_image_urls,
+        _or(r.integer(limits_m, "max_image_urls", ("limits",), 0), default.limits.max_image_urls),
     )
     seed = top.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -622,9 +621,9 @@ def parse_scenario(text: str, file: str = "<scenario>", *, name: str | None = No
         seed = None
 
     scenario_name = r.string(top, "name", ())
-    clock = r.string(top, "clock", (), ("real", "manual")) or "real"
+    clock: Literal["real", "manual"] = r.string(top, "clock", (), ("real", "manual")) or "real"
     start_time = r.convert(top, "start_time", (), _parse_instant)
-    auth_mode = r.string(auth, "mode", ("auth",), ("open", "strict")) or "open"
+    auth_mode: Literal["open", "strict"] = r.string(auth, "mode", ("auth",), ("open", "strict")) or "open"
     default_credits = r.integer(auth, "default_credits", ("auth",))
     cdn_base = r.string(results, "cdn_base", ("results",))
     if r.issues:
@@ -647,6 +646,10 @@ def parse_scenario(text: str, file: str = "<scenario>", *, name: str | None = No
         cdn_base=cdn_base,
         limits=limits,
     )
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def bundled_dir() -> Path:

@@ -71,7 +71,9 @@ def _body_matches(raw: str, expected: Body) -> bool:
         body = None
     if callable(expected):
         return bool(expected(body))
-    return isinstance(body, dict) and all(k in body and body[k] == v for k, v in expected.items())
+    if not isinstance(body, dict) or expected is None:
+        return False
+    return all(k in body and body[k] == v for k, v in expected.items())
 
 
 def describe(entries: Iterable[Entry], limit: int = 20) -> str:
