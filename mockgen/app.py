@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -213,6 +214,27 @@ async def watch_scenario(app: Starlette, path: Path, interval: float = 0.5) -> N
         log.warning("scenario %s reloaded: %r in force from its starting state", path, scenario.name)
 
 
+def load_state_file(backend: Backend, path: Path) -> bool:
+    """Restore the world from a state file; False when there is none yet (ControlError if it is bad)."""
+    if not path.exists():
+        return False
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ControlError(f"cannot read {path}: {exc}") from None
+    if not isinstance(state, dict):
+        raise ControlError(f"{path} does not hold an exported state")
+    backend.import_state(state)
+    return True
+
+
+def save_state_file(backend: Backend, path: Path) -> None:
+    """Write the world to a state file, atomically: a crash mid-write never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(backend.export_state(), ensure_ascii=False, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
 def create_app(
     scenario: Scenario | str | Path | None = None,
     *,
@@ -223,16 +245,19 @@ def create_app(
     journal_limit: int = 10_000,
     watch: bool = False,
     watch_interval: float = 0.5,
+    state_file: str | Path | None = None,
 ) -> Starlette:
     """The ASGI app of one emulated world. ``scenario`` is a Scenario, a bundled name or a path.
 
-    With ``watch``, a scenario loaded from a file is reloaded whenever the file changes.
+    With ``watch``, a scenario loaded from a file is reloaded whenever the file changes. With
+    ``state_file``, the world is restored from it (if it exists) and written back at shutdown.
     """
     if scenario is None:
         scenario = "default"
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     watched = Path(scenario.path) if watch and scenario.path else None
+    state_path = Path(state_file) if state_file else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -244,6 +269,8 @@ def create_app(
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            if state_path is not None:
+                save_state_file(app.state.backend, state_path)
 
     backend = Backend(scenario, clock=clock, store=MemoryStore(max_tasks, journal_limit))
     routes = [
@@ -268,6 +295,7 @@ def create_app(
     app.state.public_url = public_url.rstrip("/") if public_url else None
     app.state.admin_token = admin_token
     app.state.media_cache = MediaCache()
+    app.state.state_loaded = load_state_file(backend, state_path) if state_path else False
     app.add_middleware(JournalMiddleware, backend_of=lambda: app.state.backend)
     app.add_middleware(control.AdminTokenGuard, token=admin_token)
     return app

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import json
 import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import click
 
-from .errors import ScenarioError
+from .errors import ControlError, ScenarioError
 
 ENV = "MOCKGEN"
 
@@ -92,13 +88,13 @@ def serve(
             admin_token=admin_token,
             max_tasks=max_tasks,
             watch=watch,
+            state_file=state_file,
         )
     except ScenarioError as exc:
         raise click.ClickException(f"scenario refused:\n{exc}") from None
+    except ControlError as exc:
+        raise click.ClickException(f"state file {state_file} refused: {exc.msg}") from None
     backend = app.state.backend
-    loaded = _load_state(backend, Path(state_file)) if state_file else False
-    if state_file:
-        app.router.lifespan_context = _save_state_at_shutdown(backend, Path(state_file))
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     base = public_url or f"http://{shown_host}:{port}"
     key = backend.ready_key()
@@ -108,7 +104,8 @@ def serve(
     click.echo(f"  dashboard  {base}/")
     click.echo(f"  control    {base}/_mock/health")
     if state_file:
-        click.echo(f"  state      {state_file} ({'loaded' if loaded else 'new'}; written at shutdown)")
+        loaded = "loaded" if app.state.state_loaded else "new"
+        click.echo(f"  state      {state_file} ({loaded}; written at shutdown)")
     if not _is_loopback(host) and not admin_token:
         click.secho(
             f"WARNING: listening on {host} with no --admin-token: anyone who can reach this port "
@@ -118,32 +115,6 @@ def serve(
         )
     sys.stdout.flush()
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log)
-
-
-def _load_state(backend: Any, path: Path) -> bool:
-    """Restore the world from ``path``; False when there is no such file yet."""
-    from .errors import ControlError
-
-    if not path.exists():
-        return False
-    try:
-        backend.import_state(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, ControlError) as exc:
-        raise click.ClickException(f"state file {path} refused: {getattr(exc, 'msg', exc)}") from None
-    return True
-
-
-def _save_state_at_shutdown(backend: Any, path: Path) -> Any:
-    """A Starlette lifespan that writes the world to ``path`` once uvicorn has stopped serving."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        yield
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(backend.export_state(), ensure_ascii=False, indent=1), encoding="utf-8")
-        tmp.replace(path)  # atomic: a crash mid-write never leaves half a state file
-
-    return lifespan
 
 
 @main.command()

@@ -34,3 +34,21 @@ def test_watch_reloads_on_change_and_keeps_the_old_scenario_on_error(tmp_path: P
         assert any("mine.yaml:2: clock" in r.getMessage() for r in caplog.records)
         path.write_text("name: fourth\n")
         assert wait_for(client, lambda h: h["scenario"] == "fourth")["clock"] == "real"
+
+
+def test_watch_and_state_file_work_together(tmp_path: Path) -> None:
+    scenario = tmp_path / "demo.yaml"
+    scenario.write_text("name: one\nclock: manual\n")
+    state = tmp_path / "state.json"
+    app = create_app(scenario, watch=True, watch_interval=0.02, state_file=state)
+    assert app.state.state_loaded is False
+    with TestClient(app) as client:
+        client.post("/_mock/accounts", json={"credits": 7, "key": "sk-" + "s" * 32})
+        scenario.write_text("name: two\nclock: manual\n")
+        assert wait_for(client, lambda h: h["scenario"] == "two")["scenario"] == "two"
+        client.post("/_mock/accounts", json={"credits": 9, "key": "sk-" + "t" * 32})
+    assert state.exists()  # written at shutdown
+    again = create_app(scenario, state_file=state)
+    assert again.state.state_loaded is True
+    with TestClient(again) as client:
+        assert {a["key"][-1]: a["credits"] for a in client.get("/_mock/accounts").json()} == {"t": 9}
