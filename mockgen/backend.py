@@ -6,6 +6,7 @@ import os
 import random
 import re
 import string
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -18,6 +19,8 @@ from .scenario import KEY_RE, Behaviour, Fault, Match, Scenario
 from .store import MemoryStore, Store
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
+# Random bytes -> id characters in one C call (rng.choices costs a Python call per character).
+ID_BYTES = bytes(ord(ID_ALPHABET[b % len(ID_ALPHABET)]) for b in range(256))
 KEY_ALPHABET = string.ascii_letters + string.digits
 URL_RE = re.compile(r"https?://[^\s/$.?#][^\s]*", re.IGNORECASE)
 DEFAULT_RATIO = {"image": "1:1", "video": "16:9"}
@@ -144,7 +147,9 @@ class Backend:
         key = key.strip()
         if not KEY_RE.fullmatch(key):
             raise ApiError(Msg.BAD_KEY, code=401, status=401)
-        account = self._open_account(key)
+        # Found by the key's hash (SipHash, keyed per process), so a wrong key is never compared
+        # character by character with a stored one: refusing it takes the same time whatever it shares.
+        account = self.store.get_account(key) or self._open_account(key)
         if account is None:
             raise ApiError(Msg.UNKNOWN_KEY, code=401, status=401)
         return account
@@ -223,16 +228,16 @@ class Backend:
             queued_for = min(queued_for, steering.delay)
             running_for = steering.delay - queued_for
         task_id = self._new_task_id()
-        request_id = "kie_" + "".join(self.rng.choices(ID_ALPHABET, k=12))
+        request_id = "kie_" + self._random_id()
         progress = behaviour.progress or "time"
         polls = behaviour.polls or (1, 1)
         task = Task(
             task_id=task_id,
             key=account.key,
-            model_id=req.model_id,
+            model_id=model.model_id,  # the scenario's string, not one more copy per task
             task_type=model.task_type,
             prompt=req.prompt,
-            aspect_ratio=req.aspect_ratio,
+            aspect_ratio=sys.intern(req.aspect_ratio),  # one of a few validated values: share them
             image_urls=req.image_urls,
             credits=cost,
             created_at=now,
@@ -255,9 +260,13 @@ class Backend:
             self.store.schedule(task.finish_at, task_id)
         return task
 
+    def _random_id(self) -> str:
+        """12 characters of [a-z0-9] from the seeded rng."""
+        return self.rng.randbytes(12).translate(ID_BYTES).decode("ascii")
+
     def _new_task_id(self) -> str:
         while True:
-            task_id = "".join(self.rng.choices(ID_ALPHABET, k=12))
+            task_id = self._random_id()
             if self.store.get_task(task_id) is None:
                 return task_id
 

@@ -109,5 +109,11 @@ class MemoryStore:
 
     def pop_due(self, now: float) -> Iterator[tuple[float, str]]:
         due = self._due
+        if not due or due[0][0] > now:
+            return iter(())  # the common case on every request: nothing due, no generator made
+        return self._pop_due(now)
+
+    def _pop_due(self, now: float) -> Iterator[tuple[float, str]]:
+        due = self._due
         while due and due[0][0] <= now:
             yield heapq.heappop(due)
