@@ -23,7 +23,7 @@ from .backend import Backend
 from .errors import ApiError, ControlError, ScenarioError
 from .faults import injected_fault
 from .http import envelope, json_response, note
-from .journal import Record, mask_authorization
+from .journal import Record, mask_authorization, scrub
 from .models import SUCCEEDED
 from .scenario import Scenario, load_scenario
 from .store import MemoryStore
@@ -183,15 +183,16 @@ class JournalMiddleware:
                 shown, key = masked
                 headers.append((name, shown))
             else:
-                headers.append((name, value))
+                headers.append((name, scrub(value)))
+        raw_body = body[0] if len(body) == 1 else b"".join(body)
         record: Record = (
             backend.now(),
             scope["method"],
             scope["path"],
-            scope.get("query_string", b""),
+            scrub(scope.get("query_string", b"")),
             tuple(headers),
             key,
-            body[0] if len(body) == 1 else b"".join(body),
+            scrub(raw_body, "utf-8"),
             status,
             elapsed,
             scope.get("mockgen"),

@@ -30,8 +30,14 @@ _encode = (
 def dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON: byte for byte ``json.dumps(obj, ensure_ascii=False, separators=(",", ":"))``."""
     if _encode is None:  # pragma: no cover - only without CPython's _json accelerator
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-    return "".join(_encode(obj, 0)).encode()
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    else:
+        text = "".join(_encode(obj, 0))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A client's string with a lone surrogate ("\ud800" in its JSON) has no UTF-8 form: escape it.
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -130,6 +136,10 @@ def parse_json(raw: bytes) -> Any:
         raise ValueError(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise ValueError("it is nested too deeply") from None
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):  # Python's guard against very long integers
+            raise ValueError("a number has too many digits") from None
+        raise
 
 
 async def read_json(request: Request) -> Any:

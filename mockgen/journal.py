@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -23,8 +24,18 @@ def mask_authorization(value: bytes) -> tuple[str, str | None]:
     return f"{scheme} {key or '***'}", key
 
 
-def _text(value: bytes | str) -> str:
-    return value if isinstance(value, str) else value.decode("latin-1")
+KEY_IN_TEXT = re.compile(r"sk-[A-Za-z0-9_-]{8,}")
+
+
+def scrub(raw: bytes, encoding: str = "latin-1") -> bytes | str:
+    """``raw`` unchanged, or decoded with every key-like 'sk-…' in it masked (a key sent anywhere else)."""
+    if b"sk-" not in raw:
+        return raw
+    return KEY_IN_TEXT.sub(lambda m: mask_key(m.group()), raw.decode(encoding, "replace"))
+
+
+def _text(value: bytes | str, encoding: str = "latin-1") -> str:
+    return value if isinstance(value, str) else value.decode(encoding, "replace")
 
 
 # One request as recorded on the hot path, raw and compact, rendered into an ``Entry`` when read:
@@ -32,7 +43,9 @@ def _text(value: bytes | str) -> str:
 # numbers and a dict of strings, so the garbage collector stops tracking it after one look: ten
 # thousand of these never make the full collections that walk the whole heap come more often.
 # It holds no whole key: the Authorization header is masked before it is stored.
-Record = tuple[float, str, str, bytes, tuple[tuple[bytes, bytes | str], ...], str | None, bytes, int, float, Any]
+Record = tuple[
+    float, str, str, bytes | str, tuple[tuple[bytes, bytes | str], ...], str | None, bytes | str, int, float, Any
+]
 
 
 def render(record: Record) -> Entry:
@@ -42,10 +55,10 @@ def render(record: Record) -> Entry:
         "at": at,
         "method": method,
         "path": path,
-        "query": query.decode("latin-1"),
+        "query": _text(query),
         "headers": {n.decode("latin-1"): _text(v) for n, v in headers},
         "key": key,
-        "body": body.decode("utf-8", "replace"),
+        "body": _text(body, "utf-8"),
         "status": status,
         "latency_ms": round(elapsed * 1000, 3),
         "task_id": notes.get("task_id"),
