@@ -14,7 +14,7 @@ from typing import Any
 from .clock import Clock, ManualClock, SystemClock
 from .errors import ApiError, ControlError
 from .media import ASPECT_RATIOS
-from .models import FAILED, NEVER, SUCCEEDED, Account, Task
+from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Plan, Task
 from .scenario import KEY_RE, Behaviour, Fault, Match, Scenario
 from .store import MemoryStore, Store
 
@@ -108,6 +108,7 @@ class Backend:
         self.counters: dict[tuple[str, str], int] = {}
         self.next_outcomes: list[NextOutcome] = []
         self.buckets: dict[tuple[str, str], tuple[float, float]] = {}
+        self._plans: dict[Plan, Plan] = {}  # see submit
         for spec in s.accounts:
             self.store.add_account(Account(spec.key, spec.credits, spec.name))
 
@@ -231,27 +232,35 @@ class Backend:
         request_id = "kie_" + self._random_id()
         progress = behaviour.progress or "time"
         polls = behaviour.polls or (1, 1)
-        task = Task(
-            task_id=task_id,
-            key=account.key,
-            model_id=model.model_id,  # the scenario's string, not one more copy per task
-            task_type=model.task_type,
-            prompt=req.prompt,
-            aspect_ratio=sys.intern(req.aspect_ratio),  # one of a few validated values: share them
-            image_urls=req.image_urls,
-            credits=cost,
-            created_at=now,
-            request_id=request_id,
-            running_at=now + queued_for,
-            finish_at=now + queued_for + running_for if progress == "time" else NEVER,
-            outcome=outcome,
-            failure_message=message,
-            progress=progress,
-            polls_queued=polls[0],
-            polls_running=polls[1],
-            rule=rule_name,
-            results=behaviour.results or "local",
-            extra=dict(behaviour.extra) if behaviour.extra else None,
+        extra = dict(behaviour.extra) if behaviour.extra else None
+        plan = Plan(
+            model.model_id,  # the scenario's string, not one more copy per task
+            model.task_type,
+            cost,
+            outcome,
+            message,
+            progress,
+            polls[0],
+            polls[1],
+            rule_name,
+            behaviour.results or "local",
+            extra,
+        )
+        if extra is None:  # share one copy of each distinct plan (a million tasks have a handful)
+            if len(self._plans) >= 4096:
+                self._plans.clear()
+            plan = self._plans.setdefault(plan, plan)
+        task = Task.planned(
+            plan,
+            task_id,
+            account.key,
+            req.prompt,
+            sys.intern(req.aspect_ratio),  # one of a few validated values: share them
+            req.image_urls,
+            now,
+            request_id,
+            now + queued_for,
+            now + queued_for + running_for if progress == "time" else NEVER,
         )
         if not self.store.charge(account.key, cost, now, task_id):
             raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=account.credits))
@@ -549,7 +558,7 @@ def export_state(backend: Backend) -> dict[str, Any]:
     backend.settle()
     tasks = []
     for task in backend.store.tasks():
-        row = {f: getattr(task, f) for f in Task.__slots__}  # type: ignore[attr-defined]
+        row = task.fields()
         row["image_urls"] = list(task.image_urls)
         row["finish_at"] = None if task.finish_at == NEVER else task.finish_at
         tasks.append(row)
@@ -576,7 +585,7 @@ def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
             accounts.append(Account(str(a["key"]), int(a["credits"]), a.get("name"), ledger))
         tasks = []
         for row in state["tasks"]:
-            fields = {f: row[f] for f in Task.__slots__ if f in row}  # type: ignore[attr-defined]
+            fields = {f: row[f] for f in TASK_FIELDS if f in row}
             fields["image_urls"] = tuple(fields.get("image_urls") or ())
             if fields.get("finish_at") is None:
                 fields["finish_at"] = NEVER

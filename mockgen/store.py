@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from .journal import Journal
-from .models import Account, LedgerEntry, Task
+from .models import Account, Task
 
 
 class Store(Protocol):
@@ -79,7 +79,7 @@ class MemoryStore:
         if account.credits < amount:
             return False
         account.credits -= amount
-        self._log(account, LedgerEntry("charge", amount, at, task_id))
+        self._log(account, "charge", amount, at, task_id)
         return True
 
     def credit(self, key: str, amount: int, at: float, kind: str, task_id: str | None) -> int:
@@ -87,12 +87,12 @@ class MemoryStore:
         account = self._accounts[key]
         applied = max(amount, -account.credits)
         account.credits += applied
-        self._log(account, LedgerEntry(kind, applied, at, task_id))
+        self._log(account, kind, applied, at, task_id)
         return account.credits
 
-    def _log(self, account: Account, entry: LedgerEntry) -> None:
+    def _log(self, account: Account, kind: str, amount: int, at: float, task_id: str | None) -> None:
         ledger = account.ledger
-        ledger.append(entry)
+        ledger.add(kind, amount, at, task_id)
         if len(ledger) > self.ledger_limit:
             # Trim a batch at once (deleting a list's head moves the rest).
             del ledger[: len(ledger) - self.ledger_limit + min(self._batch, self.ledger_limit) - 1]
