@@ -182,17 +182,20 @@ class JournalMiddleware:
                     masked = self._masked[value] = mask_authorization(value)
                 shown, key = masked
                 headers.append((name, shown))
-            else:
+            elif b"sk-" in value:  # a key sent in another header
                 headers.append((name, scrub(value)))
+            else:
+                headers.append((name, value))
         raw_body = body[0] if len(body) == 1 else b"".join(body)
+        query = scope.get("query_string", b"")
         record: Record = (
             backend.now(),
             scope["method"],
             scope["path"],
-            scrub(scope.get("query_string", b"")),
+            scrub(query) if b"sk-" in query else query,
             tuple(headers),
             key,
-            scrub(raw_body, "utf-8"),
+            scrub(raw_body, "utf-8") if b"sk-" in raw_body else raw_body,
             status,
             elapsed,
             scope.get("mockgen"),

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from mockgen import create_app
+from mockgen.api import submitted
+from mockgen.backend import Msg
 from mockgen.http import MAX_BODY_BYTES, dumps
 from mockgen.media import ASPECT_RATIOS
 
@@ -448,3 +450,10 @@ def test_dumps_is_json_dumps_compact(value: Any) -> None:
     except UnicodeEncodeError:
         expected = json.dumps(value, separators=(",", ":")).encode()
     assert dumps(value) == expected
+
+
+@given(st.text(max_size=14), st.text(max_size=18), st.integers())
+@settings(max_examples=300, deadline=None, database=None)
+def test_the_create_answer_is_dumps_of_its_envelope(task_id: str, request_id: str, credits: int) -> None:
+    data = {"task_id": task_id, "request_id": request_id, "credits": credits}
+    assert submitted(task_id, request_id, credits) == dumps({"code": 200, "msg": Msg.SUBMITTED, "data": data})
