@@ -287,9 +287,10 @@ class Backend:
         now = self.now()
         self.settle(now)
         task.polls += 1
-        if not task.final_status and task.progress == "polls":
+        plan = task.plan
+        if not task.final_status and plan.progress == "polls":
             if task.polls >= task.polls_to_finish:
-                self.finish(task, task.outcome, now)
+                self.finish(task, plan.outcome, now)
         return task
 
     # --- the scenario's rules ------------------------------------------------------------------
@@ -459,29 +460,32 @@ class Backend:
     # --- views (used by the API and control layers) ----------------------------------------------
 
     def result_url(self, task: Task, base_url: str) -> str:
-        ext = "mp4" if task.task_type == "video" else "png"
-        if task.results == "cdn":
+        task_type = task.plan.task_type
+        ext = "mp4" if task_type == "video" else "png"
+        if task.plan.results == "cdn":
             base = self.scenario.cdn_base or f"https://cdn.{self.faker.domain_name()}"
-            return f"{base.rstrip('/')}/{task.task_type}s/{task.task_id}.{ext}"
+            return f"{base.rstrip('/')}/{task_type}s/{task.task_id}.{ext}"
         return f"{base_url.rstrip('/')}/files/{task.task_id}.{ext}"
 
     def task_data(self, task: Task, base_url: str) -> dict[str, Any]:
         """The ``data`` of a query answer, exactly the contract's keys (plus a rule's extras)."""
+        plan = task.plan  # (read once: every poll comes here)
         status = task.status_at(self.now())
         url = self.result_url(task, base_url) if status == SUCCEEDED else None
+        task_type = plan.task_type
         data: dict[str, Any] = {
             "task_id": task.task_id,
             "task_status": status,
-            "task_type": task.task_type,
-            "model_id": task.model_id,
-            "image_url": url if task.task_type == "image" else None,
-            "video_url": url if task.task_type == "video" else None,
+            "task_type": task_type,
+            "model_id": plan.model_id,
+            "image_url": url if task_type == "image" else None,
+            "video_url": url if task_type == "video" else None,
             "audio_url": None,
-            "credits": task.credits,
+            "credits": plan.credits,
             "created_at": int(task.created_at),
         }
-        if task.extra:
-            data.update(task.extra)
+        if plan.extra:
+            data.update(plan.extra)
         return data
 
     def task_view(self, task: Task, base_url: str) -> dict[str, Any]:
