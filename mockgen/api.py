@@ -9,6 +9,7 @@ anything unusual (steering headers, injected faults) goes through the Request-ba
 
 from __future__ import annotations
 
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -23,6 +24,10 @@ from .http import JSON_HEADER, dumps, note_scope, parse_json, receive_body
 
 NO_STEERING = Steering()
 TASKS_PREFIX = "/api/v1/tasks/"
+# The keys of a poll's data, in the order Backend.task_data gives them (tests/test_hardening.py checks).
+POLL_KEYS = (
+    "task_id", "task_status", "task_type", "model_id", "image_url", "video_url", "audio_url", "credits", "created_at",
+)  # fmt: skip
 CREATE_PATH = "/api/v1/tasks/create"
 
 
@@ -95,6 +100,28 @@ def submitted(task_id: str, request_id: str, credits: int) -> bytes:
     return f'{_SUBMITTED_HEAD}"{task_id}","request_id":"{request_id}","credits":{credits}}}}}'.encode()
 
 
+def _text(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+def polled(data: dict[str, Any]) -> bytes:
+    """The poll answer: dumps() of the envelope around ``task_data``, built from its known shape
+    (the C string encoder does each string's escaping). Anything unusual goes through dumps()."""
+    status, credits, created = data["task_status"], data["credits"], data["created_at"]
+    if len(data) == len(POLL_KEYS) and type(status) is type(credits) is type(created) is int:
+        try:
+            return (
+                f'{{"code":200,"msg":"ok","data":{{"task_id":{encode_basestring(data["task_id"])},'
+                f'"task_status":{status},"task_type":{encode_basestring(data["task_type"])},'
+                f'"model_id":{encode_basestring(data["model_id"])},"image_url":{_text(data["image_url"])},'
+                f'"video_url":{_text(data["video_url"])},"audio_url":{_text(data["audio_url"])},'
+                f'"credits":{credits},"created_at":{created}}}}}'
+            ).encode()
+        except (TypeError, UnicodeEncodeError):  # a value of another type, or a lone surrogate
+            pass
+    return dumps({"code": 200, "msg": Msg.OK, "data": data})
+
+
 async def _send_json(send: Send, body: bytes, status: int = 200) -> None:
     # The same bytes and headers a Starlette Response(body, status, media_type="application/json") sends.
     headers = [(b"content-length", str(len(body)).encode()), JSON_HEADER]
@@ -165,8 +192,7 @@ class GetTask:
             await _send_error(scope, send, exc)
             return
         note_scope(scope, task_id=task.task_id)
-        data = backend.task_data(task, _base_url(scope, incoming.host))
-        await _send_json(send, dumps({"code": 200, "msg": Msg.OK, "data": data}))
+        await _send_json(send, polled(backend.task_data(task, _base_url(scope, incoming.host))))
 
 
 routes = [

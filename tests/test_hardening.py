@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from mockgen import create_app
-from mockgen.api import submitted
+from mockgen.api import POLL_KEYS, polled, submitted
 from mockgen.backend import Msg
 from mockgen.http import MAX_BODY_BYTES, dumps
 from mockgen.media import ASPECT_RATIOS
@@ -457,3 +457,27 @@ def test_dumps_is_json_dumps_compact(value: Any) -> None:
 def test_the_create_answer_is_dumps_of_its_envelope(task_id: str, request_id: str, credits: int) -> None:
     data = {"task_id": task_id, "request_id": request_id, "credits": credits}
     assert submitted(task_id, request_id, credits) == dumps({"code": 200, "msg": Msg.SUBMITTED, "data": data})
+
+
+def test_the_poll_answer_is_dumps_of_its_envelope(make_client: Callable[..., Client]) -> None:
+    client = make_client()
+    backend = client.app.state.backend
+    kinds = [(m, p) for m in ("gpt-image-2", "seedance-2") for p in ("a", "b [fail]", "c [slow]")]
+    ids = [client.submit(model_id=m, prompt=p)["data"]["task_id"] for m, p in kinds]
+    for step in (0, 1, 60):
+        client.advance(step)
+        for task_id in ids:
+            task = backend.store.get_task(task_id)
+            for base in ("http://mock.test", 'http://we"ird\\host', "http://é.test"):
+                data = backend.task_data(task, base)
+                assert tuple(data) == POLL_KEYS
+                assert polled(data) == dumps({"code": 200, "msg": "ok", "data": data})
+
+
+@given(
+    st.fixed_dictionaries({k: scalars for k in POLL_KEYS}), st.dictionaries(st.text(max_size=4), scalars, max_size=2)
+)
+@settings(max_examples=300, deadline=None, database=None)
+def test_the_poll_answer_of_any_data_is_dumps_of_its_envelope(data: dict[str, Any], more: dict[str, Any]) -> None:
+    data.update(more)
+    assert polled(data) == dumps({"code": 200, "msg": "ok", "data": data})
