@@ -19,6 +19,7 @@ from typing import Any
 from inproc import KEY, scope
 
 from mockgen import create_app
+from mockgen.http import parse_json
 
 PROMPT = "a serene zen garden at sunrise, seen from a wooden bridge"  # 56 characters, a typical prompt
 
@@ -27,16 +28,18 @@ def rss_bytes() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
 
 
-def fill(app: Any, count: int) -> list[str]:
-    """``count`` tasks submitted as the API does (charge, ledger, due-queue), then finished."""
+def fill(app: Any, count: int) -> None:
+    """``count`` tasks submitted as the API does: parsed from JSON (so every string is the client's
+    own), validated, charged (a ledger entry each), scheduled; the clock moves on every thousand,
+    as time does on a real server, so they finish while others arrive."""
     backend = app.state.backend
     account = backend.authenticate(f"Bearer {KEY}")
-    ids = []
     for i in range(count):
-        # Distinct prompts, as real clients send; validated and charged like an API submit.
-        ids.append(backend.submit(account, {"model_id": "gpt-image-2", "prompt": f"{PROMPT} {i}"}).task_id)
+        raw = b'{"model_id": "gpt-image-2", "prompt": "%s %d"}' % (PROMPT.encode(), i)
+        backend.submit(account, backend.validate(parse_json(raw)))
+        if i % 1000 == 999:
+            backend.advance(10)
     backend.advance(3600)  # every task finished: the steady state of a long-running server
-    return ids
 
 
 def new_app(max_tasks: int) -> Any:
@@ -79,13 +82,14 @@ def main() -> None:
     args = parser.parse_args()
 
     small = new_app(args.small)
-    small_ids = fill(small, args.small)
+    fill(small, args.small)
+    small_ids = [t.task_id for t in small.state.backend.store.tasks()]
 
     big = new_app(args.tasks)
     fill(big, 1_000)  # warm every lazy path before the baseline
     gc.collect()
     before = rss_bytes()
-    big_ids = fill(big, args.tasks - 1_000)
+    fill(big, args.tasks - 1_000)
     gc.collect()
     after = rss_bytes()
     big_ids = [t.task_id for t in big.state.backend.store.tasks()]
