@@ -1,23 +1,45 @@
-"""The public contract's routes: create a task, query a task (thin: parse, call backend, render)."""
+"""The public contract's routes: create a task, query a task (thin: parse, call backend, render).
+
+The two routes are every client's hot path, so they are plain ASGI callables rather than
+Request -> Response functions: they read the few headers they need in one pass and send the
+answer's bytes themselves, which brings a poll close to the cost of an empty Starlette route
+(README, Performance). Starlette still routes them (404, 405 and redirects are its own), and
+anything unusual (steering headers, injected faults) goes through the Request-based helpers.
+"""
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from .backend import Backend, Msg, Steering
 from .errors import ApiError
 from .faults import injected_fault
-from .http import api_error, envelope, note, read_json
+from .http import JSON_HEADER, dumps, note_scope, parse_json, receive_body
+
+NO_STEERING = Steering()
+TASKS_PREFIX = "/api/v1/tasks/"
+# The keys of a poll's data, in the order Backend.task_data gives them (tests/test_hardening.py checks).
+POLL_KEYS = (
+    "task_id", "task_status", "task_type", "model_id", "image_url", "video_url", "audio_url", "credits", "created_at",
+)  # fmt: skip
+CREATE_PATH = "/api/v1/tasks/create"
 
 
 def base_url(request: Request) -> str:
-    public = request.app.state.public_url
+    return _base_url(request.scope, request.headers.get("host"))
+
+
+def _base_url(scope: Scope, host: str | None) -> str:
+    public = scope["app"].state.public_url
     if public:
         return public
-    host = request.headers.get("host") or "127.0.0.1"
-    return f"{request.url.scheme}://{host}"
+    return f"{scope.get('scheme', 'http')}://{host or '127.0.0.1'}"
 
 
 def steering(request: Request) -> Steering:
@@ -40,40 +62,140 @@ def steering(request: Request) -> Steering:
     return Steering(outcome, delay)
 
 
-async def create_task(request: Request) -> Response:
-    backend: Backend = request.app.state.backend
-    try:
-        account = backend.authenticate(request.headers.get("authorization"))
-        body = await read_json(request)
-        steer = steering(request)
-        req = backend.validate(body)
-        faulted = await injected_fault(request, backend, "create", account, req)
-        if faulted is not None:
-            return faulted
-        task = backend.submit(account, req, steer)
-    except ApiError as exc:
-        return api_error(request, exc)
-    note(request, task_id=task.task_id)
-    return envelope(
-        200, Msg.SUBMITTED, {"task_id": task.task_id, "request_id": task.request_id, "credits": task.credits}
-    )
+class Incoming:
+    """The headers the contract's routes read, found in one pass (the first of each, as Starlette's)."""
+
+    __slots__ = ("authorization", "host", "content_length", "steered")
+
+    def __init__(self, scope: Scope) -> None:
+        authorization = host = content_length = None
+        steered = False
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if authorization is None:
+                    authorization = value.decode("latin-1")
+            elif name == b"host":
+                if host is None:
+                    host = value.decode("latin-1")
+            elif name == b"content-length":
+                if content_length is None:
+                    content_length = value
+            elif name.startswith(b"x-mockgen-"):
+                steered = True
+        self.authorization: str | None = authorization
+        self.host: str | None = host
+        self.content_length: bytes | None = content_length
+        self.steered = steered  # X-Mockgen-* present: take the general (Request-based) path
 
 
-async def get_task(request: Request) -> Response:
-    backend: Backend = request.app.state.backend
-    try:
-        account = backend.authenticate(request.headers.get("authorization"))
-        faulted = await injected_fault(request, backend, "query", account)
-        if faulted is not None:
-            return faulted
-        task = backend.query(account, request.path_params["task_id"])
-    except ApiError as exc:
-        return api_error(request, exc)
-    note(request, task_id=task.task_id)
-    return envelope(200, Msg.OK, backend.task_data(task, base_url(request)))
+_SUBMITTED = dumps({"code": 200, "msg": Msg.SUBMITTED, "data": {"task_id": "", "request_id": "", "credits": 0}})
+_SUBMITTED_HEAD = _SUBMITTED[: _SUBMITTED.index(b'""')].decode()  # '{"code":200,...,"data":{"task_id":'
+
+
+def submitted(task_id: str, request_id: str, credits: int) -> bytes:
+    """The create answer: dumps() of the envelope, built from its known shape (our ids need no escaping)."""
+    if not (task_id.isalnum() and request_id.replace("_", "").isalnum() and type(credits) is int):
+        data = {"task_id": task_id, "request_id": request_id, "credits": credits}
+        return dumps({"code": 200, "msg": Msg.SUBMITTED, "data": data})
+    return f'{_SUBMITTED_HEAD}"{task_id}","request_id":"{request_id}","credits":{credits}}}}}'.encode()
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+def polled(data: dict[str, Any]) -> bytes:
+    """The poll answer: dumps() of the envelope around ``task_data``, built from its known shape
+    (the C string encoder does each string's escaping). Anything unusual goes through dumps()."""
+    status, credits, created = data["task_status"], data["credits"], data["created_at"]
+    if len(data) == len(POLL_KEYS) and type(status) is type(credits) is type(created) is int:
+        try:
+            return (
+                f'{{"code":200,"msg":"ok","data":{{"task_id":{encode_basestring(data["task_id"])},'
+                f'"task_status":{status},"task_type":{encode_basestring(data["task_type"])},'
+                f'"model_id":{encode_basestring(data["model_id"])},"image_url":{_text(data["image_url"])},'
+                f'"video_url":{_text(data["video_url"])},"audio_url":{_text(data["audio_url"])},'
+                f'"credits":{credits},"created_at":{created}}}}}'
+            ).encode()
+        except (TypeError, UnicodeEncodeError):  # a value of another type, or a lone surrogate
+            pass
+    return dumps({"code": 200, "msg": Msg.OK, "data": data})
+
+
+async def _send_json(send: Send, body: bytes, status: int = 200) -> None:
+    # The same bytes and headers a Starlette Response(body, status, media_type="application/json") sends.
+    headers = [(b"content-length", str(len(body)).encode()), JSON_HEADER]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(scope: Scope, send: Send, exc: ApiError) -> None:
+    note_scope(scope, error=exc.msg)
+    await _send_json(send, dumps({"code": exc.code, "msg": exc.msg, "data": None}), exc.status)
+
+
+async def _fault(
+    scope: Scope, receive: Receive, send: Send, backend: Backend, route: str, account: Any, req: Any = None
+) -> bool:
+    """Answer an injected fault (header first, then the scenario's) if there is one; True when answered."""
+    response: Response | None = await injected_fault(Request(scope, receive), backend, route, account, req)
+    if response is None:
+        return False
+    await response(scope, receive, send)
+    return True
+
+
+class CreateTask:
+    """POST /api/v1/tasks/create"""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        backend: Backend = scope["app"].state.backend
+        incoming = Incoming(scope)
+        try:
+            account = backend.authenticate(incoming.authorization)
+            raw = await receive_body(receive, incoming.content_length)
+            try:
+                body = parse_json(raw)
+            except ValueError as exc:
+                raise ApiError(Msg.NOT_JSON.format(detail=exc)) from None
+            steer = steering(Request(scope, receive)) if incoming.steered else NO_STEERING
+            req = backend.validate(body)
+            # Faults come from an X-Mockgen-Fault header or the scenario; with neither, skip building a Request.
+            if (incoming.steered or backend.scenario.faults) and await _fault(
+                scope, receive, send, backend, "create", account, req
+            ):
+                return
+            task = backend.submit(account, req, steer)
+        except ApiError as exc:
+            await _send_error(scope, send, exc)
+            return
+        except ClientDisconnect:
+            return  # the client left mid-body: there is no one to answer
+        note_scope(scope, task_id=task.task_id)
+        await _send_json(send, submitted(task.task_id, task.request_id, task.credits))
+
+
+class GetTask:
+    """GET /api/v1/tasks/{task_id}"""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        backend: Backend = scope["app"].state.backend
+        incoming = Incoming(scope)
+        try:
+            account = backend.authenticate(incoming.authorization)
+            if (incoming.steered or backend.scenario.faults) and await _fault(
+                scope, receive, send, backend, "query", account
+            ):
+                return
+            task = backend.query(account, scope["path_params"]["task_id"])
+        except ApiError as exc:
+            await _send_error(scope, send, exc)
+            return
+        note_scope(scope, task_id=task.task_id)
+        await _send_json(send, polled(backend.task_data(task, _base_url(scope, incoming.host))))
 
 
 routes = [
-    Route("/api/v1/tasks/create", create_task, methods=["POST"]),
-    Route("/api/v1/tasks/{task_id}", get_task, methods=["GET"]),
+    Route(CREATE_PATH, CreateTask(), methods=["POST"], name="create_task"),
+    Route("/api/v1/tasks/{task_id}", GetTask(), methods=["GET"], name="get_task"),
 ]

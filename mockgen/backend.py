@@ -6,6 +6,7 @@ import os
 import random
 import re
 import string
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -13,11 +14,13 @@ from typing import Any
 from .clock import Clock, ManualClock, SystemClock
 from .errors import ApiError, ControlError
 from .media import ASPECT_RATIOS
-from .models import FAILED, NEVER, SUCCEEDED, Account, Task
+from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Plan, Task
 from .scenario import KEY_RE, Behaviour, Fault, Match, Scenario
 from .store import MemoryStore, Store
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
+# Random bytes -> id characters in one C call (rng.choices costs a Python call per character).
+ID_BYTES = bytes(ord(ID_ALPHABET[b % len(ID_ALPHABET)]) for b in range(256))
 KEY_ALPHABET = string.ascii_letters + string.digits
 URL_RE = re.compile(r"https?://[^\s/$.?#][^\s]*", re.IGNORECASE)
 DEFAULT_RATIO = {"image": "1:1", "video": "16:9"}
@@ -105,6 +108,7 @@ class Backend:
         self.counters: dict[tuple[str, str], int] = {}
         self.next_outcomes: list[NextOutcome] = []
         self.buckets: dict[tuple[str, str], tuple[float, float]] = {}
+        self._plans: dict[Plan, Plan] = {}  # see submit
         for spec in s.accounts:
             self.store.add_account(Account(spec.key, spec.credits, spec.name))
 
@@ -144,17 +148,23 @@ class Backend:
         key = key.strip()
         if not KEY_RE.fullmatch(key):
             raise ApiError(Msg.BAD_KEY, code=401, status=401)
-        account = self._open_account(key)
+        # Found by the key's hash (SipHash, keyed per process), so a wrong key is never compared
+        # character by character with a stored one: refusing it takes the same time whatever it shares.
+        account = self.store.get_account(key) or self._open_account(key)
         if account is None:
             raise ApiError(Msg.UNKNOWN_KEY, code=401, status=401)
         return account
 
-    def _open_account(self, key: str) -> Account | None:
-        """The account of ``key``; in open mode a well-formed new key gets one with default credits."""
+    def _open_account(self, key: str, create: bool = True) -> Account | None:
+        """The account of ``key``; in open mode a well-formed new key gets one with default credits.
+
+        With ``create=False`` that new account is only shown, not stored: looking never creates.
+        """
         account = self.store.get_account(key)
         if account is None and self.scenario.auth_mode == "open" and KEY_RE.fullmatch(key):
             account = Account(key, self.scenario.default_credits)
-            self.store.add_account(account)
+            if create:
+                self.store.add_account(account)
         return account
 
     # --- the public contract -------------------------------------------------------------------
@@ -223,30 +233,38 @@ class Backend:
             queued_for = min(queued_for, steering.delay)
             running_for = steering.delay - queued_for
         task_id = self._new_task_id()
-        request_id = "kie_" + "".join(self.rng.choices(ID_ALPHABET, k=12))
+        request_id = "kie_" + self._random_id()
         progress = behaviour.progress or "time"
         polls = behaviour.polls or (1, 1)
-        task = Task(
-            task_id=task_id,
-            key=account.key,
-            model_id=req.model_id,
-            task_type=model.task_type,
-            prompt=req.prompt,
-            aspect_ratio=req.aspect_ratio,
-            image_urls=req.image_urls,
-            credits=cost,
-            created_at=now,
-            request_id=request_id,
-            running_at=now + queued_for,
-            finish_at=now + queued_for + running_for if progress == "time" else NEVER,
-            outcome=outcome,
-            failure_message=message,
-            progress=progress,
-            polls_queued=polls[0],
-            polls_running=polls[1],
-            rule=rule_name,
-            results=behaviour.results or "local",
-            extra=dict(behaviour.extra) if behaviour.extra else None,
+        extra = dict(behaviour.extra) if behaviour.extra else None
+        plan = Plan(
+            model.model_id,  # the scenario's string, not one more copy per task
+            model.task_type,
+            cost,
+            outcome,
+            message,
+            progress,
+            polls[0],
+            polls[1],
+            rule_name,
+            behaviour.results or "local",
+            extra,
+        )
+        if extra is None:  # share one copy of each distinct plan (a million tasks have a handful)
+            if len(self._plans) >= 4096:
+                self._plans.clear()
+            plan = self._plans.setdefault(plan, plan)
+        task = Task.planned(
+            plan,
+            task_id,
+            account.key,
+            req.prompt,
+            sys.intern(req.aspect_ratio),  # one of a few validated values: share them
+            req.image_urls,
+            now,
+            request_id,
+            now + queued_for,
+            now + queued_for + running_for if progress == "time" else NEVER,
         )
         if not self.store.charge(account.key, cost, now, task_id):
             raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=account.credits))
@@ -255,9 +273,13 @@ class Backend:
             self.store.schedule(task.finish_at, task_id)
         return task
 
+    def _random_id(self) -> str:
+        """12 characters of [a-z0-9] from the seeded rng."""
+        return self.rng.randbytes(12).translate(ID_BYTES).decode("ascii")
+
     def _new_task_id(self) -> str:
         while True:
-            task_id = "".join(self.rng.choices(ID_ALPHABET, k=12))
+            task_id = self._random_id()
             if self.store.get_task(task_id) is None:
                 return task_id
 
@@ -269,9 +291,10 @@ class Backend:
         now = self.now()
         self.settle(now)
         task.polls += 1
-        if not task.final_status and task.progress == "polls":
+        plan = task.plan
+        if not task.final_status and plan.progress == "polls":
             if task.polls >= task.polls_to_finish:
-                self.finish(task, task.outcome, now)
+                self.finish(task, plan.outcome, now)
         return task
 
     # --- the scenario's rules ------------------------------------------------------------------
@@ -426,44 +449,48 @@ class Backend:
             self.store.credit(key, credits, self.now(), "topup", None)
         return account
 
-    def account(self, key: str) -> Account:
-        account = self._open_account(key)
+    def account(self, key: str, create: bool = False) -> Account:
+        """An account for the control API; in open mode an unseen key shows its starting balance."""
+        account = self._open_account(key, create)
         if account is None:
             raise ControlError(f"no account with key {key!r}", 404)
         self.settle()
         return account
 
     def topup(self, key: str, delta: int) -> Account:
-        account = self.account(key)
+        account = self.account(key, create=True)
         self.store.credit(key, delta, self.now(), "topup", None)
         return account
 
     # --- views (used by the API and control layers) ----------------------------------------------
 
     def result_url(self, task: Task, base_url: str) -> str:
-        ext = "mp4" if task.task_type == "video" else "png"
-        if task.results == "cdn":
+        task_type = task.plan.task_type
+        ext = "mp4" if task_type == "video" else "png"
+        if task.plan.results == "cdn":
             base = self.scenario.cdn_base or f"https://cdn.{self.faker.domain_name()}"
-            return f"{base.rstrip('/')}/{task.task_type}s/{task.task_id}.{ext}"
+            return f"{base.rstrip('/')}/{task_type}s/{task.task_id}.{ext}"
         return f"{base_url.rstrip('/')}/files/{task.task_id}.{ext}"
 
     def task_data(self, task: Task, base_url: str) -> dict[str, Any]:
         """The ``data`` of a query answer, exactly the contract's keys (plus a rule's extras)."""
+        plan = task.plan  # (read once: every poll comes here)
         status = task.status_at(self.now())
         url = self.result_url(task, base_url) if status == SUCCEEDED else None
+        task_type = plan.task_type
         data: dict[str, Any] = {
             "task_id": task.task_id,
             "task_status": status,
-            "task_type": task.task_type,
-            "model_id": task.model_id,
-            "image_url": url if task.task_type == "image" else None,
-            "video_url": url if task.task_type == "video" else None,
+            "task_type": task_type,
+            "model_id": plan.model_id,
+            "image_url": url if task_type == "image" else None,
+            "video_url": url if task_type == "video" else None,
             "audio_url": None,
-            "credits": task.credits,
+            "credits": plan.credits,
             "created_at": int(task.created_at),
         }
-        if task.extra:
-            data.update(task.extra)
+        if plan.extra:
+            data.update(plan.extra)
         return data
 
     def task_view(self, task: Task, base_url: str) -> dict[str, Any]:
@@ -540,7 +567,7 @@ def export_state(backend: Backend) -> dict[str, Any]:
     backend.settle()
     tasks = []
     for task in backend.store.tasks():
-        row = {f: getattr(task, f) for f in Task.__slots__}  # type: ignore[attr-defined]
+        row = task.fields()
         row["image_urls"] = list(task.image_urls)
         row["finish_at"] = None if task.finish_at == NEVER else task.finish_at
         tasks.append(row)
@@ -567,7 +594,7 @@ def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
             accounts.append(Account(str(a["key"]), int(a["credits"]), a.get("name"), ledger))
         tasks = []
         for row in state["tasks"]:
-            fields = {f: row[f] for f in Task.__slots__ if f in row}  # type: ignore[attr-defined]
+            fields = {f: row[f] for f in TASK_FIELDS if f in row}
             fields["image_urls"] = tuple(fields.get("image_urls") or ())
             if fields.get("finish_at") is None:
                 fields["finish_at"] = NEVER

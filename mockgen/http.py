@@ -3,18 +3,41 @@
 from __future__ import annotations
 
 import json
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope
 
 from .errors import ApiError, ControlError
 
 MAX_BODY_BYTES = 1024 * 1024
+JSON_HEADER = (b"content-type", b"application/json")
+
+
+def _not_json(obj: Any) -> Any:
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+# json.dumps builds a new encoder on every call, which costs more than encoding a small answer;
+# this is the same C encoder with the same options, built once (no circular check: answers are trees).
+_encode = (
+    c_make_encoder(None, _not_json, encode_basestring, None, ":", ",", False, False, True) if c_make_encoder else None
+)
 
 
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON: byte for byte ``json.dumps(obj, ensure_ascii=False, separators=(",", ":"))``."""
+    if _encode is None:  # pragma: no cover - only without CPython's _json accelerator
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    else:
+        text = "".join(_encode(obj, 0))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A client's string with a lone surrogate ("\ud800" in its JSON) has no UTF-8 form: escape it.
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -31,25 +54,55 @@ def note(request: Request, **fields: Any) -> None:
     request.scope.setdefault("mockgen", {}).update(fields)
 
 
+def note_scope(scope: Scope, **fields: Any) -> None:
+    """``note`` for code that holds the ASGI scope rather than a Request."""
+    scope.setdefault("mockgen", {}).update(fields)
+
+
 def api_error(request: Request, exc: ApiError) -> Response:
     note(request, error=exc.msg)
     return envelope(exc.code, exc.msg, None, exc.status)
 
 
+def _too_big(limit: int) -> ApiError:
+    return ApiError(f"Request body too large: the limit is {limit} bytes.", code=413, status=413)
+
+
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     """The request body, refused with 413 as soon as it is known to pass ``limit``."""
-    too_big = ApiError(f"Request body too large: the limit is {limit} bytes.", code=413, status=413)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise too_big
+        raise _too_big(limit)
     chunks = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise too_big
+            raise _too_big(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def receive_body(receive: Receive, declared: bytes | None, limit: int = MAX_BODY_BYTES) -> bytes:
+    """``read_body`` for raw ASGI code, given the Content-Length header (ClientDisconnect if the client left)."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_big(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_big(limit)
+        if not message.get("more_body", False):
+            if not chunks:
+                return chunk
+            chunks.append(chunk)
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -65,6 +118,10 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in JSON")
 
 
+# Built once: json.loads with options builds a new decoder on every call.
+_decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+
+
 def parse_json(raw: bytes) -> Any:
     """Decode a JSON body strictly; ValueError says what is wrong, in words a person can act on."""
     try:
@@ -74,11 +131,15 @@ def parse_json(raw: bytes) -> Any:
     if not text.strip():
         raise ValueError("the body is empty")
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        return _decoder.decode(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise ValueError("it is nested too deeply") from None
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):  # Python's guard against very long integers
+            raise ValueError("a number has too many digits") from None
+        raise
 
 
 async def read_json(request: Request) -> Any:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from .journal import Journal
-from .models import Account, LedgerEntry, Task
+from .models import Account, Task
 
 
 class Store(Protocol):
@@ -34,10 +34,23 @@ class Store(Protocol):
 
 
 class MemoryStore:
-    """The default store: plain dicts and a heap in this process (the fastest)."""
+    """The default store: plain dicts and a heap in this process (the fastest).
 
-    def __init__(self, max_tasks: int = 1_000_000, journal_limit: int = 10_000) -> None:
+    Bounded, so a server left running for days stays flat: past ``max_tasks`` the oldest finished
+    tasks are dropped (unfinished ones are kept: a client may still poll them), each account keeps
+    its newest ``ledger_limit`` ledger entries (balances are kept whole), and the journal its
+    newest ``journal_limit`` requests.
+    """
+
+    def __init__(
+        self, max_tasks: int = 1_000_000, journal_limit: int = 10_000, ledger_limit: int | None = None
+    ) -> None:
         self.max_tasks = max_tasks
+        self.ledger_limit = ledger_limit or max_tasks
+        # Evicting scans from the oldest task; doing it for a batch at a time (a 64th of the limit,
+        # 1 under 128) keeps a submit past the limit O(1) on average instead of a scan each.
+        self._batch = max(1, max_tasks // 64)
+        self._scan_at = 0  # after a scan that found too few finished tasks, wait for this many
         self.journal = Journal(journal_limit)
         self._accounts: dict[str, Account] = {}
         self._tasks: dict[str, Task] = {}
@@ -47,6 +60,7 @@ class MemoryStore:
         self._accounts.clear()
         self._tasks.clear()
         self._due.clear()
+        self._scan_at = 0
         self.journal.clear()
 
     # accounts and credits
@@ -65,7 +79,7 @@ class MemoryStore:
         if account.credits < amount:
             return False
         account.credits -= amount
-        account.ledger.append(LedgerEntry("charge", amount, at, task_id))
+        self._log(account, "charge", amount, at, task_id)
         return True
 
     def credit(self, key: str, amount: int, at: float, kind: str, task_id: str | None) -> int:
@@ -73,29 +87,40 @@ class MemoryStore:
         account = self._accounts[key]
         applied = max(amount, -account.credits)
         account.credits += applied
-        account.ledger.append(LedgerEntry(kind, applied, at, task_id))
+        self._log(account, kind, applied, at, task_id)
         return account.credits
+
+    def _log(self, account: Account, kind: str, amount: int, at: float, task_id: str | None) -> None:
+        ledger = account.ledger
+        ledger.add(kind, amount, at, task_id)
+        if len(ledger) > self.ledger_limit:
+            # Trim a batch at once (deleting a list's head moves the rest).
+            del ledger[: len(ledger) - self.ledger_limit + min(self._batch, self.ledger_limit) - 1]
 
     # tasks
     def get_task(self, task_id: str) -> Task | None:
         return self._tasks.get(task_id)
 
     def add_task(self, task: Task) -> None:
-        self._tasks[task.task_id] = task
-        if len(self._tasks) > self.max_tasks:
+        tasks = self._tasks
+        tasks[task.task_id] = task
+        if len(tasks) > self.max_tasks and len(tasks) >= self._scan_at:
             self._evict()
 
     def _evict(self) -> None:
-        """Drop the oldest finished tasks until the retention limit holds again."""
-        excess = len(self._tasks) - self.max_tasks
+        """Drop the oldest finished tasks, down to a batch under the limit, so the next scan waits."""
+        tasks = self._tasks
+        wanted = len(tasks) - self.max_tasks + self._batch - 1
         doomed = []
-        for task_id, task in self._tasks.items():
-            if len(doomed) >= excess:
-                break
+        for task_id, task in tasks.items():  # a dict keeps insertion order: oldest first
             if task.final_status:
                 doomed.append(task_id)
+                if len(doomed) >= wanted:
+                    break
         for task_id in doomed:
-            del self._tasks[task_id]
+            del tasks[task_id]
+        # Too few finished tasks to drop (many still running): scan again only a batch later.
+        self._scan_at = 0 if len(doomed) >= wanted else len(tasks) + self._batch
 
     def tasks(self) -> Iterator[Task]:
         return iter(list(self._tasks.values()))
@@ -108,6 +133,12 @@ class MemoryStore:
         heapq.heappush(self._due, (at, task_id))
 
     def pop_due(self, now: float) -> Iterator[tuple[float, str]]:
+        due = self._due
+        if not due or due[0][0] > now:
+            return iter(())  # the common case on every request: nothing due, no generator made
+        return self._pop_due(now)
+
+    def _pop_due(self, now: float) -> Iterator[tuple[float, str]]:
         due = self._due
         while due and due[0][0] <= now:
             yield heapq.heappop(due)

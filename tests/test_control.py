@@ -153,3 +153,12 @@ def test_control_errors_are_json(client: Client) -> None:
     assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
     r = client.get("/_mock/nothing-here")
     assert r.status_code == 404 and "error" in r.json()
+
+
+def test_looking_at_an_unseen_key_in_open_mode_creates_nothing(client: Client) -> None:
+    unseen = "sk-" + "u" * 32
+    view = client.get(f"/_mock/accounts/{unseen}").json()
+    assert view == {"key": unseen, "name": None, "credits": 1000, "ledger": []}
+    assert client.get("/_mock/accounts").json() == []
+    assert client.post(f"/_mock/accounts/{unseen}/credits", json={"delta": 5}).json()["credits"] == 1005
+    assert [a["key"] for a in client.get("/_mock/accounts").json()] == [unseen]
