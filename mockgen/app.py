@@ -176,7 +176,7 @@ class JournalMiddleware:
         backend: Backend = self.backend_of()
         raw = scope["headers"]
         key = None
-        headers = []
+        headers: list[tuple[bytes, Any]] = []
         for name, value in raw:
             if name == b"authorization":  # never keep a whole key
                 masked = self._masked.get(value)

@@ -583,7 +583,7 @@ def export_state(backend: Backend) -> dict[str, Any]:
 
 def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
     """Replace the world with an exported state; a malformed one is refused whole (ControlError)."""
-    from .models import LedgerEntry
+    from .models import Ledger, LedgerEntry
 
     if state.get("version") != STATE_VERSION:
         raise ControlError(f"state must be an export with version {STATE_VERSION}")
@@ -591,7 +591,7 @@ def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
         accounts = []
         for a in state["accounts"]:
             ledger = [LedgerEntry(e["kind"], int(e["amount"]), float(e["at"]), e.get("task_id")) for e in a["ledger"]]
-            accounts.append(Account(str(a["key"]), int(a["credits"]), a.get("name"), ledger))
+            accounts.append(Account(str(a["key"]), int(a["credits"]), a.get("name"), Ledger(ledger)))
         tasks = []
         for row in state["tasks"]:
             fields = {f: row[f] for f in TASK_FIELDS if f in row}
