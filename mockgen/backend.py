@@ -109,6 +109,8 @@ class Backend:
         self.next_outcomes: list[NextOutcome] = []
         self.buckets: dict[tuple[str, str], tuple[float, float]] = {}
         self._plans: dict[Plan, Plan] = {}  # see submit
+        self._behaviours: dict[tuple[str, int], Behaviour] = {}  # see _merged
+        self._rule_scopes = [f"rule:{i}" for i in range(len(s.rules))]
         for spec in s.accounts:
             self.store.add_account(Account(spec.key, spec.credits, spec.name))
 
@@ -308,8 +310,13 @@ class Backend:
         if req is not None:
             if match.model_ids is not None and req.model_id not in match.model_ids:
                 return False
-            if match.prompt_contains is not None and not any(s in req.prompt for s in match.prompt_contains):
-                return False
+            if match.prompt_contains is not None:
+                prompt = req.prompt
+                for part in match.prompt_contains:
+                    if part in prompt:
+                        break
+                else:
+                    return False
             if match.prompt_regex is not None and not match.prompt_regex.search(req.prompt):
                 return False
             if match.aspect_ratios is not None and req.aspect_ratio not in match.aspect_ratios:
@@ -331,16 +338,27 @@ class Backend:
 
     def behaviour_for(self, account: Account, req: Submit) -> tuple[str | None, Behaviour]:
         """The defaults, then the model's timing, then the first matching rule."""
-        s = self.scenario
-        model = s.models[req.model_id]
-        base = s.defaults
-        if model.queued or model.running:
-            base = replace(base, queued=model.queued or base.queued, running=model.running or base.running)
-        for i, rule in enumerate(s.rules):
-            if self.matches(rule.match, account, req, f"rule:{i}"):
-                given = {f: getattr(rule.behaviour, f) for f in Behaviour.__slots__}  # type: ignore[attr-defined]
-                return rule.name, replace(base, **{k: v for k, v in given.items() if v is not None})
-        return None, base
+        for i, rule in enumerate(self.scenario.rules):
+            if self.matches(rule.match, account, req, self._rule_scopes[i]):
+                return rule.name, self._merged(req.model_id, i)
+        return None, self._merged(req.model_id, -1)
+
+    def _merged(self, model_id: str, rule_index: int) -> Behaviour:
+        """The behaviour for a model under a rule (-1: none), merged once per scenario and kept."""
+        merged = self._behaviours.get((model_id, rule_index))
+        if merged is None:
+            model = self.scenario.models[model_id]
+            merged = self.scenario.defaults
+            if model.queued or model.running:
+                merged = replace(
+                    merged, queued=model.queued or merged.queued, running=model.running or merged.running
+                )
+            if rule_index >= 0:
+                given = self.scenario.rules[rule_index].behaviour
+                fields = Behaviour.__slots__  # type: ignore[attr-defined]
+                merged = replace(merged, **{f: getattr(given, f) for f in fields if getattr(given, f) is not None})
+            self._behaviours[(model_id, rule_index)] = merged
+        return merged
 
     def fault_for(self, route: str, account: Account | None, req: Submit | None = None) -> Fault | None:
         """The first scenario fault that applies to this request, if any."""
