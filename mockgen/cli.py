@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -13,15 +12,6 @@ import click
 from .errors import ControlError, ScenarioError
 
 ENV = "MOCKGEN"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -105,7 +95,9 @@ def serve(
     if state_file:
         loaded = "loaded" if app.state.state_loaded else "new"
         click.echo(f"  state      {state_file} ({loaded}; written at shutdown)")
-    if not _is_loopback(host) and not admin_token:
+    from .contract import is_loopback_host
+
+    if not is_loopback_host(host) and not admin_token:
         click.secho(
             f"WARNING: listening on {host} with no --admin-token: anyone who can reach this port "
             "can change balances, resolve tasks and load scenarios through /_mock/.",

@@ -69,7 +69,11 @@ class Report:
 
 
 def is_local(base_url: str) -> bool:
-    host = urllib.parse.urlsplit(base_url).hostname or ""
+    """Whether a base URL names this machine (loopback), where paid tasks cost nothing real."""
+    return is_loopback_host(urllib.parse.urlsplit(base_url).hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -325,4 +329,4 @@ def run_contract(base_url: str, key: str, **options: Any) -> Report:
     return Contract(base_url, key, **options).run()
 
 
-__all__ = ["Contract", "Report", "Result", "credits_needed", "is_local", "run_contract"]
+__all__ = ["Contract", "Report", "Result", "credits_needed", "is_local", "is_loopback_host", "run_contract"]

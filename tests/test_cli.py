@@ -110,10 +110,10 @@ def test_serve_starts_a_real_server_prints_what_to_use_and_stops_on_sigterm() ->
 
 
 def test_serve_warns_when_the_control_api_is_open_to_the_network() -> None:
-    from mockgen.cli import _is_loopback
+    from mockgen.contract import is_loopback_host
 
-    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
-    assert not _is_loopback("0.0.0.0") and not _is_loopback("192.0.2.1")
+    assert is_loopback_host("127.0.0.1") and is_loopback_host("::1") and is_loopback_host("localhost")
+    assert not is_loopback_host("0.0.0.0") and not is_loopback_host("192.0.2.1")
 
 
 def test_python_dash_m_mockgen_help() -> None:
