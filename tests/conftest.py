@@ -9,6 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from mockgen import create_app
+from mockgen.testing import MockServer
 
 KEY = "sk-" + "a" * 32
 OTHER_KEY = "sk-" + "b" * 32
@@ -62,3 +63,17 @@ def make_client() -> Iterator[Callable[..., Client]]:
 @pytest.fixture
 def client(make_client: Callable[..., Client]) -> Client:
     return make_client()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[MockServer]:
+    """A real server on the ci scenario, shared by a module's tests."""
+    with MockServer("ci") as mock:
+        yield mock
+
+
+@pytest.fixture
+def mock(server: MockServer) -> MockServer:
+    """The module's server, back at its starting state."""
+    server.reset()
+    return server

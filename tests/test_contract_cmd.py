@@ -23,18 +23,6 @@ from mockgen.testing import MockServer
 from .test_openapi import jsonschema_errors
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[MockServer]:
-    with MockServer("ci") as mock:
-        yield mock
-
-
-@pytest.fixture
-def mock(server: MockServer) -> MockServer:
-    server.reset()
-    return server
-
-
 def contract(base_url: str, key: str, *extra: str) -> Any:
     return CliRunner().invoke(main, ["contract", "--base-url", base_url, "--key", key, *extra])
 

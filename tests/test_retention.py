@@ -43,41 +43,38 @@ def _task(i: int, finished: bool) -> Task:
     )  # fmt: skip
 
 
-def test_a_large_limit_evicts_in_batches_not_on_every_submit() -> None:
-    store = MemoryStore(max_tasks=6400)  # a batch is 100 tasks
-    scans = 0
+def count_evictions(store: MemoryStore) -> list[int]:
+    """Wrap the store's eviction; the returned list's one item counts the scans."""
+    scans = [0]
     evict = store._evict
 
     def counting() -> None:
-        nonlocal scans
-        scans += 1
+        scans[0] += 1
         evict()
 
     store._evict = counting  # type: ignore[method-assign]
+    return scans
+
+
+def test_a_large_limit_evicts_in_batches_not_on_every_submit() -> None:
+    store = MemoryStore(max_tasks=6400)  # a batch is 100 tasks
+    scans = count_evictions(store)
     for i in range(20_000):
         store.add_task(_task(i, finished=True))
         assert store.task_count() <= 6400
     assert store.task_count() > 6400 - 100
-    assert scans <= (20_000 - 6400) // 100 + 1
+    assert scans[0] <= (20_000 - 6400) // 100 + 1
     ids = [t.task_id for t in store.tasks()]
     assert ids == [f"t{i:011d}" for i in range(20_000 - len(ids), 20_000)]  # the newest, in order
 
 
 def test_a_store_of_unfinished_tasks_does_not_rescan_on_every_submit() -> None:
     store = MemoryStore(max_tasks=640)  # a batch is 10 tasks
-    scans = 0
-    evict = store._evict
-
-    def counting() -> None:
-        nonlocal scans
-        scans += 1
-        evict()
-
-    store._evict = counting  # type: ignore[method-assign]
+    scans = count_evictions(store)
     for i in range(5_000):
         store.add_task(_task(i, finished=False))
     assert store.task_count() == 5_000  # nothing finished: nothing may go
-    assert scans <= (5_000 - 640) // 10 + 1
+    assert scans[0] <= (5_000 - 640) // 10 + 1
 
 
 def test_ledger_keeps_the_newest_entries_and_the_whole_balance() -> None:

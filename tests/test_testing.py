@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -12,18 +11,6 @@ import mockgen
 from mockgen.testing import MockServer, RequestMatch
 
 CREATE = "/api/v1/tasks/create"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[MockServer]:
-    with MockServer("ci") as mock:
-        yield mock
-
-
-@pytest.fixture
-def mock(server: MockServer) -> MockServer:
-    server.reset()
-    return server
 
 
 def submit(mock: MockServer, prompt: str = "a cat", **extra: object) -> dict:
