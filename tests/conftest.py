@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,6 +15,13 @@ from mockgen.testing import MockServer
 KEY = "sk-" + "a" * 32
 OTHER_KEY = "sk-" + "b" * 32
 AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (as far as anyone can know without racing)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Client(TestClient):

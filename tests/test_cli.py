@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from click.testing import CliRunner
 
 from mockgen.cli import main
 from mockgen.testing import MockServer
+
+from .conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,17 +55,9 @@ def test_healthcheck_against_a_running_server_and_a_dead_port() -> None:
     with MockServer() as mock:
         ok = CliRunner().invoke(main, ["healthcheck", "--url", mock.base_url])
         assert ok.exit_code == 0 and "healthy" in ok.output
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]
+    dead = free_port()
     bad = CliRunner().invoke(main, ["healthcheck", "--url", f"http://127.0.0.1:{dead}", "--timeout", "1"])
     assert bad.exit_code == 1 and "unhealthy" in bad.output
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_serve_starts_a_real_server_prints_what_to_use_and_stops_on_sigterm() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from mockgen.cli import main
+
+from .conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -57,12 +58,6 @@ def test_everything_the_image_copies_exists() -> None:
         if word == "COPY" and not rest.startswith("--from"):
             for source in shlex.split(rest)[:-1]:
                 assert (ROOT / source).exists(), source
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_containers_command_line_serves_and_its_healthcheck_passes() -> None:
