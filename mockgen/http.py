@@ -59,11 +59,6 @@ def note_scope(scope: Scope, **fields: Any) -> None:
     scope.setdefault("mockgen", {}).update(fields)
 
 
-def api_error(request: Request, exc: ApiError) -> Response:
-    note(request, error=exc.msg)
-    return envelope(exc.code, exc.msg, None, exc.status)
-
-
 def _too_big(limit: int) -> ApiError:
     return ApiError(f"Request body too large: the limit is {limit} bytes.", code=413, status=413)
 
@@ -140,17 +135,6 @@ def parse_json(raw: bytes) -> Any:
         if "integer string conversion" in str(exc):  # Python's guard against very long integers
             raise ValueError("a number has too many digits") from None
         raise
-
-
-async def read_json(request: Request) -> Any:
-    """The request's JSON body for the public contract (ApiError code 0 / 413 on trouble)."""
-    from .backend import Msg
-
-    raw = await read_body(request)
-    try:
-        return parse_json(raw)
-    except ValueError as exc:
-        raise ApiError(Msg.NOT_JSON.format(detail=exc)) from None
 
 
 async def read_control_json(request: Request) -> dict[str, Any]:
