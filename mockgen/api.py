@@ -17,12 +17,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .backend import Backend, Msg, Steering
+from .backend import NO_STEERING, Backend, Msg, Steering
 from .errors import ApiError
 from .faults import injected_fault
 from .http import JSON_HEADER, dumps, note_scope, parse_json, receive_body
 
-NO_STEERING = Steering()
 TASKS_PREFIX = "/api/v1/tasks/"
 # The keys of a poll's data, in the order Backend.task_data gives them (tests/test_hardening.py checks).
 POLL_KEYS = (
@@ -36,7 +35,7 @@ def base_url(request: Request) -> str:
 
 
 def _base_url(scope: Scope, host: str | None) -> str:
-    public = scope["app"].state.public_url
+    public = scope["app"].public_url
     if public:
         return public
     return f"{scope.get('scheme', 'http')}://{host or '127.0.0.1'}"
@@ -149,7 +148,7 @@ class CreateTask:
     """POST /api/v1/tasks/create"""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        backend: Backend = scope["app"].state.backend
+        backend: Backend = scope["app"].backend
         incoming = Incoming(scope)
         try:
             account = backend.authenticate(incoming.authorization)
@@ -179,7 +178,7 @@ class GetTask:
     """GET /api/v1/tasks/{task_id}"""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        backend: Backend = scope["app"].state.backend
+        backend: Backend = scope["app"].backend
         incoming = Incoming(scope)
         try:
             account = backend.authenticate(incoming.authorization)

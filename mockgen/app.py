@@ -118,9 +118,9 @@ class JournalMiddleware:
     into JSON-able entries only when someone reads it.
     """
 
-    def __init__(self, app: ASGIApp, backend_of: Any) -> None:
+    def __init__(self, app: ASGIApp, backend: Backend) -> None:
         self.app = app
-        self.backend_of = backend_of
+        self.backend = backend
         # Authorization value -> (masked value, masked key): clients send the same few keys over and
         # over. In memory only, like the accounts' keys; entries only ever get the masked forms.
         self._masked: dict[bytes, tuple[str, str | None]] = {}
@@ -173,7 +173,7 @@ class JournalMiddleware:
             self._record(scope, body, status or 500, time.perf_counter() - started)
 
     def _record(self, scope: Scope, body: list[bytes], status: int, elapsed: float) -> None:
-        backend: Backend = self.backend_of()
+        backend = self.backend
         raw = scope["headers"]
         key = None
         headers: list[tuple[bytes, Any]] = []
@@ -186,7 +186,9 @@ class JournalMiddleware:
                     masked = self._masked[value] = mask_authorization(value)
                 shown, key = masked
                 headers.append((name, shown))
-            elif b"sk-" in value:  # a key sent in another header
+            # find(), not `in`: bytes.__contains__ first tries its operand as an int, raising and
+            # clearing a TypeError each time (a few microseconds per request).
+            elif value.find(b"sk-") >= 0:  # a key sent in another header
                 headers.append((name, scrub(value)))
             else:
                 headers.append((name, value))
@@ -196,10 +198,10 @@ class JournalMiddleware:
             backend.now(),
             scope["method"],
             scope["path"],
-            scrub(query) if b"sk-" in query else query,
+            scrub(query) if query.find(b"sk-") >= 0 else query,
             tuple(headers),
             key,
-            scrub(raw_body, "utf-8") if b"sk-" in raw_body else raw_body,
+            scrub(raw_body, "utf-8") if raw_body.find(b"sk-") >= 0 else raw_body,
             status,
             elapsed,
             scope.get("mockgen"),
@@ -275,6 +277,10 @@ class MockgenApp(Starlette):
     """
 
     hot: tuple[JournalMiddleware, ASGIApp, ASGIApp] | None = None  # journal, poll, submit
+    # The same objects as state.backend and state.public_url, read on every request: a plain
+    # attribute costs a twentieth of a State lookup (which raises and catches an AttributeError).
+    backend: Backend
+    public_url: str | None = None
     hot_middleware = 0  # how many middleware create_app added; any more and the shortcut is off
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -362,10 +368,11 @@ def create_app(
     app.state.admin_token = admin_token
     app.state.media_cache = MediaCache()
     app.state.state_loaded = load_state_file(backend, state_path) if state_path else False
-    backend_of = lambda: app.state.backend  # noqa: E731
-    app.add_middleware(JournalMiddleware, backend_of=backend_of)
+    app.backend = backend
+    app.public_url = app.state.public_url
+    app.add_middleware(JournalMiddleware, backend=backend)
     if admin_token:  # without a token the guard would only pass every request on
         app.add_middleware(control.AdminTokenGuard, token=admin_token)
-    app.hot = (JournalMiddleware(app.router, backend_of), api.GetTask(), api.CreateTask())
+    app.hot = (JournalMiddleware(app.router, backend), api.GetTask(), api.CreateTask())
     app.hot_middleware = len(app.user_middleware)
     return app

@@ -15,7 +15,7 @@ from .clock import Clock, ManualClock, SystemClock
 from .errors import ApiError, ControlError
 from .media import ASPECT_RATIOS
 from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Plan, Task
-from .scenario import KEY_RE, Behaviour, Fault, Match, Scenario
+from .scenario import KEY_RE, Behaviour, Fault, Match, ModelSpec, Scenario
 from .store import MemoryStore, Store
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -54,6 +54,48 @@ class Steering:
 
     outcome: str | None = None
     delay: float | None = None
+
+
+NO_STEERING = Steering()
+
+
+class Course:
+    """What every submit for one model under one rule gets: the rule's name, the merged behaviour,
+    the cost, and the plans its tasks share (a million tasks hold a handful of plans)."""
+
+    __slots__ = ("model", "rule", "behaviour", "cost", "by_time", "_plans")
+
+    def __init__(self, model: ModelSpec, rule: str | None, behaviour: Behaviour) -> None:
+        self.model = model
+        self.rule = rule
+        self.behaviour = behaviour
+        self.cost: int = model.cost if behaviour.cost is None else behaviour.cost
+        self.by_time = (behaviour.progress or "time") == "time"  # finishes by the clock, not by polls or by hand
+        self._plans: dict[tuple[str, str], Plan] = {}
+
+    def plan(self, outcome: str, message: str) -> Plan:
+        """The plan of a task with this outcome and failure message; shared unless it carries extra fields."""
+        plan = self._plans.get((outcome, message))
+        if plan is None:
+            b = self.behaviour
+            polls = b.polls or (1, 1)
+            extra = dict(b.extra) if b.extra else None
+            plan = Plan(
+                self.model.model_id,  # the scenario's string, not one more copy per task
+                self.model.task_type,
+                self.cost,
+                outcome,
+                message,
+                b.progress or "time",
+                polls[0],
+                polls[1],
+                self.rule,
+                b.results or "local",
+                extra,
+            )
+            if extra is None and len(self._plans) < 64:  # messages come from the scenario or /_mock/next
+                self._plans[(outcome, message)] = plan
+        return plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +150,7 @@ class Backend:
         self.counters: dict[tuple[str, str], int] = {}
         self.next_outcomes: list[NextOutcome] = []
         self.buckets: dict[tuple[str, str], tuple[float, float]] = {}
-        self._plans: dict[Plan, Plan] = {}  # see submit
-        self._behaviours: dict[tuple[str, int], Behaviour] = {}  # see _merged
+        self._courses: dict[tuple[str, int], Course] = {}  # see _course
         self._rule_scopes = [f"rule:{i}" for i in range(len(s.rules))]
         for spec in s.accounts:
             self.store.add_account(Account(spec.key, spec.credits, spec.name))
@@ -207,57 +248,39 @@ class Backend:
                 raise ApiError(Msg.BAD_IMAGES.format(detail=f"item {i} is {_show(url)}"))
         return Submit(model_id, prompt, ratio, tuple(urls))
 
-    def submit(self, account: Account, body: object, steering: Steering = Steering()) -> Task:
+    def submit(self, account: Account, body: object, steering: Steering = NO_STEERING) -> Task:
         """Create a task: validate (unless given a Submit), apply the scenario, charge, schedule.
 
         Nothing is charged on error.
         """
         req = body if isinstance(body, Submit) else self.validate(body)
-        now = self.now()
+        now = self.clock.now()
         self.settle(now)
-        model = self.scenario.models[req.model_id]
-        rule_name, behaviour = self.behaviour_for(account, req)
+        course = self.course_for(account, req)
+        behaviour = course.behaviour
         if behaviour.reject:
             raise ApiError(behaviour.reject)
-        cost = model.cost if behaviour.cost is None else behaviour.cost
+        cost = course.cost
         if account.credits < cost:
             raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=account.credits))
-        queued_for = behaviour.queued.sample(self.rng)  # type: ignore[union-attr]
-        running_for = behaviour.running.sample(self.rng)  # type: ignore[union-attr]
-        outcome = behaviour.outcome.pick(self.rng)  # type: ignore[union-attr]
+        rng = self.rng
+        queued_for = behaviour.queued.sample(rng)  # type: ignore[union-attr]
+        running_for = behaviour.running.sample(rng)  # type: ignore[union-attr]
+        outcome = behaviour.outcome.pick(rng)  # type: ignore[union-attr]
         message = behaviour.failure_message or ""
-        queued = self._take_next(account, req)
-        if queued is not None:
-            outcome, message = queued.outcome, queued.message or message
-        if steering.outcome:
-            outcome = steering.outcome
-        if steering.delay is not None:
-            queued_for = min(queued_for, steering.delay)
-            running_for = steering.delay - queued_for
-        task_id = self._new_task_id()
-        request_id = "kie_" + self._random_id()
-        progress = behaviour.progress or "time"
-        polls = behaviour.polls or (1, 1)
-        extra = dict(behaviour.extra) if behaviour.extra else None
-        plan = Plan(
-            model.model_id,  # the scenario's string, not one more copy per task
-            model.task_type,
-            cost,
-            outcome,
-            message,
-            progress,
-            polls[0],
-            polls[1],
-            rule_name,
-            behaviour.results or "local",
-            extra,
-        )
-        if extra is None:  # share one copy of each distinct plan (a million tasks have a handful)
-            if len(self._plans) >= 4096:
-                self._plans.clear()
-            plan = self._plans.setdefault(plan, plan)
+        if self.next_outcomes:
+            queued = self._take_next(account, req)
+            if queued is not None:
+                outcome, message = queued.outcome, queued.message or message
+        if steering is not NO_STEERING:
+            if steering.outcome:
+                outcome = steering.outcome
+            if steering.delay is not None:
+                queued_for = min(queued_for, steering.delay)
+                running_for = steering.delay - queued_for
+        task_id, request_id = self._new_ids()
         task = Task.planned(
-            plan,
+            course.plan(outcome, message),
             task_id,
             account.key,
             req.prompt,
@@ -266,24 +289,27 @@ class Backend:
             now,
             request_id,
             now + queued_for,
-            now + queued_for + running_for if progress == "time" else NEVER,
+            now + queued_for + running_for if course.by_time else NEVER,
         )
-        if not self.store.charge(account.key, cost, now, task_id):
+        store = self.store
+        if not store.charge(account.key, cost, now, task_id):
             raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=account.credits))
-        self.store.add_task(task)
-        if task.finish_at != NEVER:
-            self.store.schedule(task.finish_at, task_id)
+        store.add_task(task)
+        if course.by_time:
+            store.schedule(task.finish_at, task_id)
         return task
 
     def _random_id(self) -> str:
         """12 characters of [a-z0-9] from the seeded rng."""
         return self.rng.randbytes(12).translate(ID_BYTES).decode("ascii")
 
-    def _new_task_id(self) -> str:
+    def _new_ids(self) -> tuple[str, str]:
+        """A new task id and its request id ('kie_' and 12 characters), from one draw of the rng."""
         while True:
-            task_id = self._random_id()
+            chars = self.rng.randbytes(24).translate(ID_BYTES).decode("ascii")
+            task_id = chars[:12]
             if self.store.get_task(task_id) is None:
-                return task_id
+                return task_id, "kie_" + chars[12:]
 
     def query(self, account: Account, task_id: str) -> Task:
         """A task of this account, brought up to date; another account's task is 'not found'."""
@@ -338,27 +364,34 @@ class Backend:
 
     def behaviour_for(self, account: Account, req: Submit) -> tuple[str | None, Behaviour]:
         """The defaults, then the model's timing, then the first matching rule."""
+        course = self.course_for(account, req)
+        return course.rule, course.behaviour
+
+    def course_for(self, account: Account, req: Submit) -> Course:
+        """What a submit gets: the course of its model under the first matching rule (or none)."""
         for i, rule in enumerate(self.scenario.rules):
             if self.matches(rule.match, account, req, self._rule_scopes[i]):
-                return rule.name, self._merged(req.model_id, i)
-        return None, self._merged(req.model_id, -1)
+                return self._course(req.model_id, i)
+        return self._course(req.model_id, -1)
 
-    def _merged(self, model_id: str, rule_index: int) -> Behaviour:
-        """The behaviour for a model under a rule (-1: none), merged once per scenario and kept."""
-        merged = self._behaviours.get((model_id, rule_index))
-        if merged is None:
+    def _course(self, model_id: str, rule_index: int) -> Course:
+        """The course for a model under a rule (-1: none), merged once per scenario and kept."""
+        course = self._courses.get((model_id, rule_index))
+        if course is None:
             model = self.scenario.models[model_id]
             merged = self.scenario.defaults
             if model.queued or model.running:
                 merged = replace(
                     merged, queued=model.queued or merged.queued, running=model.running or merged.running
                 )
+            rule = None
             if rule_index >= 0:
-                given = self.scenario.rules[rule_index].behaviour
+                rule = self.scenario.rules[rule_index]
                 fields = Behaviour.__slots__  # type: ignore[attr-defined]
+                given = rule.behaviour
                 merged = replace(merged, **{f: getattr(given, f) for f in fields if getattr(given, f) is not None})
-            self._behaviours[(model_id, rule_index)] = merged
-        return merged
+            course = self._courses[(model_id, rule_index)] = Course(model, rule.name if rule else None, merged)
+        return course
 
     def fault_for(self, route: str, account: Account | None, req: Submit | None = None) -> Fault | None:
         """The first scenario fault that applies to this request, if any."""
