@@ -25,7 +25,7 @@ from .backend import Backend
 from .errors import ApiError, ControlError, ScenarioError
 from .faults import injected_fault
 from .http import envelope, json_response, note
-from .journal import Record, mask_authorization, scrub
+from .journal import Headers, Record, mask_headers, scrub
 from .models import SUCCEEDED
 from .openapi import build_openapi
 from .scenario import Scenario, load_scenario
@@ -121,9 +121,7 @@ class JournalMiddleware:
     def __init__(self, app: ASGIApp, backend: Backend) -> None:
         self.app = app
         self.backend = backend
-        # Authorization value -> (masked value, masked key): clients send the same few keys over and
-        # over. In memory only, like the accounts' keys; entries only ever get the masked forms.
-        self._masked: dict[bytes, tuple[str, str | None]] = {}
+        self._seen: dict[tuple[Any, ...], tuple[Headers, str | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -173,40 +171,41 @@ class JournalMiddleware:
             self._record(scope, body, status or 500, time.perf_counter() - started)
 
     def _record(self, scope: Scope, body: list[bytes], status: int, elapsed: float) -> None:
-        backend = self.backend
-        raw = scope["headers"]
-        key = None
-        headers: list[tuple[bytes, Any]] = []
-        for name, value in raw:
-            if name == b"authorization":  # never keep a whole key
-                masked = self._masked.get(value)
-                if masked is None:
-                    if len(self._masked) >= 256:
-                        self._masked.clear()
-                    masked = self._masked[value] = mask_authorization(value)
-                shown, key = masked
-                headers.append((name, shown))
-            # find(), not `in`: bytes.__contains__ first tries its operand as an int, raising and
-            # clearing a TypeError each time (a few microseconds per request).
-            elif value.find(b"sk-") >= 0:  # a key sent in another header
-                headers.append((name, scrub(value)))
-            else:
-                headers.append((name, value))
+        headers, key = self._headers(scope["headers"])
         raw_body = body[0] if len(body) == 1 else b"".join(body)
         query = scope.get("query_string", b"")
+        # find(), not `in`: bytes.__contains__ first tries its operand as an int, raising and
+        # clearing a TypeError each time (a few microseconds per request).
         record: Record = (
-            backend.now(),
+            self.backend.now(),
             scope["method"],
             scope["path"],
-            scrub(query) if query.find(b"sk-") >= 0 else query,
-            tuple(headers),
+            scrub(query) if query and query.find(b"sk-") >= 0 else query,
+            headers,
             key,
             scrub(raw_body, "utf-8") if raw_body.find(b"sk-") >= 0 else raw_body,
             status,
             elapsed,
             scope.get("mockgen"),
         )
-        backend.store.journal.append(record)
+        self.backend.store.journal.append(record)
+
+    def _headers(self, raw: Any) -> tuple[Headers, str | None]:
+        """The request's headers as the journal keeps them (no whole key), and the masked key.
+
+        Clients send the same few header sets over and over, so each is masked once and its
+        masked form shared by every entry. The cache holds whole keys, in memory only, like the
+        accounts do; entries only ever get the masked forms.
+        """
+        try:
+            seen = self._seen.get(as_tuple := tuple(raw))
+        except TypeError:  # header pairs as lists (the ASGI spec allows any iterable): no cache
+            return mask_headers(raw)
+        if seen is None:
+            if len(self._seen) >= 256:
+                self._seen.clear()
+            seen = self._seen[as_tuple] = mask_headers(as_tuple)
+        return seen
 
 
 async def openapi_document(request: Request) -> Response:

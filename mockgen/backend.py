@@ -381,9 +381,7 @@ class Backend:
             model = self.scenario.models[model_id]
             merged = self.scenario.defaults
             if model.queued or model.running:
-                merged = replace(
-                    merged, queued=model.queued or merged.queued, running=model.running or merged.running
-                )
+                merged = replace(merged, queued=model.queued or merged.queued, running=model.running or merged.running)
             rule = None
             if rule_index >= 0:
                 rule = self.scenario.rules[rule_index]

@@ -115,6 +115,8 @@ def _no_constants(name: str) -> Any:
 
 # Built once: json.loads with options builds a new decoder on every call.
 _decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+_scan = _decoder.scan_once  # type: ignore[attr-defined]
+JSON_SPACE = " \t\n\r"  # JSON's whitespace (str.strip() would take Unicode spaces too)
 
 
 def parse_json(raw: bytes) -> Any:
@@ -125,6 +127,15 @@ def parse_json(raw: bytes) -> Any:
         raise ValueError(f"the body is not UTF-8 (bad byte at offset {exc.start})") from None
     if not text.strip():
         raise ValueError("the body is empty")
+    # The common case, a well-formed body, straight through the C scanner (decode() adds two regex
+    # matches and a Python frame); anything else goes through decode() for its exact error.
+    trimmed = text.strip(JSON_SPACE)
+    try:
+        obj, end = _scan(trimmed, 0)
+        if end == len(trimmed):
+            return obj
+    except (StopIteration, ValueError, RecursionError):
+        pass
     try:
         return _decoder.decode(text)
     except json.JSONDecodeError as exc:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 Entry = dict[str, Any]
+Headers = tuple[tuple[bytes, bytes | str], ...]  # a request's headers as the journal keeps them
 
 
 def mask_key(key: str) -> str:
@@ -22,6 +23,21 @@ def mask_authorization(value: bytes) -> tuple[str, str | None]:
     token = token.strip()
     key = mask_key(token) if token.startswith("sk-") else None
     return f"{scheme} {key or '***'}", key
+
+
+def mask_headers(raw: Any) -> tuple[Headers, str | None]:
+    """Request headers with every key masked (in Authorization or anywhere else), and the masked key."""
+    key = None
+    headers: list[tuple[bytes, bytes | str]] = []
+    for name, value in raw:
+        if name == b"authorization":
+            shown, key = mask_authorization(value)
+            headers.append((name, shown))
+        elif value.find(b"sk-") >= 0:  # a key sent in another header (find: see JournalMiddleware._record)
+            headers.append((name, scrub(value)))
+        else:
+            headers.append((name, value))
+    return tuple(headers), key
 
 
 KEY_IN_TEXT = re.compile(r"sk-[A-Za-z0-9_-]{8,}")
@@ -43,9 +59,7 @@ def _text(value: bytes | str, encoding: str = "latin-1") -> str:
 # numbers and a dict of strings, so the garbage collector stops tracking it after one look: ten
 # thousand of these never make the full collections that walk the whole heap come more often.
 # It holds no whole key: the Authorization header is masked before it is stored.
-Record = tuple[
-    float, str, str, bytes | str, tuple[tuple[bytes, bytes | str], ...], str | None, bytes | str, int, float, Any
-]
+Record = tuple[float, str, str, bytes | str, Headers, str | None, bytes | str, int, float, Any]
 
 
 def render(record: Record) -> Entry:
