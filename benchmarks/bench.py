@@ -1,14 +1,19 @@
 """Run mockgen's benchmarks and print each figure, its reference from the same run, and pass/fail.
 
-    benchmarks/run                       # everything, 5 rounds (about 6 minutes)
+    benchmarks/run                       # everything, 5 rounds (about 6 minutes; 1.5 more for instructions)
     benchmarks/run --only throughput --rounds 3 --duration 5
     benchmarks/run --only scale,startup,clock
+    benchmarks/run --only instructions   # callgrind: needs valgrind
 
 Throughput: one uvicorn worker (uvloop, httptools, no access log) pinned to one core with
 taskset, wrk (keep-alive, loopback) pinned to another. Each round serves the same requests from
 mockgen, from a bare Starlette app answering the same JSON bytes (the reference) and from a raw
 ASGI callable (for scale); the ratio is taken within the round and the median over rounds is
 reported, so a busy machine moves both sides together.
+
+Instructions (if valgrind is installed): the same two routes, one server at a time under
+callgrind, counting the server's instructions per request (see instructions.py): repeatable
+where req/s is not, and leaving out kernel time.
 
 Needs Linux (taskset, /proc) and wrk (`apt-get install wrk`). Not a test: run it by hand or in
 CI's optional step (MOCKGEN_BENCH=1 .ci/run).
@@ -20,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -90,8 +96,20 @@ def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0
 class Server:
     """One server process pinned to a core; ``kind`` is mockgen, bare (Starlette) or raw (ASGI)."""
 
-    def __init__(self, kind: str, core: str, env: dict[str, str] | None = None, extra: list[str] | None = None):
+    def __init__(
+        self,
+        kind: str,
+        core: str,
+        env: dict[str, str] | None = None,
+        extra: list[str] | None = None,
+        wrapper: list[str] | None = None,
+        up_timeout: float = 20.0,
+    ):
+        """``wrapper`` goes between taskset and the interpreter (valgrind, say: it must exec the
+        interpreter itself, so ``self.proc.pid`` stays the process that serves); ``up_timeout`` is
+        how long to wait for the first 200."""
         self.kind = kind
+        self.stop_timeout = 10.0 if not wrapper else 120.0
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         uvicorn_flags = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
@@ -105,14 +123,23 @@ class Server:
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            ["taskset", "-c", core, *cmd], cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            ["taskset", "-c", core, *(wrapper or []), *cmd],
+            cwd=ROOT,
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
-        self.startup = wait_until_up(self.health, self.proc)
+        try:
+            self.startup = wait_until_up(self.health, self.proc, up_timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        self.proc.terminate()
+        if self.proc.poll() is None:
+            self.proc.terminate()
         try:
-            self.proc.wait(timeout=10)
+            self.proc.wait(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
@@ -136,12 +163,13 @@ def wrk(core: str, base: str, script: str, seconds: int, connections: int, env: 
     return {"rps": rps, "errors": bad}
 
 
-def prepare_mockgen(server: Server) -> dict[str, str]:
-    """A rich account and one finished task to poll: wrk's environment, and the answers' bytes."""
+def prepare_mockgen(server: Server, timeout: float = 10.0) -> dict[str, str]:
+    """A rich account and one finished task to poll: wrk's environment, and the answers' bytes.
+    ``timeout``: seconds to wait for the task to finish (longer for a server under valgrind)."""
     http("POST", f"{server.base}/_mock/accounts", {"credits": 10**15, "key": KEY})
     status, created = http("POST", f"{server.base}/api/v1/tasks/create", SUBMIT_BODY, KEY)
     task_id = json.loads(created)["data"]["task_id"]
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + timeout
     while True:  # real clock: the default scenario finishes an image in 2 s
         status, polled = http("GET", f"{server.base}/api/v1/tasks/{task_id}", key=KEY)
         if json.loads(polled)["data"]["task_status"] == 3:
@@ -211,8 +239,9 @@ def startup(rounds: int) -> dict[str, Any]:
 
 
 def in_process(script: str, *args: str) -> dict[str, Any]:
+    """Run a benchmark script; its last line of stdout is its JSON (its stderr, progress, shows)."""
     out = subprocess.run(
-        [PYTHON, str(HERE / script), *args], cwd=ROOT, capture_output=True, text=True, check=True,
+        [PYTHON, str(HERE / script), *args], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     ).stdout  # fmt: skip
     return json.loads(out.strip().splitlines()[-1])
@@ -228,13 +257,21 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=3, help="seconds of wrk load per route and round")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--tasks", type=int, default=1_000_000, help="tasks in memory for the scale figures")
-    parser.add_argument("--only", default="throughput,scale,startup,clock")
+    parser.add_argument("--ir-requests", type=int, default=2000, help="measured requests per route (instructions)")
+    parser.add_argument("--ir-warmup", type=int, default=200, help="warm-up requests per route (instructions)")
+    # The instructions section runs the servers under valgrind's callgrind: by default only where it is installed.
+    have_valgrind = bool(shutil.which("valgrind") and shutil.which("callgrind_control"))
+    default_only = "throughput,scale,startup,clock" + (",instructions" if have_valgrind else "")
+    parser.add_argument("--only", default=default_only)
     args = parser.parse_args()
     parts = set(args.only.split(","))
     rows: list[tuple[str, str, str, str]] = []  # figure, value, reference / target, verdict
     failed = False
 
     print(f"mockgen benchmarks: {os.cpu_count()} cores, Python {sys.version.split()[0]}, {args.rounds} rounds")
+    if not have_valgrind and ("instructions" in parts or args.only == default_only):
+        print("instructions: skipped (needs valgrind and callgrind_control: apt-get install valgrind)")
+        parts.discard("instructions")
     if "throughput" in parts:
         print("throughput (wrk):", flush=True)
         t = throughput(args.rounds, args.duration, args.connections)
@@ -307,6 +344,16 @@ def main() -> int:
             )
         )
         rows.append(("  submitting them (in-process ASGI)", f"{c['submit_s']:.3f} s", "", ""))
+
+    if "instructions" in parts:
+        print(f"instructions (callgrind, {args.ir_requests} requests per route after {args.ir_warmup}):", flush=True)
+        ir = in_process("instructions.py", "--requests", str(args.ir_requests), "--warmup", str(args.ir_warmup))
+        for route, key in (("GET", "poll_ratio"), ("POST", "submit_ratio")):
+            ok = ir[route]["ratio"] >= TARGETS[key]
+            failed |= not ok
+            name = "poll  GET instructions/request" if route == "GET" else "submit POST instructions/request"
+            rows.append((name, f"{ir[route]['mockgen']:,.0f}", f"bare Starlette {ir[route]['bare']:,.0f}", ""))
+            rows.append(("  ratio bare/mockgen", f"{ir[route]['ratio']:.0%}", f">= {TARGETS[key]:.0%}", verdict(ok)))
 
     widths = [max(len(r[i]) for r in rows) for i in range(4)] if rows else [0] * 4
     print()
