@@ -62,29 +62,19 @@ def steering(request: Request) -> Steering:
 
 
 class Incoming:
-    """The headers the contract's routes read, found in one pass (the first of each, as Starlette's)."""
+    """The headers the contract's routes read (the first of each, as Starlette's), found in C."""
 
     __slots__ = ("authorization", "host", "content_length", "steered")
 
     def __init__(self, scope: Scope) -> None:
-        authorization = host = content_length = None
-        steered = False
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                if authorization is None:
-                    authorization = value.decode("latin-1")
-            elif name == b"host":
-                if host is None:
-                    host = value.decode("latin-1")
-            elif name == b"content-length":
-                if content_length is None:
-                    content_length = value
-            elif name.startswith(b"x-mockgen-"):
-                steered = True
-        self.authorization: str | None = authorization
-        self.host: str | None = host
-        self.content_length: bytes | None = content_length
-        self.steered = steered  # X-Mockgen-* present: take the general (Request-based) path
+        headers = dict(reversed(scope["headers"]))  # reversed: the first of a repeated header wins
+        authorization = headers.get(b"authorization")
+        host = headers.get(b"host")
+        self.authorization: str | None = None if authorization is None else authorization.decode("latin-1")
+        self.host: str | None = None if host is None else host.decode("latin-1")
+        self.content_length: bytes | None = headers.get(b"content-length")
+        # X-Mockgen-Outcome/-Delay/-Fault present: take the general (Request-based) path.
+        self.steered = b"x-mockgen-outcome" in headers or b"x-mockgen-delay" in headers or b"x-mockgen-fault" in headers
 
 
 _SUBMITTED = dumps({"code": 200, "msg": Msg.SUBMITTED, "data": {"task_id": "", "request_id": "", "credits": 0}})
@@ -121,35 +111,56 @@ def polled(data: dict[str, Any]) -> bytes:
     return dumps({"code": 200, "msg": Msg.OK, "data": data})
 
 
-async def _send_json(send: Send, body: bytes, status: int = 200) -> None:
-    # The same bytes and headers a Starlette Response(body, status, media_type="application/json") sends.
+async def _send_json(send: Send, body: bytes, status: int = 200, fault: bytes | None = None) -> int:
+    """Send ``body`` as Starlette's Response(body, status, media_type="application/json") would,
+    with X-Mockgen-Fault when a latency fault was injected; returns the status, for the journal."""
     headers = [(b"content-length", str(len(body)).encode()), JSON_HEADER]
+    if fault is not None:
+        headers.append((b"x-mockgen-fault", fault))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+    return status
 
 
-async def _send_error(scope: Scope, send: Send, exc: ApiError) -> None:
+async def _send_error(scope: Scope, send: Send, exc: ApiError, fault: bytes | None = None) -> int:
     note_scope(scope, error=exc.msg)
-    await _send_json(send, dumps({"code": exc.code, "msg": exc.msg, "data": None}), exc.status)
+    return await _send_json(send, dumps({"code": exc.code, "msg": exc.msg, "data": None}), exc.status, fault)
+
+
+class Faulted(Exception):
+    """An injected fault has answered the request (with this status)."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
 
 
 async def _fault(
     scope: Scope, receive: Receive, send: Send, backend: Backend, route: str, account: Any, req: Any = None
-) -> bool:
-    """Answer an injected fault (header first, then the scenario's) if there is one; True when answered."""
+) -> bytes | None:
+    """Answer an injected fault (header first, then the scenario's) if there is one, raising Faulted;
+    after a fault that only delays, the X-Mockgen-Fault value the answer must carry (else None)."""
     response: Response | None = await injected_fault(Request(scope, receive), backend, route, account, req)
-    if response is None:
-        return False
-    await response(scope, receive, send)
-    return True
+    if response is not None:
+        await response(scope, receive, send)
+        raise Faulted(response.status_code)
+    notes = scope.get("mockgen")
+    fault = notes.get("fault") if notes else None
+    return fault.encode("latin-1", "replace") if fault else None
 
 
 class CreateTask:
     """POST /api/v1/tasks/create"""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.answer(scope, receive, send)
+
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> tuple[int, bytes]:
+        """Answer the request; returns what the journal records: the status sent (0 when the
+        client left before an answer) and the body read."""
         backend: Backend = scope["app"].backend
         incoming = Incoming(scope)
+        raw = b""
+        fault = None
         try:
             account = backend.authenticate(incoming.authorization)
             raw = await receive_body(receive, incoming.content_length)
@@ -160,38 +171,42 @@ class CreateTask:
             steer = steering(Request(scope, receive)) if incoming.steered else NO_STEERING
             req = backend.validate(body)
             # Faults come from an X-Mockgen-Fault header or the scenario; with neither, skip building a Request.
-            if (incoming.steered or backend.scenario.faults) and await _fault(
-                scope, receive, send, backend, "create", account, req
-            ):
-                return
+            if incoming.steered or backend.scenario.faults:
+                fault = await _fault(scope, receive, send, backend, "create", account, req)
             task = backend.submit(account, req, steer)
         except ApiError as exc:
-            await _send_error(scope, send, exc)
-            return
+            return await _send_error(scope, send, exc, fault), raw
+        except Faulted as answered:
+            return answered.status, raw
         except ClientDisconnect:
-            return  # the client left mid-body: there is no one to answer
+            return 0, raw  # the client left mid-body: there is no one to answer
         note_scope(scope, task_id=task.task_id)
-        await _send_json(send, submitted(task.task_id, task.request_id, task.credits))
+        return await _send_json(send, submitted(task.task_id, task.request_id, task.credits), 200, fault), raw
 
 
 class GetTask:
     """GET /api/v1/tasks/{task_id}"""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.answer(scope, receive, send)
+
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> tuple[int, bytes]:
+        """Answer the request; returns the status sent and the body read (none), for the journal."""
         backend: Backend = scope["app"].backend
         incoming = Incoming(scope)
+        fault = None
         try:
             account = backend.authenticate(incoming.authorization)
-            if (incoming.steered or backend.scenario.faults) and await _fault(
-                scope, receive, send, backend, "query", account
-            ):
-                return
+            if incoming.steered or backend.scenario.faults:
+                fault = await _fault(scope, receive, send, backend, "query", account)
             task = backend.query(account, scope["path_params"]["task_id"])
         except ApiError as exc:
-            await _send_error(scope, send, exc)
-            return
+            return await _send_error(scope, send, exc, fault), b""
+        except Faulted as answered:
+            return answered.status, b""
         note_scope(scope, task_id=task.task_id)
-        await _send_json(send, polled(backend.task_data(task, _base_url(scope, incoming.host))))
+        data = backend.task_data(task, _base_url(scope, incoming.host))
+        return await _send_json(send, polled(data), 200, fault), b""
 
 
 routes = [

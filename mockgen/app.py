@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ from .store import MemoryStore
 
 log = logging.getLogger("mockgen")
 JOURNAL_BODY_BYTES = 4096
+# An endpoint that answers and returns what the journal records: the status sent and the body read.
+Answer = Callable[[Scope, Receive, Send], Awaitable[tuple[int, bytes]]]
 UNJOURNALED = ("/_mock/", "/static/", "/favicon.ico", "/openapi.json")
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -130,9 +132,8 @@ class JournalMiddleware:
             return
         await self.serve(scope, receive, send, self.app)
 
-    async def serve(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp, catch_all: bool = False) -> None:
-        """Run ``app`` on this request and record it; with ``catch_all``, also do what Starlette's
-        ServerErrorMiddleware does (a logged 500 in the contract's envelope, then re-raise)."""
+    async def serve(self, scope: Scope, receive: Receive, send: Send, app: ASGIApp) -> None:
+        """Run ``app`` on this request and record what the client sent and got."""
         started = time.perf_counter()
         body: list[bytes] = []
         room = JOURNAL_BODY_BYTES
@@ -162,21 +163,32 @@ class JournalMiddleware:
 
         try:
             await app(scope, recording_receive, recording_send)
+        finally:
+            self.record(scope, b"".join(body), status or 500, time.perf_counter() - started)
+
+    async def serve_answer(self, scope: Scope, receive: Receive, send: Send, answer: Answer) -> None:
+        """``serve`` for the contract's own endpoints, which tell the journal what they read and sent
+        (no wrapping of receive and send), inside a catch-all like Starlette's ServerErrorMiddleware:
+        an unexpected error gets a logged 500 in the contract's envelope, then is raised again."""
+        started = time.perf_counter()
+        status, body = 500, b""
+        try:
+            status, body = await answer(scope, receive, send)
         except Exception as exc:
-            if catch_all and not status:
-                response = await server_error(Request(scope, receive), exc)
-                await response(scope, receive, recording_send)
+            response = await server_error(Request(scope, receive), exc)
+            with contextlib.suppress(Exception):  # an answer already under way cannot be replaced
+                await response(scope, receive, send)
             raise
         finally:
-            self._record(scope, body, status or 500, time.perf_counter() - started)
+            self.record(scope, body[:JOURNAL_BODY_BYTES], status or 500, time.perf_counter() - started)
 
-    def _record(self, scope: Scope, body: list[bytes], status: int, elapsed: float) -> None:
+    def record(self, scope: Scope, raw_body: bytes, status: int, elapsed: float) -> None:
+        """Add this request to the journal, holding no whole key."""
         headers, key = self._headers(scope["headers"])
-        raw_body = body[0] if len(body) == 1 else b"".join(body)
         query = scope.get("query_string", b"")
         # find(), not `in`: bytes.__contains__ first tries its operand as an int, raising and
         # clearing a TypeError each time (a few microseconds per request).
-        record: Record = (
+        entry: Record = (
             self.backend.now(),
             scope["method"],
             scope["path"],
@@ -188,7 +200,7 @@ class JournalMiddleware:
             elapsed,
             scope.get("mockgen"),
         )
-        self.backend.store.journal.append(record)
+        self.backend.store.journal.append(entry)
 
     def _headers(self, raw: Any) -> tuple[Headers, str | None]:
         """The request's headers as the journal keeps them (no whole key), and the masked key.
@@ -275,7 +287,7 @@ class MockgenApp(Starlette):
     the ordinary path, which answers alike: tests/test_hardening.py runs the same requests both ways.
     """
 
-    hot: tuple[JournalMiddleware, ASGIApp, ASGIApp] | None = None  # journal, poll, submit
+    hot: tuple[JournalMiddleware, Answer, Answer] | None = None  # journal, poll, submit
     # The same objects as state.backend and state.public_url, read on every request: a plain
     # attribute costs a twentieth of a State lookup (which raises and catches an AttributeError).
     backend: Backend
@@ -293,15 +305,15 @@ class MockgenApp(Starlette):
         ):
             path, method = scope["path"], scope["method"]
             task_id = path[len(api.TASKS_PREFIX) :]
-            endpoint = None
+            answer = None
             if method == "GET" and task_id and "/" not in task_id:
                 scope["path_params"] = {"task_id": task_id}  # as the route's {task_id} would match it
-                endpoint = hot[1]
+                answer = hot[1]
             elif method == "POST" and path == api.CREATE_PATH:
-                endpoint = hot[2]
-            if endpoint is not None:
+                answer = hot[2]
+            if answer is not None:
                 scope["app"] = self
-                await hot[0].serve(scope, receive, send, endpoint, catch_all=True)
+                await hot[0].serve_answer(scope, receive, send, answer)
                 return
         await super().__call__(scope, receive, send)
 
@@ -372,6 +384,6 @@ def create_app(
     app.add_middleware(JournalMiddleware, backend=backend)
     if admin_token:  # without a token the guard would only pass every request on
         app.add_middleware(control.AdminTokenGuard, token=admin_token)
-    app.hot = (JournalMiddleware(app.router, backend), api.GetTask(), api.CreateTask())
+    app.hot = (JournalMiddleware(app.router, backend), api.GetTask().answer, api.CreateTask().answer)
     app.hot_middleware = len(app.user_middleware)
     return app

@@ -217,36 +217,37 @@ class Backend:
         if not isinstance(body, dict):
             kind = "null" if body is None else type(body).__name__.replace("dict", "object")
             raise ApiError(Msg.NOT_OBJECT.format(kind={"list": "an array", "str": "a string"}.get(kind, kind)))
-        models = self.scenario.models
-        known = ", ".join(models)
+        scenario = self.scenario
+        models = scenario.models
         model_id = body.get("model_id")
-        if model_id is None or model_id == "":
-            raise ApiError(Msg.NO_MODEL.format(models=known))
-        if not isinstance(model_id, str) or model_id not in models:
-            raise ApiError(Msg.BAD_MODEL.format(value=_show(model_id), models=known))
+        model = models.get(model_id) if isinstance(model_id, str) else None
+        if model is None:
+            if model_id is None or model_id == "":
+                raise ApiError(Msg.NO_MODEL.format(models=", ".join(models)))
+            raise ApiError(Msg.BAD_MODEL.format(value=_show(model_id), models=", ".join(models)))
         prompt = body.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
+        if not isinstance(prompt, str) or not prompt or prompt.isspace():
             raise ApiError(Msg.NO_PROMPT)
-        limit = self.scenario.limits.max_prompt_length
-        if len(prompt) > limit:
-            raise ApiError(Msg.LONG_PROMPT.format(length=len(prompt), limit=limit))
+        limits = scenario.limits
+        if len(prompt) > limits.max_prompt_length:
+            raise ApiError(Msg.LONG_PROMPT.format(length=len(prompt), limit=limits.max_prompt_length))
         ratio = body.get("aspect_ratio")
         if ratio is None:
-            ratio = DEFAULT_RATIO[models[model_id].task_type]
+            ratio = DEFAULT_RATIO[model.task_type]
         elif not isinstance(ratio, str) or ratio not in ASPECT_RATIOS:
             raise ApiError(Msg.BAD_RATIO.format(value=_show(ratio), ratios=", ".join(ASPECT_RATIOS)))
         urls = body.get("image_urls")
-        if urls is None:
-            urls = []
+        if urls is None or urls == []:
+            return Submit(model.model_id, prompt, ratio, ())
         if not isinstance(urls, list):
             raise ApiError(Msg.BAD_IMAGES.format(detail=f"got {_show(urls)}"))
-        max_urls = self.scenario.limits.max_image_urls
-        if len(urls) > max_urls:
-            raise ApiError(Msg.BAD_IMAGES.format(detail=f"at most {max_urls} are allowed, got {len(urls)}"))
+        if len(urls) > limits.max_image_urls:
+            detail = f"at most {limits.max_image_urls} are allowed, got {len(urls)}"
+            raise ApiError(Msg.BAD_IMAGES.format(detail=detail))
         for i, url in enumerate(urls):
             if not isinstance(url, str) or len(url) > 2048 or not URL_RE.fullmatch(url):
                 raise ApiError(Msg.BAD_IMAGES.format(detail=f"item {i} is {_show(url)}"))
-        return Submit(model_id, prompt, ratio, tuple(urls))
+        return Submit(model.model_id, prompt, ratio, tuple(urls))
 
     def submit(self, account: Account, body: object, steering: Steering = NO_STEERING) -> Task:
         """Create a task: validate (unless given a Submit), apply the scenario, charge, schedule.

@@ -33,7 +33,7 @@ def mask_headers(raw: Any) -> tuple[Headers, str | None]:
         if name == b"authorization":
             shown, key = mask_authorization(value)
             headers.append((name, shown))
-        elif value.find(b"sk-") >= 0:  # a key sent in another header (find: see JournalMiddleware._record)
+        elif value.find(b"sk-") >= 0:  # a key sent in another header (find: see JournalMiddleware.record)
             headers.append((name, scrub(value)))
         else:
             headers.append((name, value))
@@ -45,7 +45,7 @@ KEY_IN_TEXT = re.compile(r"sk-[A-Za-z0-9_-]{8,}")
 
 def scrub(raw: bytes, encoding: str = "latin-1") -> bytes | str:
     """``raw`` unchanged, or decoded with every key-like 'sk-…' in it masked (a key sent anywhere else)."""
-    if raw.find(b"sk-") < 0:  # not `in`: see JournalMiddleware._record
+    if raw.find(b"sk-") < 0:  # not `in`: see JournalMiddleware.record
         return raw
     return KEY_IN_TEXT.sub(lambda m: mask_key(m.group()), raw.decode(encoding, "replace"))
 
