@@ -334,7 +334,10 @@ class Backend:
             return False
         if match.accounts is not None and account.name not in match.accounts:
             return False
-        if req is not None:
+        if req is None:
+            if match.model_ids or match.prompt_contains or match.prompt_regex or match.aspect_ratios:
+                return False
+        elif match.on_body:
             if match.model_ids is not None and req.model_id not in match.model_ids:
                 return False
             if match.prompt_contains is not None:
@@ -350,8 +353,6 @@ class Backend:
                 return False
             if match.has_images is not None and bool(req.image_urls) != match.has_images:
                 return False
-        elif match.model_ids or match.prompt_contains or match.prompt_regex or match.aspect_ratios:
-            return False
         if match.counted:
             counter = (scope, account.key if match.count_per == "key" else "")
             n = self.counters[counter] = self.counters.get(counter, 0) + 1

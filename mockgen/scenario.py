@@ -175,10 +175,18 @@ class Match:
     after_n: int | None = None
     count_per: Literal["global", "key"] = "global"
     probability: float | None = None
+    # Derived once (matching runs on every submit): whether counters apply, whether the request's body matters.
+    counted: bool = field(init=False, repr=False, compare=False)
+    on_body: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def counted(self) -> bool:
-        return self.every_nth is not None or self.first_n is not None or self.after_n is not None
+    def __post_init__(self) -> None:
+        counted = self.every_nth is not None or self.first_n is not None or self.after_n is not None
+        object.__setattr__(self, "counted", counted)
+        on_body = (
+            self.model_ids is not None or self.prompt_contains is not None or self.prompt_regex is not None
+            or self.aspect_ratios is not None or self.has_images is not None
+        )  # fmt: skip
+        object.__setattr__(self, "on_body", on_body)
 
 
 @dataclass(frozen=True, slots=True)
