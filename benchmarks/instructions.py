@@ -18,10 +18,9 @@ mockgen is compared with the bare Starlette app (bare.py) answering the same JSO
 What it leaves out: kernel time (the socket reads and writes, which both servers pay alike: on
 that count alone the ratio bare/mockgen would be a conservative stand-in for wrk's), cache misses,
 branch mispredictions and memory stalls (an instruction is an instruction), and what 32 concurrent
-connections change. So it is a repeatable figure to compare commits by, not a prediction of req/s:
-here it came out ABOVE wrk's ratios (poll 94%, submit 74%, against wrk's 76-92% and 64-66% in two
-runs), and it repeats (three runs here: each figure within 0.4%, each ratio within 0.2 points)
-where wrk's moves by a fifth. What it keeps: garbage
+connections change. So it is a repeatable figure to compare commits by, not a prediction of req/s
+(it has come out above wrk's ratios here: README, Performance), and it repeats (each figure within
+0.4% between runs) where wrk's moves by a fifth. What it keeps: garbage
 collection runs are instructions too, so their cost is spread over the N requests; so is the
 event loop's own idle work in that time (uvicorn ticks ten times a second of wall time: ~0.2 M
 instructions a second under callgrind, under 1% of a figure, paid by both servers; uvloop's four
