@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
+import math
 import os
 import random
 import re
 import string
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 from .clock import Clock, ManualClock, SystemClock
 from .errors import ApiError, ControlError
 from .media import ASPECT_RATIOS
-from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Plan, Task
+from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Ledger, LedgerEntry, Plan, Task
 from .scenario import KEY_RE, Behaviour, Fault, Match, ModelSpec, Scenario
 from .store import MemoryStore, Store
 
@@ -634,26 +636,19 @@ def export_state(backend: Backend) -> dict[str, Any]:
 
 def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
     """Replace the world with an exported state; a malformed one is refused whole (ControlError)."""
-    from .models import Ledger, LedgerEntry
-
-    if state.get("version") != STATE_VERSION:
-        raise ControlError(f"state must be an export with version {STATE_VERSION}")
-    try:
-        accounts = []
-        for a in state["accounts"]:
-            ledger = [LedgerEntry(e["kind"], int(e["amount"]), float(e["at"]), e.get("task_id")) for e in a["ledger"]]
-            accounts.append(Account(str(a["key"]), int(a["credits"]), a.get("name"), Ledger(ledger)))
-        tasks = []
-        for row in state["tasks"]:
-            fields = {f: row[f] for f in TASK_FIELDS if f in row}
-            fields["image_urls"] = tuple(fields.get("image_urls") or ())
-            if fields.get("finish_at") is None:
-                fields["finish_at"] = NEVER
-            tasks.append(Task(**fields))
-        nexts = [NextOutcome(**n) for n in state.get("next", [])]
-        now = float(state["clock"]["now"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ControlError(f"state is malformed: {exc!r}") from None
+    check_state(state)  # before anything is replaced: below, nothing can fail
+    accounts = []
+    for a in state["accounts"]:
+        ledger = [LedgerEntry(e["kind"], e["amount"], float(e["at"]), e.get("task_id")) for e in a["ledger"]]
+        accounts.append(Account(a["key"], a["credits"], a.get("name"), Ledger(ledger)))
+    tasks = []
+    for row in state["tasks"]:
+        fields = {f: row[f] for f in TASK_FIELDS if f in row}
+        fields["image_urls"] = tuple(fields.get("image_urls") or ())
+        if fields.get("finish_at") is None:
+            fields["finish_at"] = NEVER
+        tasks.append(Task(**fields))
+    nexts = [NextOutcome(**n) for n in state.get("next", [])]
     store = backend.store
     store.clear()
     for account in accounts:
@@ -664,5 +659,129 @@ def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
             store.schedule(task.finish_at, task.task_id)
     backend.next_outcomes = nexts
     if isinstance(backend.clock, ManualClock):
-        backend.clock.set(now)
+        backend.clock.set(state["clock"]["now"])
     backend.settle()
+
+
+# --- what a state must hold, field by field ---------------------------------------------------------
+
+
+class _Expect(NamedTuple):
+    """What a field's JSON value must be: a test, and the words for it in an error message."""
+
+    ok: Callable[[Any], bool]
+    what: str
+
+
+def _finite(v: Any) -> bool:
+    """A JSON number that is a float's worth (not a bool, not inf, not an integer past a float's range)."""
+    if type(v) is not int and type(v) is not float:
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def _one_of(*values: object) -> _Expect:
+    """Exactly one of ``values`` (3.0 is not 3, true is not 1)."""
+    return _Expect(
+        lambda v: any(type(v) is type(x) and v == x for x in values), "one of " + ", ".join(map(repr, values))
+    )
+
+
+def _or_null(e: _Expect) -> _Expect:
+    return _Expect(lambda v: v is None or e.ok(v), e.what + " or null")
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> _Expect:
+    return _Expect(lambda v: isinstance(v, str) and pattern.fullmatch(v) is not None, what)
+
+
+TASK_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # it goes into /api/v1/tasks/{id} and /files/{id}.png
+STR = _Expect(lambda v: isinstance(v, str), "a string")
+INT = _Expect(lambda v: type(v) is int, "an integer")
+COUNT = _Expect(lambda v: type(v) is int and v >= 0, "an integer >= 0")
+NUMBER = _Expect(_finite, "a finite number")
+KEY = _matching(KEY_RE, "'sk-' followed by 32 letters or digits")
+TASK_ID = _matching(TASK_ID_RE, "1 to 64 letters, digits, '-' or '_'")
+ARRAY = _Expect(lambda v: isinstance(v, list), "an array")
+OBJECT = _Expect(lambda v: isinstance(v, Mapping), "an object")
+STRINGS = _Expect(lambda v: isinstance(v, list) and all(isinstance(u, str) for u in v), "an array of strings")
+OUTCOME = _one_of("success", "failed")
+
+# Each object of a state: its fields' expectations, and which of them it must have.
+STATE_FIELDS = {
+    "version": INT, "scenario": STR, "clock": OBJECT, "accounts": ARRAY, "tasks": ARRAY, "next": ARRAY,
+}  # fmt: skip
+STATE_REQUIRED = {"version", "clock", "accounts", "tasks"}
+CLOCK_FIELDS = {"kind": _one_of("real", "manual"), "now": NUMBER}
+ACCOUNT_FIELDS = {"key": KEY, "name": _or_null(STR), "credits": COUNT, "ledger": ARRAY}
+ACCOUNT_REQUIRED = {"key", "credits", "ledger"}
+LEDGER_FIELDS = {"kind": _one_of("charge", "refund", "topup"), "amount": INT, "at": NUMBER, "task_id": _or_null(STR)}
+LEDGER_REQUIRED = {"kind", "amount", "at"}
+TASK_CHECKS = {
+    "task_id": TASK_ID, "key": KEY, "model_id": STR, "task_type": _one_of("image", "video"), "prompt": STR,
+    "aspect_ratio": _one_of(*ASPECT_RATIOS), "image_urls": STRINGS, "credits": COUNT, "created_at": NUMBER,
+    "request_id": STR, "running_at": NUMBER, "finish_at": _or_null(NUMBER), "outcome": OUTCOME,
+    "failure_message": STR, "progress": _one_of("time", "polls", "manual"), "polls_queued": COUNT,
+    "polls_running": COUNT, "polls": COUNT, "final_status": _one_of(0, SUCCEEDED, FAILED),
+    "settled_at": _or_null(NUMBER), "message": _or_null(STR), "rule": _or_null(STR),
+    "results": _one_of("local", "cdn"), "extra": _or_null(OBJECT),
+}  # fmt: skip
+# What Task() has no default for (finish_at may be null: it never finishes by time).
+TASK_REQUIRED = {n for n, p in inspect.signature(Task).parameters.items() if p.default is p.empty}
+NEXT_FIELDS = {
+    "outcome": OUTCOME, "count": _Expect(lambda v: type(v) is int and v >= 1, "an integer >= 1"),
+    "model_id": _or_null(STR), "key": _or_null(STR), "message": _or_null(STR),
+}  # fmt: skip
+NEXT_REQUIRED = {"outcome", "count"}
+
+
+def _refuse(problem: str) -> NoReturn:
+    raise ControlError(f"state is malformed: {problem}")
+
+
+def _check_object(where: str, obj: object, fields: Mapping[str, _Expect], required: Collection[str]) -> None:
+    """``obj`` must be an object with the ``required`` fields, each of ``fields`` as expected, and no other."""
+    if not isinstance(obj, Mapping):
+        _refuse(f"{where} must be an object, got {_show(obj)}")
+    for name, (ok, what) in fields.items():
+        place = f"{where}.{name}" if where else name
+        if name in obj:
+            if not ok(obj[name]):
+                _refuse(f"{place} must be {what}, got {_show(obj[name])}")
+        elif name in required:
+            _refuse(f"{place} is missing")
+    for name in obj:
+        if name not in fields:
+            _refuse(f"unknown field {_show(name)} in {where or 'the top level'}")
+
+
+def _check_unique(where: str, value: str, seen: dict[str, str]) -> None:
+    first = seen.setdefault(value, where)
+    if first != where:
+        _refuse(f"{where} {_show(value)} repeats {first}")
+
+
+def check_state(state: Mapping[str, Any]) -> None:
+    """Refuse (ControlError) a state that is not an export as ``export_state`` writes it: the message
+    names the first field found wrong and what it must be. Unknown fields are refused, at every level."""
+    version = state.get("version") if isinstance(state, Mapping) else None
+    if type(version) is not int or version != STATE_VERSION:
+        raise ControlError(f"state must be an export with version {STATE_VERSION}")
+    _check_object("", state, STATE_FIELDS, STATE_REQUIRED)
+    _check_object("clock", state["clock"], CLOCK_FIELDS, {"now"})
+    keys: dict[str, str] = {}
+    for i, account in enumerate(state["accounts"]):
+        where = f"accounts[{i}]"
+        _check_object(where, account, ACCOUNT_FIELDS, ACCOUNT_REQUIRED)
+        _check_unique(f"{where}.key", account["key"], keys)
+        for j, entry in enumerate(account["ledger"]):
+            _check_object(f"{where}.ledger[{j}]", entry, LEDGER_FIELDS, LEDGER_REQUIRED)
+    task_ids: dict[str, str] = {}
+    for i, row in enumerate(state["tasks"]):
+        _check_object(f"tasks[{i}]", row, TASK_CHECKS, TASK_REQUIRED)
+        _check_unique(f"tasks[{i}].task_id", row["task_id"], task_ids)
+    for i, entry in enumerate(state.get("next", ())):
+        _check_object(f"next[{i}]", entry, NEXT_FIELDS, NEXT_REQUIRED)

@@ -228,7 +228,9 @@ def _control_paths() -> dict[str, Any]:
         },
         "/_mock/state": {
             "get": _control_op("Export accounts, ledger, tasks, queued outcomes and the clock."),
-            "put": _control_op("Restore an export.", {"type": "object"}),
+            "put": _control_op(
+                "Restore an export; a malformed one changes nothing (a 400 names the field).", {"type": "object"}
+            ),
         },
     }
 
