@@ -302,10 +302,6 @@ class Backend:
             store.schedule(task.finish_at, task_id)
         return task
 
-    def _random_id(self) -> str:
-        """12 characters of [a-z0-9] from the seeded rng."""
-        return self.rng.randbytes(12).translate(ID_BYTES).decode("ascii")
-
     def _new_ids(self) -> tuple[str, str]:
         """A new task id and its request id ('kie_' and 12 characters), from one draw of the rng."""
         while True:
@@ -365,11 +361,6 @@ class Backend:
             if match.every_nth is not None and n % match.every_nth:
                 return False
         return match.probability is None or self.rng.random() < match.probability
-
-    def behaviour_for(self, account: Account, req: Submit) -> tuple[str | None, Behaviour]:
-        """The defaults, then the model's timing, then the first matching rule."""
-        course = self.course_for(account, req)
-        return course.rule, course.behaviour
 
     def course_for(self, account: Account, req: Submit) -> Course:
         """What a submit gets: the course of its model under the first matching rule (or none)."""
