@@ -189,7 +189,7 @@ class JournalMiddleware:
             self.backend.now(),
             scope["method"],
             scope["path"],
-            scrub(scope.get("query_string", b"")),
+            scrub(query) if (query := scope.get("query_string", b"")) else query,
             headers,
             key,
             scrub(raw_body, "utf-8"),
