@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from .backend import NO_STEERING, Backend, Msg, Steering
 from .errors import ApiError
 from .faults import injected_fault
-from .http import JSON_HEADER, dumps, note_scope, parse_json, receive_body
+from .http import JSON_HEADER, BodyTooLarge, dumps, note_scope, parse_json, receive_body
 
 TASKS_PREFIX = "/api/v1/tasks/"
 # The keys of a poll's data, in the order Backend.task_data gives them (tests/test_hardening.py checks).
@@ -175,7 +175,7 @@ class CreateTask:
                 fault = await _fault(scope, receive, send, backend, "create", account, req)
             task = backend.submit(account, req, steer)
         except ApiError as exc:
-            return await _send_error(scope, send, exc, fault), raw
+            return await _send_error(scope, send, exc, fault), exc.head if isinstance(exc, BodyTooLarge) else raw
         except Faulted as answered:
             return answered.status, raw
         except ClientDisconnect:

@@ -59,21 +59,25 @@ def note_scope(scope: Scope, **fields: Any) -> None:
     scope.setdefault("mockgen", {}).update(fields)
 
 
-def _too_big(limit: int) -> ApiError:
-    return ApiError(f"Request body too large: the limit is {limit} bytes.", code=413, status=413)
+class BodyTooLarge(ApiError):
+    """413: the body passed ``limit``; ``head`` is what had arrived by then (for the journal)."""
+
+    def __init__(self, limit: int, head: bytes = b"") -> None:
+        super().__init__(f"Request body too large: the limit is {limit} bytes.", code=413, status=413)
+        self.head = head
 
 
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     """The request body, refused with 413 as soon as it is known to pass ``limit``."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise _too_big(limit)
+        raise BodyTooLarge(limit)
     chunks = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _too_big(limit)
+            raise BodyTooLarge(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -81,7 +85,7 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 async def receive_body(receive: Receive, declared: bytes | None, limit: int = MAX_BODY_BYTES) -> bytes:
     """``read_body`` for raw ASGI code, given the Content-Length header (ClientDisconnect if the client left)."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_big(limit)
+        raise BodyTooLarge(limit)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -91,7 +95,7 @@ async def receive_body(receive: Receive, declared: bytes | None, limit: int = MA
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _too_big(limit)
+            raise BodyTooLarge(limit, b"".join([*chunks, chunk]))
         if not message.get("more_body", False):
             if not chunks:
                 return chunk

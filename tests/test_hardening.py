@@ -244,6 +244,31 @@ def test_endless_chunked_body_is_refused_once_past_the_limit(loop: asyncio.Abstr
     assert received <= MAX_BODY_BYTES + 65536  # never more than the limit and one chunk
 
 
+def test_an_oversize_chunked_body_is_journaled_alike_on_both_paths(loop: asyncio.AbstractEventLoop) -> None:
+    """The shortcut and Starlette's routing both keep the first 4 KiB of what arrived before the 413."""
+    bodies = []
+    for hot in (True, False):
+        app = create_app("default", clock="manual")
+        if not hot:
+            app.hot_middleware = -1  # any middleware count but create_app's own turns the shortcut off
+        count = 0
+
+        async def receive() -> dict[str, Any]:
+            nonlocal count
+            count += 1
+            return {"type": "http.request", "body": b"%07d" % count * 9363, "more_body": True}  # ~64 KiB
+
+        async def send(message: dict[str, Any]) -> None:
+            pass
+
+        headers = [(b"authorization", f"Bearer {KEY}".encode())]
+        loop.run_until_complete(app(scope("POST", "/api/v1/tasks/create", headers), receive, send))
+        [entry] = app.state.backend.store.journal.entries
+        assert entry["status"] == 413
+        bodies.append(entry["body"])
+    assert bodies[0] == bodies[1] == (b"0000001" * 9363)[:4096].decode()
+
+
 @pytest.mark.parametrize(
     ("raw", "fragment"),
     [
