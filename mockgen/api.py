@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from .backend import NO_STEERING, Backend, Msg, Steering
 from .errors import ApiError
 from .faults import injected_fault
-from .http import JSON_HEADER, BodyTooLarge, dumps, note_scope, parse_json, receive_body
+from .http import JSON_HEADER, BodyTooLarge, dumps, note_scope, noted_fault, parse_json, receive_body
 
 TASKS_PREFIX = "/api/v1/tasks/"
 # The keys of a poll's data, in the order Backend.task_data gives them (tests/test_hardening.py checks).
@@ -143,9 +143,7 @@ async def _fault(
     if response is not None:
         await response(scope, receive, send)
         raise Faulted(response.status_code)
-    notes = scope.get("mockgen")
-    fault = notes.get("fault") if notes else None
-    return fault.encode("latin-1", "replace") if fault else None
+    return noted_fault(scope)
 
 
 class CreateTask:

@@ -24,7 +24,7 @@ from . import api, control, media
 from .backend import Backend
 from .errors import ApiError, ControlError, ScenarioError
 from .faults import injected_fault
-from .http import envelope, json_response, note
+from .http import envelope, json_response, note, noted_fault
 from .journal import Headers, Record, mask_headers, scrub
 from .models import SUCCEEDED
 from .openapi import build_openapi
@@ -153,11 +153,10 @@ class JournalMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                notes = scope.get("mockgen")
-                fault = notes.get("fault") if notes else None
+                fault = noted_fault(scope)
                 if fault:
                     headers = [h for h in message.get("headers", []) if h[0] != b"x-mockgen-fault"]
-                    headers.append((b"x-mockgen-fault", fault.encode("latin-1", "replace")))
+                    headers.append((b"x-mockgen-fault", fault))
                     message = {**message, "headers": headers}
             await send(message)
 

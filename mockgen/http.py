@@ -59,6 +59,13 @@ def note_scope(scope: Scope, **fields: Any) -> None:
     scope.setdefault("mockgen", {}).update(fields)
 
 
+def noted_fault(scope: Scope) -> bytes | None:
+    """The X-Mockgen-Fault value for a fault noted on this request, if any."""
+    notes = scope.get("mockgen")
+    fault = notes.get("fault") if notes else None
+    return fault.encode("latin-1", "replace") if fault else None
+
+
 class BodyTooLarge(ApiError):
     """413: the body passed ``limit``; ``head`` is what had arrived by then (for the journal)."""
 
