@@ -204,44 +204,39 @@ def test_fuzz_control_api_bodies_are_4xx_never_500(errors: Errors, loop: asyncio
 # --- the listed cases --------------------------------------------------------------------------------
 
 
-def test_declared_oversize_body_is_refused_before_any_of_it_is_read(loop: asyncio.AbstractEventLoop) -> None:
-    app = create_app("default", clock="manual")
+def post_endless(
+    loop: asyncio.AbstractEventLoop, app: Any, headers: list[tuple[bytes, bytes]], chunk: Callable[[int], bytes]
+) -> tuple[list[dict[str, Any]], int]:
+    """POST a create from a client that never stops sending (``chunk(n)`` is its n-th chunk, from 1);
+    what was sent back, and how many chunks the app read."""
     reads = 0
+    sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         nonlocal reads
         reads += 1
-        return {"type": "http.request", "body": b"x" * 65536, "more_body": True}
-
-    sent: list[dict[str, Any]] = []
+        return {"type": "http.request", "body": chunk(reads), "more_body": True}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    headers = [(b"authorization", f"Bearer {KEY}".encode()), (b"content-length", str(MAX_BODY_BYTES + 1).encode())]
     loop.run_until_complete(app(scope("POST", "/api/v1/tasks/create", headers), receive, send))
+    return sent, reads
+
+
+def test_declared_oversize_body_is_refused_before_any_of_it_is_read(loop: asyncio.AbstractEventLoop) -> None:
+    app = create_app("default", clock="manual")
+    headers = [(b"authorization", f"Bearer {KEY}".encode()), (b"content-length", str(MAX_BODY_BYTES + 1).encode())]
+    sent, reads = post_endless(loop, app, headers, lambda n: b"x" * 65536)
     assert sent[0]["status"] == 413 and json.loads(sent[1]["body"])["code"] == 413
     assert reads == 0
 
 
 def test_endless_chunked_body_is_refused_once_past_the_limit(loop: asyncio.AbstractEventLoop) -> None:
     app = create_app("default", clock="manual")
-    received = 0
-
-    async def receive() -> dict[str, Any]:  # a client that would never stop sending
-        nonlocal received
-        received += 65536
-        return {"type": "http.request", "body": b"x" * 65536, "more_body": True}
-
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    headers = [(b"authorization", f"Bearer {KEY}".encode())]
-    loop.run_until_complete(app(scope("POST", "/api/v1/tasks/create", headers), receive, send))
+    sent, reads = post_endless(loop, app, [(b"authorization", f"Bearer {KEY}".encode())], lambda n: b"x" * 65536)
     assert sent[0]["status"] == 413
-    assert received <= MAX_BODY_BYTES + 65536  # never more than the limit and one chunk
+    assert reads * 65536 <= MAX_BODY_BYTES + 65536  # never more than the limit and one chunk
 
 
 def test_an_oversize_chunked_body_is_journaled_alike_on_both_paths(loop: asyncio.AbstractEventLoop) -> None:
@@ -251,18 +246,8 @@ def test_an_oversize_chunked_body_is_journaled_alike_on_both_paths(loop: asyncio
         app = create_app("default", clock="manual")
         if not hot:
             app.hot_middleware = -1  # any middleware count but create_app's own turns the shortcut off
-        count = 0
-
-        async def receive() -> dict[str, Any]:
-            nonlocal count
-            count += 1
-            return {"type": "http.request", "body": b"%07d" % count * 9363, "more_body": True}  # ~64 KiB
-
-        async def send(message: dict[str, Any]) -> None:
-            pass
-
         headers = [(b"authorization", f"Bearer {KEY}".encode())]
-        loop.run_until_complete(app(scope("POST", "/api/v1/tasks/create", headers), receive, send))
+        post_endless(loop, app, headers, lambda n: b"%07d" % n * 9363)  # ~64 KiB each
         [entry] = app.state.backend.store.journal.entries
         assert entry["status"] == 413
         bodies.append(entry["body"])
