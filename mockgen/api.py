@@ -227,6 +227,8 @@ class CreateTask:
             return 0, raw  # the client left mid-body: there is no one to answer
         note_scope(scope, task_id=task.task_id)
         created = submitted(task.task_id, task.request_id, task.credits)
+        if fault is None:  # the hot path: no coroutine more than it needs
+            return await _send_json(send, created), raw
         return await _answer(scope, receive, send, backend, fault, created), raw
 
 
@@ -252,6 +254,8 @@ class GetTask:
             return answered.status, b""
         note_scope(scope, task_id=task.task_id)
         data = backend.task_data(task, _base_url(scope, incoming.host))
+        if fault is None:  # the hot path: no coroutine more than it needs
+            return await _send_json(send, polled(data)), b""
         return await _answer(scope, receive, send, backend, fault, polled(data)), b""
 
 

@@ -357,7 +357,7 @@
   }
 
   function taskRow(task) {
-    const sig = JSON.stringify([task.status, task.result_url, task.message, task.account, task.timeline]);
+    const sig = JSON.stringify([task.status, task.result_url, task.message, task.account, task.timeline, task.lost_answer]);
     const known = view.rows.get(task.task_id);
     if (known && known.sig === sig) return known;
     const tr = known ? known.tr : el("tr");
