@@ -209,6 +209,21 @@ def test_counters_count_invalid_creates(make_client) -> None:
     assert len(client.get("/_mock/tasks").json()) == 1 and client.balance() == 985
 
 
+def test_after_n_and_count_per_key_count_invalid_creates(make_client) -> None:
+    client = scenario_client(
+        make_client,
+        "faults:\n"
+        "  - {name: per-key, match: {route: create, first_n: 1, count_per: key}, status: 503}\n"
+        "  - {name: later, match: {route: create, after_n: 2}, status: 500}\n",
+    )
+    other = {"Authorization": "Bearer sk-" + "z" * 32}
+    assert post_raw(client, b"[]").status_code == 503  # this key's first create, invalid: its one 503
+    assert create(client).status_code == 200  # 'later' has now seen one (the per-key fault took the first)
+    assert post_raw(client, b"[]").json()["code"] == 0  # 'later' saw two: still within after_n
+    assert client.post("/api/v1/tasks/create", json=BODY, headers=other).status_code == 503  # a new key's first
+    assert create(client).status_code == 500  # 'later' is past its two
+
+
 def test_a_missing_key_is_refused_before_faults_and_not_counted(make_client) -> None:
     client = scenario_client(make_client, "faults:\n  - {name: first, match: {route: any, first_n: 1}, status: 503}\n")
     r = client.post("/api/v1/tasks/create", json=BODY)
