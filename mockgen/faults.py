@@ -60,14 +60,6 @@ def find_fault(
     return header_fault(request) or backend.fault_for(route, account, req)
 
 
-async def injected_fault(
-    request: Request, backend: Backend, route: str, account: Account | None, req: Submit | Probe | None = None
-) -> Response | None:
-    """The answer of a fault injected into this request (its header first, then the scenario's), or None."""
-    fault = find_fault(request, backend, route, account, req)
-    return None if fault is None else await fault_response(request, backend, fault, account)
-
-
 async def fault_response(request: Request, backend: Backend, fault: Fault, account: Account | None) -> Response | None:
     """The response a fault gives, or None when the request goes on: after a latency, or to be
     handled before its answer is lost (``lost_response``)."""
