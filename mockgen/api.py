@@ -13,14 +13,14 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .backend import NO_STEERING, Backend, Msg, Steering
+from .backend import NO_PROBE, NO_STEERING, Backend, Msg, Probe, Steering, Submit
 from .errors import ApiError
-from .faults import injected_fault
-from .http import JSON_HEADER, BodyTooLarge, dumps, note_scope, noted_fault, parse_json, receive_body
+from .faults import fault_response, find_fault, lost_response
+from .http import JSON_HEADER, BodyTooLarge, dumps, note_scope, parse_json, receive_body
+from .scenario import Fault
 
 TASKS_PREFIX = "/api/v1/tasks/"
 # The keys of a poll's data, in the order Backend.task_data gives them (tests/test_hardening.py checks).
@@ -122,9 +122,12 @@ async def _send_json(send: Send, body: bytes, status: int = 200, fault: bytes | 
     return status
 
 
-async def _send_error(scope: Scope, send: Send, exc: ApiError, fault: bytes | None = None) -> int:
+async def _send_error(
+    scope: Scope, receive: Receive, send: Send, backend: Backend, exc: ApiError, fault: Fault | None = None
+) -> int:
     note_scope(scope, error=exc.msg)
-    return await _send_json(send, dumps({"code": exc.code, "msg": exc.msg, "data": None}), exc.status, fault)
+    body = dumps({"code": exc.code, "msg": exc.msg, "data": None})
+    return await _answer(scope, receive, send, backend, fault, body, exc.status)
 
 
 class Faulted(Exception):
@@ -135,15 +138,50 @@ class Faulted(Exception):
 
 
 async def _fault(
-    scope: Scope, receive: Receive, send: Send, backend: Backend, route: str, account: Any, req: Any = None
-) -> bytes | None:
-    """Answer an injected fault (header first, then the scenario's) if there is one, raising Faulted;
-    after a fault that only delays, the X-Mockgen-Fault value the answer must carry (else None)."""
-    response: Response | None = await injected_fault(Request(scope, receive), backend, route, account, req)
-    if response is not None:
-        await response(scope, receive, send)
-        raise Faulted(response.status_code)
-    return noted_fault(scope)
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    backend: Backend,
+    route: str,
+    account: Any,
+    req: Submit | Probe | None = None,
+) -> Fault | None:
+    """The fault injected into this request (header first, then the scenario's), if any. One that
+    answers the request does so here, raising Faulted; one that only delays, or loses the answer
+    after the request is handled, is returned for the answer to carry out."""
+    request = Request(scope, receive)
+    fault = find_fault(request, backend, route, account, req)
+    if fault is not None:
+        response = await fault_response(request, backend, fault, account)
+        if response is not None:
+            await response(scope, receive, send)
+            raise Faulted(response.status_code)
+    return fault
+
+
+def _read_create(backend: Backend, raw: bytes) -> tuple[Submit | Probe, ApiError | None]:
+    """The create request, or, when it is refused, what faults can read of it and why it is."""
+    try:
+        body = parse_json(raw)
+    except ValueError as exc:
+        return NO_PROBE, ApiError(Msg.NOT_JSON.format(detail=exc))
+    try:
+        return backend.validate(body), None
+    except ApiError as exc:
+        return backend.probe(body), exc
+
+
+async def _answer(
+    scope: Scope, receive: Receive, send: Send, backend: Backend, fault: Fault | None, body: bytes, status: int = 200
+) -> int:
+    """Send the answer, or lose it when the fault says so; returns the status the client saw."""
+    if fault is None:
+        return await _send_json(send, body, status)
+    if fault.lose_answer is None:
+        return await _send_json(send, body, status, fault.name.encode("latin-1", "replace"))
+    response = lost_response(backend, fault)
+    await response(scope, receive, send)
+    return response.status_code
 
 
 class CreateTask:
@@ -162,24 +200,36 @@ class CreateTask:
         try:
             account = backend.authenticate(incoming.authorization)
             raw = await receive_body(receive, incoming.content_length)
-            try:
-                body = parse_json(raw)
-            except ValueError as exc:
-                raise ApiError(Msg.NOT_JSON.format(detail=exc)) from None
-            steer = steering(Request(scope, receive)) if incoming.steered else NO_STEERING
-            req = backend.validate(body)
             # Faults come from an X-Mockgen-Fault header or the scenario; with neither, skip building a Request.
             if incoming.steered or backend.scenario.faults:
+                # Faults first, then validation, as behind a gateway: a create that will be refused
+                # is delayed, throttled or failed (and counted) like any other.
+                req, refused = _read_create(backend, raw)
                 fault = await _fault(scope, receive, send, backend, "create", account, req)
-            task = backend.submit(account, req, steer)
+                steer = steering(Request(scope, receive)) if incoming.steered else NO_STEERING
+                if refused is not None:
+                    raise refused
+                lost = fault.name if fault is not None and fault.lose_answer is not None else None
+                task = backend.submit(account, req, steer, lost)
+            else:
+                try:
+                    body = parse_json(raw)
+                except ValueError as exc:
+                    raise ApiError(Msg.NOT_JSON.format(detail=exc)) from None
+                task = backend.submit(account, backend.validate(body))
         except ApiError as exc:
-            return await _send_error(scope, send, exc, fault), exc.head if isinstance(exc, BodyTooLarge) else raw
+            # A refused create loses its answer too: the fault is the gateway's, not the service's.
+            status = await _send_error(scope, receive, send, backend, exc, fault)
+            return status, exc.head if isinstance(exc, BodyTooLarge) else raw
         except Faulted as answered:
             return answered.status, raw
         except ClientDisconnect:
             return 0, raw  # the client left mid-body: there is no one to answer
         note_scope(scope, task_id=task.task_id)
-        return await _send_json(send, submitted(task.task_id, task.request_id, task.credits), 200, fault), raw
+        created = submitted(task.task_id, task.request_id, task.credits)
+        if fault is None:  # the hot path: no coroutine more than it needs
+            return await _send_json(send, created), raw
+        return await _answer(scope, receive, send, backend, fault, created), raw
 
 
 class GetTask:
@@ -199,12 +249,14 @@ class GetTask:
                 fault = await _fault(scope, receive, send, backend, "query", account)
             task = backend.query(account, scope["path_params"]["task_id"])
         except ApiError as exc:
-            return await _send_error(scope, send, exc, fault), b""
+            return await _send_error(scope, receive, send, backend, exc, fault), b""
         except Faulted as answered:
             return answered.status, b""
         note_scope(scope, task_id=task.task_id)
         data = backend.task_data(task, _base_url(scope, incoming.host))
-        return await _send_json(send, polled(data), 200, fault), b""
+        if fault is None:  # the hot path: no coroutine more than it needs
+            return await _send_json(send, polled(data)), b""
+        return await _answer(scope, receive, send, backend, fault, polled(data)), b""
 
 
 routes = [

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import api, control, media
 from .backend import Backend
 from .errors import ApiError, ControlError, ScenarioError
-from .faults import injected_fault
+from .faults import fault_response, find_fault, lost_response
 from .http import envelope, json_response, note, noted_fault
 from .journal import Headers, Record, mask_headers, scrub
 from .models import SUCCEEDED
@@ -93,11 +93,19 @@ class MediaCache:
 
 
 async def result_file(request: Request) -> Response:
-    """Serves /files/{task_id}.png|mp4, looked up by task id (never a path from the URL)."""
+    """Serves /files/{task_id}.png|mp4, looked up by task id (never a path from the URL); faults first."""
     backend: Backend = request.app.state.backend
-    faulted = await injected_fault(request, backend, "files", None)
-    if faulted is not None:
-        return faulted
+    fault = find_fault(request, backend, "files", None)
+    if fault is not None:
+        faulted = await fault_response(request, backend, fault, None)
+        if faulted is not None:
+            return faulted
+        if fault.lose_answer is not None:
+            return lost_response(backend, fault)  # nothing changes by serving a file: only the answer is lost
+    return _result_file(request, backend)
+
+
+def _result_file(request: Request, backend: Backend) -> Response:
     name: str = request.path_params["name"]
     task_id, _, ext = name.partition(".")
     task = backend.store.get_task(task_id)

@@ -110,6 +110,20 @@ class Submit:
     image_urls: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A create body that failed validation, as fault matching reads it: each field read leniently
+    from the JSON object, None where it cannot be read (and a match key on it then does not match)."""
+
+    model_id: str | None = None
+    prompt: str | None = None
+    aspect_ratio: str | None = None
+    image_urls: tuple[object, ...] | None = None
+
+
+NO_PROBE = Probe()  # a body that is not a JSON object: nothing can be read
+
+
 @dataclass(slots=True)
 class NextOutcome:
     outcome: str
@@ -251,10 +265,32 @@ class Backend:
                 raise ApiError(Msg.BAD_IMAGES.format(detail=f"item {i} is {_show(url)}"))
         return Submit(model.model_id, prompt, ratio, tuple(urls))
 
-    def submit(self, account: Account, body: object, steering: Steering = NO_STEERING) -> Task:
+    def probe(self, body: object) -> Probe:
+        """What fault matching can read of a create body that failed validation (see ``Probe``).
+
+        A string field is read as sent; an absent ``aspect_ratio`` is the known model's default;
+        absent or empty ``image_urls`` is no images, a list is images, anything else unreadable.
+        """
+        if not isinstance(body, dict):
+            return NO_PROBE
+        model_id, prompt, ratio, urls = (body.get(k) for k in ("model_id", "prompt", "aspect_ratio", "image_urls"))
+        model = self.scenario.models.get(model_id) if isinstance(model_id, str) else None
+        if ratio is None and model is not None:
+            ratio = DEFAULT_RATIO[model.task_type]
+        return Probe(
+            model_id if isinstance(model_id, str) else None,
+            prompt if isinstance(prompt, str) else None,
+            ratio if isinstance(ratio, str) else None,
+            () if urls is None else tuple(urls) if isinstance(urls, list) else None,
+        )
+
+    def submit(
+        self, account: Account, body: object, steering: Steering = NO_STEERING, lost_answer: str | None = None
+    ) -> Task:
         """Create a task: validate (unless given a Submit), apply the scenario, charge, schedule.
 
-        Nothing is charged on error.
+        Nothing is charged on error. ``lost_answer`` names the fault that will lose the answer
+        (the task is marked with it).
         """
         req = body if isinstance(body, Submit) else self.validate(body)
         now = self.clock.now()
@@ -282,8 +318,9 @@ class Backend:
                 queued_for = min(queued_for, steering.delay)
                 running_for = steering.delay - queued_for
         task_id, request_id = self._new_ids()
+        plan = course.plan(outcome, message)
         task = Task.planned(
-            course.plan(outcome, message),
+            plan if lost_answer is None else plan._replace(lost_answer=lost_answer),
             task_id,
             account.key,
             req.prompt,
@@ -326,30 +363,33 @@ class Backend:
 
     # --- the scenario's rules ------------------------------------------------------------------
 
-    def matches(self, match: Match, account: Account, req: Submit | None, scope: str) -> bool:
-        """Whether a request meets ``match``; counters advance for requests meeting the rest."""
+    def matches(self, match: Match, account: Account, req: Submit | Probe | None, scope: str) -> bool:
+        """Whether a request meets ``match``; counters advance for requests meeting the rest.
+
+        ``req`` is None for a request that is not a create: then no request key matches."""
         if match.keys is not None and account.key not in match.keys:
             return False
         if match.accounts is not None and account.name not in match.accounts:
             return False
-        if req is None:
-            if match.model_ids or match.prompt_contains or match.prompt_regex or match.aspect_ratios:
+        if match.on_body:
+            if req is None:
                 return False
-        elif match.on_body:
             if match.model_ids is not None and req.model_id not in match.model_ids:
                 return False
             if match.prompt_contains is not None:
                 prompt = req.prompt
+                if prompt is None:
+                    return False
                 for part in match.prompt_contains:
                     if part in prompt:
                         break
                 else:
                     return False
-            if match.prompt_regex is not None and not match.prompt_regex.search(req.prompt):
+            if match.prompt_regex is not None and (req.prompt is None or not match.prompt_regex.search(req.prompt)):
                 return False
             if match.aspect_ratios is not None and req.aspect_ratio not in match.aspect_ratios:
                 return False
-            if match.has_images is not None and bool(req.image_urls) != match.has_images:
+            if match.has_images is not None and (req.image_urls is None or bool(req.image_urls) != match.has_images):
                 return False
         if match.counted:
             counter = (scope, account.key if match.count_per == "key" else "")
@@ -386,8 +426,9 @@ class Backend:
             course = self._courses[(model_id, rule_index)] = Course(model, rule.name if rule else None, merged)
         return course
 
-    def fault_for(self, route: str, account: Account | None, req: Submit | None = None) -> Fault | None:
-        """The first scenario fault that applies to this request, if any."""
+    def fault_for(self, route: str, account: Account | None, req: Submit | Probe | None = None) -> Fault | None:
+        """The first scenario fault that applies to this request, if any. Faults come before
+        validation: a create that will be refused is matched by ``probe(body)``, and counted."""
         for i, fault in enumerate(self.scenario.faults):
             if fault.match.route not in ("any", route):
                 continue
@@ -561,6 +602,7 @@ class Backend:
             "progress": task.progress,
             "polls": task.polls,
             "rule": task.rule,
+            "lost_answer": task.lost_answer,
             "timeline": {
                 "created_at": task.created_at,
                 "running_at": task.running_at if task.progress != "polls" else None,
@@ -718,7 +760,7 @@ TASK_CHECKS = {
     "failure_message": STR, "progress": _one_of("time", "polls", "manual"), "polls_queued": COUNT,
     "polls_running": COUNT, "polls": COUNT, "final_status": _one_of(0, SUCCEEDED, FAILED),
     "settled_at": _or_null(NUMBER), "message": _or_null(STR), "rule": _or_null(STR),
-    "results": _one_of("local", "cdn"), "extra": _or_null(OBJECT),
+    "results": _one_of("local", "cdn"), "extra": _or_null(OBJECT), "lost_answer": _or_null(STR),
 }  # fmt: skip
 # What Task() has no default for (finish_at may be null: it never finishes by time).
 TASK_REQUIRED = {n for n, p in inspect.signature(Task).parameters.items() if p.default is p.empty}

@@ -108,13 +108,14 @@ class Plan(NamedTuple):
     rule: str | None
     results: str
     extra: dict[str, Any] | None
+    lost_answer: str | None = None  # the fault that lost the create's answer (the task exists, charged)
 
 
 # Every field of a task, in order: what Task() takes, what a state export holds.
 TASK_FIELDS = (
     "task_id", "key", "model_id", "task_type", "prompt", "aspect_ratio", "image_urls", "credits", "created_at",
     "request_id", "running_at", "finish_at", "outcome", "failure_message", "progress", "polls_queued",
-    "polls_running", "polls", "final_status", "settled_at", "message", "rule", "results", "extra",
+    "polls_running", "polls", "final_status", "settled_at", "message", "rule", "results", "extra", "lost_answer",
 )  # fmt: skip
 
 
@@ -172,10 +173,11 @@ class Task:
         rule: str | None = None,
         results: str = "local",
         extra: dict[str, Any] | None = None,
+        lost_answer: str | None = None,
     ) -> None:
         plan = Plan(
             model_id, task_type, credits, outcome, failure_message, progress, polls_queued, polls_running, rule,
-            results, extra,
+            results, extra, lost_answer,
         )  # fmt: skip
         self._own(plan, task_id, key, prompt, aspect_ratio, image_urls, created_at, request_id, running_at, finish_at)
         self.polls = polls
@@ -239,6 +241,7 @@ class Task:
     rule = _planned("rule")
     results = _planned("results")
     extra = _planned("extra")
+    lost_answer = _planned("lost_answer")
 
     def fields(self) -> dict[str, Any]:
         """Every field by name (TASK_FIELDS), as Task() takes them."""

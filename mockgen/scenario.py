@@ -19,6 +19,7 @@ Progress = Literal["time", "polls", "manual"]
 OUTCOMES = ("success", "failed")
 KEY_RE = re.compile(r"sk-[A-Za-z0-9]{32}")
 FAULT_STATUSES = frozenset({400, 403, 408, 409, 429, 500, 502, 503, 504})
+LOST_STATUSES = frozenset({500, 502, 503, 504})  # what a gateway answers when it loses the service's answer
 ROUTES = ("create", "query", "files", "any")
 
 DEFAULT_FAILURE_MESSAGE = "Generation failed: the model could not produce a result. Credits were refunded."
@@ -214,6 +215,9 @@ class Fault:
     truncate: bool = False
     close: bool = False
     rate_limit: RateLimit | None = None
+    # The request is handled (a create makes and charges its task), then its answer is lost:
+    # "close" cuts the connection mid-answer, a status is a gateway's 5xx in its place.
+    lose_answer: int | Literal["close"] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,7 +479,7 @@ def _read_fault(r: _Reader, value: object, path: Path_, models: Mapping[str, Mod
     m = r.mapping(
         value,
         path,
-        ("name", "match", "latency", "status", "retry_after", "body", "truncate", "close", "rate_limit"),
+        ("name", "match", "latency", "status", "retry_after", "body", "truncate", "close", "rate_limit", "lose_answer"),
     )
 
     def status(v: object) -> int:
@@ -496,6 +500,11 @@ def _read_fault(r: _Reader, value: object, path: Path_, models: Mapping[str, Mod
         assert isinstance(limit, int) and isinstance(burst, int)
         return RateLimit(1.0 if "per_second" in v else 60.0, limit, burst)
 
+    def lose_answer(v: object) -> int | Literal["close"]:
+        if v == "close" or (type(v) is int and v in LOST_STATUSES):
+            return v  # type: ignore[return-value]
+        raise ValueError(f"must be close or one of {sorted(LOST_STATUSES)}, not {v!r}")
+
     fault = Fault(
         name=r.string(m, "name", path) or f"fault-{path[-1]}",
         match=_read_match(r, m.get("match"), (*path, "match"), models),
@@ -506,12 +515,14 @@ def _read_fault(r: _Reader, value: object, path: Path_, models: Mapping[str, Mod
         truncate=bool(r.boolean(m, "truncate", path)),
         close=bool(r.boolean(m, "close", path)),
         rate_limit=r.convert(m, "rate_limit", path, rate_limit),
+        lose_answer=r.convert(m, "lose_answer", path, lose_answer),
     )
-    effects = [fault.status is not None, fault.truncate, fault.close, fault.rate_limit is not None]
+    lost = fault.lose_answer is not None
+    effects = [fault.status is not None, fault.truncate, fault.close, fault.rate_limit is not None, lost]
     if sum(effects) > 1:
-        r.issue(path, "a fault does one of: status, truncate, close, rate_limit (latency may join any)")
-    if not any(k in m for k in ("latency", "status", "truncate", "close", "rate_limit")):
-        r.issue(path, "a fault needs latency, status, truncate, close or rate_limit")
+        r.issue(path, "a fault does one of: status, truncate, close, rate_limit, lose_answer (latency may join any)")
+    if not any(k in m for k in ("latency", "status", "truncate", "close", "rate_limit", "lose_answer")):
+        r.issue(path, "a fault needs latency, status, truncate, close, rate_limit or lose_answer")
     return fault
 
 

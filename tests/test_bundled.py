@@ -139,3 +139,28 @@ def test_flaky_100_submits_see_429_and_5xx_and_never_charge_without_a_task() -> 
     refunds = [e.task_id for e in account.ledger if e.kind == "refund"]
     assert set(refunds) <= created and len(refunds) == len(set(refunds))
     assert account.credits == 100_000 - 8 * len(created) + 8 * len(refunds)
+
+
+def test_lost_answers_charges_every_create_and_marks_the_lost_ones(make_client) -> None:
+    client = make_client("lost-answers")
+    key = "sk-" + "l" * 32
+    auth = {"Authorization": f"Bearer {key}"}
+    statuses = []
+    for i in range(15):
+        r = client.post("/api/v1/tasks/create", json={"model_id": "gpt-image-2", "prompt": f"p{i}"}, headers=auth)
+        statuses.append(r.status_code)
+    # 3, 6, 9, 12, 15 get a 502; of the rest, the 5th and 10th (creates 7 and 14) are cut (a 200 that
+    # promises a body it never finishes: the test client sees part of it).
+    assert [n + 1 for n, s in enumerate(statuses) if s == 502] == [3, 6, 9, 12, 15]
+    tasks = client.get("/_mock/tasks").json()
+    assert len(tasks) == 15 and client.balance(key) == 1000 - 15 * 15
+    lost = {int(t["request"]["prompt"][1:]) + 1: t["lost_answer"] for t in tasks if t["lost_answer"]}
+    assert lost == {
+        3: "lost-502",
+        6: "lost-502",
+        7: "lost-cut",
+        9: "lost-502",
+        12: "lost-502",
+        14: "lost-cut",
+        15: "lost-502",
+    }

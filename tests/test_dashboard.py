@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -273,3 +274,27 @@ def test_admin_token_is_asked_for_and_kept_for_the_session(page: Any) -> None:
         expect(dialog).to_be_hidden()
         _submit(page, "a task sent with the admin token kept")
         assert len(mock.tasks()) == 1
+
+
+@pytest.mark.browser
+def test_a_task_created_behind_a_lost_answer_is_marked(page: Any) -> None:
+    import httpx
+    from playwright.sync_api import expect
+
+    from mockgen.scenario import parse_scenario
+
+    fault = f"  - {{name: {json.dumps(XSS)}, match: {{route: create, first_n: 1}}, lose_answer: 502}}\n"
+    with MockServer(parse_scenario("clock: manual\nfaults:\n" + fault, "lost.yaml")) as mock:
+        with httpx.Client(base_url=mock.base_url, headers=mock.headers(), timeout=5) as http:
+            for prompt, status in (("charged behind a lost answer", 502), ("answered as usual", 200)):
+                r = http.post("/api/v1/tasks/create", json={"model_id": "gpt-image-2", "prompt": prompt})
+                assert r.status_code == status
+        page.goto(mock.base_url)
+        lost = _row(page, "charged behind a lost answer").locator('[data-role="lost-answer"]')
+        expect(lost).to_have_text("answer lost")
+        expect(lost).to_have_attribute("title", re.compile(re.escape(XSS)))  # the fault's name, as text
+        answered = _row(page, "answered as usual")
+        expect(answered).to_have_attribute("data-status", "1")
+        expect(answered.locator('[data-role="lost-answer"]')).to_have_count(0)
+        assert page.locator('img[src="x"]').count() == 0 and page.dialogs == []
+        _shoot(page, "dashboard-lost-answer.png")

@@ -357,7 +357,7 @@
   }
 
   function taskRow(task) {
-    const sig = JSON.stringify([task.status, task.result_url, task.message, task.account, task.timeline]);
+    const sig = JSON.stringify([task.status, task.result_url, task.message, task.account, task.timeline, task.lost_answer]);
     const known = view.rows.get(task.task_id);
     if (known && known.sig === sig) return known;
     const tr = known ? known.tr : el("tr");
@@ -367,7 +367,7 @@
     const hint = el("div", { className: "hint" });
     const req = task.request;
     tr.replaceChildren(
-      el("td", {}, el("code", { className: "task-id" }, task.task_id), el("div", { className: "hint" }, timeText(task.timeline.created_at))),
+      el("td", {}, el("code", { className: "task-id" }, task.task_id), lostMarker(task), el("div", { className: "hint" }, timeText(task.timeline.created_at))),
       el("td", { className: "account-cell", title: task.key }, task.account || `${task.key.slice(0, 7)}…${task.key.slice(-4)}`),
       el("td", { className: "model" }, req.model_id, el("div", { className: "hint" }, `${task.task_type} · ${req.aspect_ratio}`)),
       el("td", { className: "prompt", dataset: { role: "prompt" } }, req.prompt),
@@ -379,6 +379,13 @@
     const row = { tr, sig, hint };
     view.rows.set(task.task_id, row);
     return row;
+  }
+
+  // A task created behind a lost answer: charged, while its client never saw the task id.
+  function lostMarker(task) {
+    if (!task.lost_answer) return null;
+    const title = `created and charged, then the answer was lost (fault ${task.lost_answer}): a client that retried may have paid twice`;
+    return el("span", { className: "lost-answer", title, dataset: { role: "lost-answer" } }, "answer lost");
   }
 
   function resultCell(task) {
