@@ -289,7 +289,7 @@ def add_compat_fields(doc: dict[str, Any]) -> None:
         answer = resolve(doc["paths"][path][method]["responses"]["200"]["content"][JSON]["schema"])
         for success in map(resolve, answer.get("oneOf", [answer])):
             props = success.get("properties", {})
-            if props.get("code", {}).get("const") != 200:
+            if props.get("code", {}).get("const") != 200 or "data" not in props:
                 continue  # a code-0 answer keeps the documented envelope
             data = resolve(props["data"])
             top = {k: v for k, v in data["properties"].items() if k not in props}
