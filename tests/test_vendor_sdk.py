@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-import requests
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -93,7 +93,7 @@ def test_the_sdk_runs_a_task_to_its_result(compat_server: MockServer, model: str
     assert task.raw is not None and task.raw["data"][field] == url  # the documented reading works too
     cost = {"gpt-image-2": 15, "seedance-2": 60}[model]
     assert task.credits == cost and compat_server.balance(key) == 1000 - cost
-    result = requests.get(url, timeout=10)
+    result = httpx.get(url, timeout=10)
     assert result.status_code == 200 and result.headers["content-type"].startswith(kind)
     assert [e["status"] for e in compat_server.requests(key=key)] == [200] * 4  # create, then polls at 1, 2, 3
 
