@@ -20,7 +20,8 @@ from .backend import NO_PROBE, NO_STEERING, Backend, Msg, Probe, Steering, Submi
 from .errors import ApiError
 from .faults import fault_response, find_fault, lost_response
 from .http import JSON_HEADER, BodyTooLarge, dumps, note_scope, parse_json, receive_body
-from .scenario import Fault
+from .models import FAILED
+from .scenario import DEFAULT_FAILURE_MESSAGE, Fault
 
 TASKS_PREFIX = "/api/v1/tasks/"
 # The keys of a poll's data, in the order Backend.task_data gives them (tests/test_hardening.py checks).
@@ -109,6 +110,30 @@ def polled(data: dict[str, Any]) -> bytes:
         except (TypeError, UnicodeEncodeError):  # a value of another type, or a lone surrogate
             pass
     return dumps({"code": 200, "msg": Msg.OK, "data": data})
+
+
+def submitted_compat(task_id: str, request_id: str, credits: int) -> bytes:
+    """The create answer in the compat envelope: data's fields also at the top level, after data,
+    and ``task_status`` 1 (queued, as the seed's msg says), without which the Rust SDK cannot parse it."""
+    body = submitted(task_id, request_id, credits)
+    fields = body[body.index(b'"data":') + 8 : -2]  # data's fields, without its braces
+    return b'%s,%s,"task_status":1}' % (body[:-1], fields)
+
+
+_DATA_AT = len(b'{"code":200,"msg":"ok",')  # where '"data":' starts in every poll answer (all ASCII before it)
+
+
+def polled_compat(data: dict[str, Any], failure: str | None) -> bytes:
+    """The poll answer in the compat envelope: the contract's keys of ``data`` also at the top level,
+    after data, and for a failed task (status 4) ``failure`` (its failure message) as the msg. A rule's
+    extra fields stay under data only, so that none can replace code, msg or data."""
+    body = polled(data)
+    if len(data) == len(POLL_KEYS):
+        fields = body[_DATA_AT + 8 : -2]
+    else:
+        fields = dumps({k: data[k] for k in POLL_KEYS})[1:-1]
+    msg = dumps(failure or DEFAULT_FAILURE_MESSAGE) if data["task_status"] == FAILED else b'"ok"'
+    return b'{"code":200,"msg":%s,%s,%s}' % (msg, body[_DATA_AT:-1], fields)
 
 
 async def _send_json(send: Send, body: bytes, status: int = 200, fault: bytes | None = None) -> int:
@@ -226,7 +251,8 @@ class CreateTask:
         except ClientDisconnect:
             return 0, raw  # the client left mid-body: there is no one to answer
         note_scope(scope, task_id=task.task_id)
-        created = submitted(task.task_id, task.request_id, task.credits)
+        render = submitted_compat if backend.compat else submitted
+        created = render(task.task_id, task.request_id, task.credits)
         if fault is None:  # the hot path: no coroutine more than it needs
             return await _send_json(send, created), raw
         return await _answer(scope, receive, send, backend, fault, created), raw
@@ -254,9 +280,10 @@ class GetTask:
             return answered.status, b""
         note_scope(scope, task_id=task.task_id)
         data = backend.task_data(task, _base_url(scope, incoming.host))
+        body = polled_compat(data, task.message or task.failure_message) if backend.compat else polled(data)
         if fault is None:  # the hot path: no coroutine more than it needs
-            return await _send_json(send, polled(data)), b""
-        return await _answer(scope, receive, send, backend, fault, polled(data)), b""
+            return await _send_json(send, body), b""
+        return await _answer(scope, receive, send, backend, fault, body), b""
 
 
 routes = [

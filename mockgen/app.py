@@ -226,7 +226,8 @@ class JournalMiddleware:
 
 async def openapi_document(request: Request) -> Response:
     """GET /openapi.json: the contract (and the control API) for the scenario in force."""
-    return json_response(build_openapi(request.app.state.backend.scenario, api.base_url(request)))
+    backend = request.app.state.backend
+    return json_response(build_openapi(backend.scenario, api.base_url(request), envelope=backend.envelope))
 
 
 async def dashboard(request: Request) -> Response:
@@ -326,6 +327,7 @@ def create_app(
     scenario: Scenario | str | Path | None = None,
     *,
     clock: str | None = None,
+    envelope: str | None = None,
     public_url: str | None = None,
     admin_token: str | None = None,
     max_tasks: int = 1_000_000,
@@ -336,6 +338,7 @@ def create_app(
 ) -> Starlette:
     """The ASGI app of one emulated world. ``scenario`` is a Scenario, a bundled name or a path.
 
+    ``clock`` and ``envelope`` override the scenario's (``envelope="compat"``: README, Known clients).
     With ``watch``, a scenario loaded from a file is reloaded whenever the file changes. With
     ``state_file``, the world is restored from it (if it exists) and written back at shutdown.
     """
@@ -359,7 +362,7 @@ def create_app(
             if state_path is not None:
                 save_state_file(app.state.backend, state_path)
 
-    backend = Backend(scenario, clock=clock, store=MemoryStore(max_tasks, journal_limit))
+    backend = Backend(scenario, clock=clock, envelope=envelope, store=MemoryStore(max_tasks, journal_limit))
     routes = [
         *api.routes,
         Route("/files/{name}", result_file, methods=["GET", "HEAD"]),

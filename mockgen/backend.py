@@ -17,7 +17,7 @@ from .clock import Clock, ManualClock, SystemClock
 from .errors import ApiError, ControlError
 from .media import ASPECT_RATIOS
 from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Ledger, LedgerEntry, Plan, Task
-from .scenario import KEY_RE, Behaviour, Fault, Match, ModelSpec, Scenario
+from .scenario import ENVELOPES, KEY_RE, Behaviour, Fault, Match, ModelSpec, Scenario
 from .store import MemoryStore, Store
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -142,8 +142,12 @@ class Backend:
         *,
         clock: str | None = None,
         store: Store | None = None,
+        envelope: str | None = None,
     ) -> None:
         self.clock_override = clock
+        if envelope is not None and envelope not in ENVELOPES:
+            raise ValueError(f"envelope must be one of {', '.join(ENVELOPES)}, not {envelope!r}")
+        self.envelope_override = envelope  # like the clock: a flag or MOCKGEN_ENVELOPE beats the scenario
         self.store: Store = store or MemoryStore()
         self.load(scenario)
 
@@ -158,6 +162,8 @@ class Backend:
         s = self.scenario
         kind = self.clock_override or s.clock
         self.clock: Clock = ManualClock(s.start_time) if kind == "manual" else SystemClock()
+        self.envelope = self.envelope_override or s.envelope
+        self.compat = self.envelope == "compat"  # read on every answer of the contract's two routes
         seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(8), "big")
         self.rng = random.Random(seed)
         self._faker_seed = seed

@@ -34,6 +34,13 @@ def main() -> None:
     help="Override the scenario's clock.",
 )
 @click.option(
+    "--envelope",
+    envvar="MOCKGEN_ENVELOPE",
+    type=click.Choice(["documented", "compat"]),
+    default=None,
+    help="Override the scenario's envelope; compat also puts the task's fields at the top level (vendor SDKs).",
+)
+@click.option(
     "--public-url",
     envvar="MOCKGEN_PUBLIC_URL",
     default=None,
@@ -57,6 +64,7 @@ def serve(
     host: str,
     port: int,
     clock: str | None,
+    envelope: str | None,
     public_url: str | None,
     admin_token: str | None,
     max_tasks: int,
@@ -73,6 +81,7 @@ def serve(
         app = create_app(
             scenario,
             clock=clock,
+            envelope=envelope,
             public_url=public_url,
             admin_token=admin_token,
             max_tasks=max_tasks,

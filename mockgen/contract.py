@@ -229,6 +229,9 @@ class Contract:
 
     def check_lifecycle(self) -> None:
         answer = self.create({"model_id": self.model, "prompt": "contract check: a lighthouse at dawn"})
+        envelope = self.envelope_of(answer.json())
+        if envelope == "compat":  # check its answers against the document of a compat mockgen
+            self.doc = build_openapi(envelope="compat")
         if not self.expect("create: submit a task", answer, CREATE, "post", 200, 200):
             return
         created = answer.json()["data"]
@@ -253,6 +256,36 @@ class Contract:
         seq = " -> ".join(str(s) for s in _runs(statuses))
         self.record("query: status sequence to 3 or 4", problems, f"task {task_id}: {seq}")
         self.check_result(data)
+        self.check_envelope(envelope, last)
+
+    @staticmethod
+    def envelope_of(body: Any) -> str | None:
+        """Which shape a code-200 answer has: "documented" (the task's fields under data only),
+        "compat" (every one of them also at the top level, equal), "mixed", or None (no such answer)."""
+        if not isinstance(body, dict) or body.get("code") != 200 or not isinstance(body.get("data"), dict):
+            return None
+        data = body["data"]
+        copied = [k for k in data if k in body and k not in ("code", "msg", "data")]
+        if not copied:
+            return "documented"
+        return "compat" if all(k in body and body[k] == v for k, v in data.items()) else "mixed"
+
+    def check_envelope(self, created: str | None, last: dict[str, Any]) -> None:
+        """The shape row: the create answer and the last poll must have the same one of the two shapes."""
+        polled = self.envelope_of(last)
+        problems = []
+        if created != polled or created not in ("documented", "compat"):
+            problems.append(
+                f"the create answer is {created}, the last poll {polled}: neither the documented shape "
+                "(task fields under data only) nor compat (also at the top level) throughout"
+            )
+        if polled == "compat" and last["data"].get("task_status") == 4 and last.get("msg") == "ok":
+            problems.append("compat, but a failed task's msg is 'ok', not its failure message")
+        detail = {
+            "documented": "documented (task fields under data only)",
+            "compat": "compat (also at top level)",
+        }.get(str(created), "")
+        self.record("shape: envelope", problems, detail)
 
     def poll(self, task_id: str) -> tuple[list[int], dict[str, Any] | None]:
         """Poll until 3 or 4; on a mockgen with a manual clock, move the clock instead of waiting."""

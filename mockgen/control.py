@@ -55,7 +55,9 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
 
 async def health(request: Request) -> Response:
     b = _backend(request)
-    return json_response({"status": "ok", "scenario": b.scenario.name, "clock": b.clock.kind, "now": b.now()})
+    return json_response(
+        {"status": "ok", "scenario": b.scenario.name, "clock": b.clock.kind, "envelope": b.envelope, "now": b.now()}
+    )
 
 
 async def list_accounts(request: Request) -> Response:
@@ -183,7 +185,8 @@ async def wait_requests(request: Request) -> Response:
 
 
 async def get_scenario(request: Request) -> Response:
-    s = _backend(request).scenario
+    b = _backend(request)
+    s = b.scenario
     return json_response(
         {
             "name": s.name,
@@ -191,6 +194,7 @@ async def get_scenario(request: Request) -> Response:
             "path": s.path,
             "seed": s.seed,
             "clock": s.clock,
+            "envelope": b.envelope,  # in force: the scenario's, or --envelope / MOCKGEN_ENVELOPE
             "auth_mode": s.auth_mode,
             "models": {m.model_id: {"task_type": m.task_type, "cost": m.cost} for m in s.models.values()},
             "rules": [r.name for r in s.rules],

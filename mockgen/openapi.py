@@ -235,8 +235,11 @@ def _control_paths() -> dict[str, Any]:
     }
 
 
-def build_openapi(scenario: Scenario | None = None, server_url: str | None = None) -> dict[str, Any]:
-    """The document served at ``GET /openapi.json``; model ids and limits follow ``scenario``."""
+def build_openapi(
+    scenario: Scenario | None = None, server_url: str | None = None, *, envelope: str | None = None
+) -> dict[str, Any]:
+    """The document served at ``GET /openapi.json``; model ids, limits and the envelope follow
+    ``scenario`` (``envelope``, when given, is the one in force instead of the scenario's)."""
     from . import __version__
 
     models = list(scenario.models) if scenario is not None else list(SEED_MODELS)
@@ -268,7 +271,37 @@ def build_openapi(scenario: Scenario | None = None, server_url: str | None = Non
     }
     if server_url:
         doc["servers"] = [{"url": server_url}]
+    if (envelope or (scenario.envelope if scenario is not None else "documented")) == "compat":
+        add_compat_fields(doc)
     return doc
+
+
+def add_compat_fields(doc: dict[str, Any]) -> None:
+    """Describe the compat envelope: the code-200 answers of the two contract routes also carry
+    their data's fields at the top level (the create answer task_status 1 too), and a poll's msg is
+    a failed task's failure message. Found from the routes' 200 schemas, whatever they are named."""
+    schemas = doc["components"]["schemas"]
+
+    def resolve(schema: Schema) -> Schema:
+        return schemas[schema["$ref"].rsplit("/", 1)[-1]] if "$ref" in schema else schema
+
+    for path, method in (("/api/v1/tasks/create", "post"), ("/api/v1/tasks/{task_id}", "get")):
+        answer = resolve(doc["paths"][path][method]["responses"]["200"]["content"][JSON]["schema"])
+        for success in map(resolve, answer.get("oneOf", [answer])):
+            props = success.get("properties", {})
+            if props.get("code", {}).get("const") != 200 or "data" not in props:
+                continue  # a code-0 answer keeps the documented envelope
+            data = resolve(props["data"])
+            top = {k: v for k, v in data["properties"].items() if k not in props}
+            required = [k for k in data.get("required", []) if k in top]
+            if method == "post":
+                top["task_status"] = {"const": 1, "description": "1 queued (at the top level only)"}
+                required.append("task_status")
+            else:
+                props["msg"] = {"type": "string", "minLength": 1, "description": "'ok', or a failed task's message"}
+            props.update(top)
+            success["required"] = [*success.get("required", []), *required]
+    doc["info"]["description"] += " Envelope in force: compat (code-200 answers repeat data's fields at the top level)."
 
 
 def response_schema(doc: dict[str, Any], path: str, method: str, status: int) -> Schema | None:

@@ -16,6 +16,8 @@ from .errors import ScenarioError, ScenarioIssue
 
 TaskType = Literal["image", "video"]
 Progress = Literal["time", "polls", "manual"]
+Envelope = Literal["documented", "compat"]
+ENVELOPES: tuple[Envelope, ...] = ("documented", "compat")
 OUTCOMES = ("success", "failed")
 KEY_RE = re.compile(r"sk-[A-Za-z0-9]{32}")
 FAULT_STATUSES = frozenset({400, 403, 408, 409, 429, 500, 502, 503, 504})
@@ -236,6 +238,8 @@ class Scenario:
     path: str | None = None
     seed: int | None = None
     clock: Literal["real", "manual"] = "real"
+    # "compat" also copies the task's fields to the top level of the contract's answers (README, Known clients).
+    envelope: Envelope = "documented"
     start_time: float | None = None
     auth_mode: Literal["open", "strict"] = "open"
     default_credits: int = 1000
@@ -528,7 +532,7 @@ def _read_fault(r: _Reader, value: object, path: Path_, models: Mapping[str, Mod
 
 _TOP_KEYS = (
     "name", "description", "seed", "clock", "start_time", "auth", "accounts", "models",
-    "defaults", "rules", "faults", "results", "limits",
+    "defaults", "rules", "faults", "results", "limits", "envelope",
 )  # fmt: skip
 
 
@@ -642,6 +646,7 @@ def parse_scenario(text: str, file: str = "<scenario>", *, name: str | None = No
     scenario_name = r.string(top, "name", ())
     clock: Literal["real", "manual"] = r.string(top, "clock", (), ("real", "manual")) or "real"
     start_time = r.convert(top, "start_time", (), _parse_instant)
+    envelope: Envelope = r.string(top, "envelope", (), ENVELOPES) or "documented"
     auth_mode: Literal["open", "strict"] = r.string(auth, "mode", ("auth",), ("open", "strict")) or "open"
     default_credits = r.integer(auth, "default_credits", ("auth",))
     cdn_base = r.string(results, "cdn_base", ("results",))
@@ -654,6 +659,7 @@ def parse_scenario(text: str, file: str = "<scenario>", *, name: str | None = No
         path=None if file.startswith("<") else file,
         seed=seed,
         clock=clock,
+        envelope=envelope,
         start_time=start_time,
         auth_mode=auth_mode,
         default_credits=default.default_credits if default_credits is None else default_credits,

@@ -34,9 +34,10 @@ def test_all_pass_against_mockgen(mock: MockServer) -> None:
     assert lines[0] == f"mockgen contract: {mock.base_url} with key sk-ci00…0001"
     assert lines[1].split() == ["check", "result", "detail"]
     rows = [line for line in lines[3:] if "  PASS  " in line or "  FAIL  " in line or "  SKIP  " in line]
-    assert len(rows) == 17 and all("  PASS  " in row for row in rows)
-    assert "17 passed, 0 failed, 0 skipped" in result.output
+    assert len(rows) == 18 and all("  PASS  " in row for row in rows)
+    assert "18 passed, 0 failed, 0 skipped" in result.output
     assert "1 -> 2 x4 -> 3" in result.output  # queued 1 s, running 4 s, polled each emulated second
+    assert "shape: envelope" in result.output and "documented (task fields under data only)" in result.output
     assert mock.balance() == 1000 - 15  # one paid task, nothing else charged
 
 
@@ -81,7 +82,7 @@ def test_a_non_local_server_gets_no_paid_task_without_allow_charges(
     assert "Pass --allow-charges to run them." in result.output
     assert mock.tasks() == [] and mock.balance() == 1000
     charged = contract(mock.base_url, mock.api_key, "--allow-charges")
-    assert charged.exit_code == 0 and "17 passed" in charged.output and mock.balance() == 985
+    assert charged.exit_code == 0 and "18 passed" in charged.output and mock.balance() == 985
 
 
 def test_is_local() -> None:
