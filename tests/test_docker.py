@@ -53,6 +53,18 @@ def test_dockerfile_is_small_non_root_and_self_checking() -> None:
     assert ("CMD", '["mockgen", "serve"]') in stage
 
 
+def test_the_image_installs_the_wheel_at_the_locked_versions() -> None:
+    rows = instructions()
+    build = rows[: max(i for i, (word, _) in enumerate(rows) if word == "FROM")]
+    assert any(word == "COPY" and shlex.split(rest)[0] == "requirements/lock.txt" for word, rest in build)
+    assert any(word == "RUN" and "requirements/lock.txt /wheels/" in rest for word, rest in build)
+    install = next(rest for word, rest in final_stage() if word == "RUN" and "pip install" in rest)
+    args = shlex.split(install.split("&&")[0])
+    assert args[:2] == ["pip", "install"] and "/wheels/*.whl" in args
+    assert args[args.index("-c") + 1] == "/wheels/lock.txt"  # constraints: the wheel's dependencies, pinned
+    assert "pip check" in install
+
+
 def test_everything_the_image_copies_exists() -> None:
     for word, rest in instructions():
         if word == "COPY" and not rest.startswith("--from"):
