@@ -76,3 +76,9 @@ class Serve:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def serve_once(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """``mockgen serve ARGS`` expected to refuse and exit: bounded, so a server that starts fails the test."""
+    command = [sys.executable, "-m", "mockgen", "serve", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)

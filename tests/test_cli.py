@@ -22,7 +22,7 @@ from mockgen.cli import main
 from mockgen.testing import MockServer
 
 from .conftest import free_port
-from .serving import Serve
+from .serving import Serve, serve_once
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,9 +126,9 @@ def test_python_dash_m_mockgen_help() -> None:
 
 def test_a_port_out_of_range_is_refused() -> None:
     for port in ("99999", "-1", "65536"):
-        result = CliRunner().invoke(main, ["serve", "--port", port])
-        assert result.exit_code == 2 and "0<=x<=65535" in result.output, result.output
-        assert "API" not in result.output
+        done = serve_once("--port", port)
+        assert done.returncode == 2 and "0<=x<=65535" in done.stderr, done.stderr
+        assert done.stdout == ""
 
 
 def test_port_0_listens_on_a_free_port_and_the_banner_names_it() -> None:
@@ -145,8 +145,7 @@ def test_an_address_in_use_is_one_error_line_with_no_banner() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        args = [sys.executable, "-m", "mockgen", "serve", "--port", str(port)]
-        done = subprocess.run(args, capture_output=True, text=True, timeout=30)
+        done = serve_once("--port", str(port))
     assert done.returncode == 1
     assert done.stdout == ""  # no URLs, no key: nothing was listening for them
     assert done.stderr == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use\n"

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from mockgen import create_app
-from mockgen.cli import main
 from mockgen.testing import MockServer
+
+from .serving import serve_once
 
 CREATE = "/api/v1/tasks/create"
 CI_KEY = {"Authorization": "Bearer sk-ci000000000000000000000000000001"}
@@ -29,10 +29,10 @@ def saved_world(path: Path, scenario: str = "ci") -> str:
 def test_a_state_saved_under_another_scenario_is_refused_naming_both(tmp_path: Path) -> None:
     path = tmp_path / "world.json"
     before = saved_world(path, "ci")
-    result = CliRunner().invoke(main, ["serve", "--scenario", "default", "--state-file", str(path)])
-    assert result.exit_code == 1 and "Traceback" not in result.output and "API" not in result.output
-    assert result.output.startswith(f"Error: state file {path} refused: it was saved under the scenario 'ci', ")
-    assert "this server runs 'default'" in result.output and "--state-any-scenario" in result.output
+    done = serve_once("--port", "0", "--scenario", "default", "--state-file", str(path))
+    assert done.returncode == 1 and done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"Error: state file {path} refused: it was saved under the scenario 'ci', ")
+    assert "this server runs 'default'" in done.stderr and "--state-any-scenario" in done.stderr
     assert path.read_text() == before  # nothing was loaded, so nothing will be overwritten
 
 
@@ -50,9 +50,9 @@ def test_state_any_scenario_loads_it_and_saves_it_under_the_scenario_in_force(tm
 def test_an_unwritable_state_path_is_refused_at_start(tmp_path: Path, where: str) -> None:
     (tmp_path / "a-file").write_text("not a directory")
     path = tmp_path / where
-    result = CliRunner().invoke(main, ["serve", "--state-file", str(path)])
-    assert result.exit_code == 1 and "Traceback" not in result.output and "API" not in result.output
-    assert result.output.startswith(f"Error: state file {path} refused: cannot write {path}.tmp")
+    done = serve_once("--port", "0", "--state-file", str(path))
+    assert done.returncode == 1 and done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"Error: state file {path} refused: cannot write {path}.tmp")
 
 
 def test_a_prompt_with_a_lone_surrogate_saves_and_loads_back(tmp_path: Path) -> None:
