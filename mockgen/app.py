@@ -408,6 +408,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.shutdown = control.Shutdown()  # a fresh one: an app may be served again after a stop
         watcher = asyncio.create_task(watch_scenario(app, watched, watch_interval)) if watched else None
         try:
             yield

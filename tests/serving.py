@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from typing import IO
 
@@ -46,6 +47,8 @@ class Serve:
         while True:
             try:
                 urllib.request.urlopen(f"{self.base}/_mock/health", timeout=1).close()
+                return self
+            except urllib.error.HTTPError:  # it answers (a 401 with --admin-token)
                 return self
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:

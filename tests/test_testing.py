@@ -229,3 +229,11 @@ def test_stop_answers_a_parked_long_poll_at_once() -> None:
     took = time.monotonic() - started
     waiter.join(timeout=10)
     assert took < 2.0 and answers == [503]
+
+
+def test_a_server_started_again_after_a_stop_still_long_polls() -> None:
+    mock = MockServer("ci")
+    for _ in range(2):
+        with mock:
+            submit(mock)
+            assert mock.wait_for_requests(f"POST {CREATE}", count=1, timeout=5)
