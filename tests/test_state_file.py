@@ -81,3 +81,13 @@ def test_a_save_that_fails_keeps_the_old_file_removes_its_tmp_and_says_so(tmp_pa
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is None
     assert errors[0].getMessage().startswith(f"state file {path} NOT written, the previous one is kept: ValueError")
+
+
+def test_a_save_that_fails_after_writing_its_tmp_removes_it(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "world.json"
+    app = create_app("ci", state_file=path)
+    with TestClient(app):
+        (path / "in-the-way").mkdir(parents=True)  # the .tmp is written, then cannot replace a directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["world.json"] and path.is_dir()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith(f"state file {path} NOT written")
