@@ -19,7 +19,7 @@ What it leaves out: kernel time (the socket reads and writes, which both servers
 that count alone the ratio bare/mockgen would be a conservative stand-in for wrk's), cache misses,
 branch mispredictions and memory stalls (an instruction is an instruction), and what 32 concurrent
 connections change. So it is a repeatable figure to compare commits by, not a prediction of req/s
-(it has come out above wrk's ratios here: README, Performance), and it repeats (each figure within
+(it has come out above wrk's ratios here: benchmarks/README.md), and it repeats (each figure within
 0.4% between runs) where wrk's moves by a fifth. What it keeps: garbage
 collection runs are instructions too, so their cost is spread over the N requests; so is the
 event loop's own idle work in that time (uvicorn ticks ten times a second of wall time: ~0.2 M

@@ -243,7 +243,11 @@ def _mtime(path: Path) -> float | None:
 
 
 async def watch_scenario(app: Starlette, path: Path, interval: float = 0.5) -> None:
-    """Reload the scenario file when it changes; a broken edit is logged and the old one stays."""
+    """Reload the scenario file when it changes; a broken edit is logged and the old one stays.
+
+    It never dies: whatever a bad edit raises (a YAML error, a 5,000-digit integer, nesting deep
+    enough to exhaust the stack) is logged, and a later good edit loads.
+    """
     last = _mtime(path)
     while True:
         await asyncio.sleep(interval)
@@ -253,32 +257,94 @@ async def watch_scenario(app: Starlette, path: Path, interval: float = 0.5) -> N
         last = current
         try:
             scenario = load_scenario(path)
+            app.state.backend.load(scenario)
         except ScenarioError as exc:
             log.error("scenario %s refused, keeping %r:\n%s", path, app.state.backend.scenario.name, exc)
             continue
-        app.state.backend.load(scenario)
+        except Exception as exc:  # the watcher must outlive any edit
+            name = app.state.backend.scenario.name
+            log.error("scenario %s refused, keeping %r: %s: %s", path, name, type(exc).__name__, exc)
+            continue
         log.warning("scenario %s reloaded: %r in force from its starting state", path, scenario.name)
 
 
-def load_state_file(backend: Backend, path: Path) -> bool:
-    """Restore the world from a state file; False when there is none yet (ControlError if it is bad)."""
+def check_state_path(path: Path) -> None:
+    """Refuse (ControlError) a state file that could not be written at shutdown, before any work is done."""
+    tmp = _tmp_path(path)
+    existed = tmp.exists()
+    try:
+        with tmp.open("a", encoding="utf-8"):
+            pass
+        if not existed:
+            tmp.unlink()
+    except OSError as exc:
+        raise ControlError(f"cannot write {tmp} (the state is saved there first): {exc.strerror or exc}") from None
+
+
+def load_state_file(backend: Backend, path: Path, *, any_scenario: bool = False) -> bool:
+    """Restore the world from a state file; False when there is none yet (ControlError if it is bad).
+
+    A state saved under another scenario is refused unless ``any_scenario``: loading it silently,
+    and then overwriting it at shutdown, would lose the other scenario's world.
+    """
     if not path.exists():
         return False
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ControlError(f"cannot read {path}: {exc}") from None
     if not isinstance(state, dict):
         raise ControlError(f"{path} does not hold an exported state")
+    saved, current = state.get("scenario"), backend.scenario.name
+    if isinstance(saved, str) and saved != current and not any_scenario:
+        raise ControlError(
+            f"it was saved under the scenario {saved!r}, and this server runs {current!r}: "
+            f"start it with --scenario {saved}, or pass --state-any-scenario to load it anyway "
+            f"(it is then saved under {current!r})"
+        )
     backend.import_state(state)
     return True
 
 
 def save_state_file(backend: Backend, path: Path) -> None:
-    """Write the world to a state file, atomically: a crash mid-write never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(backend.export_state(), ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(path)
+    """Write the world to a state file, atomically: a crash mid-write never leaves half a file.
+
+    ASCII with escapes, so any string the API accepted (a lone surrogate too) round-trips; a
+    number JSON cannot hold (NaN, infinity) raises instead of writing a file no load accepts.
+    On any failure the old file stays, the temporary one is removed, and the error is raised.
+    """
+    tmp = _tmp_path(path)
+    try:
+        text = json.dumps(backend.export_state(), ensure_ascii=True, allow_nan=False, indent=1)
+        tmp.write_text(text, encoding="ascii")
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
+async def stop_watcher(watcher: asyncio.Task[None]) -> None:
+    """Cancel the scenario watcher; if it had died, say why (it must not stop the save after it)."""
+    watcher.cancel()
+    try:
+        await watcher
+    except asyncio.CancelledError:
+        pass
+    except Exception as exc:
+        log.error("the scenario watcher had stopped: %s: %s", type(exc).__name__, exc)
+
+
+def save_at_shutdown(backend: Backend, path: Path) -> None:
+    """``save_state_file``, logging a failure in one line (the old file is kept) instead of raising."""
+    try:
+        save_state_file(backend, path)
+    except Exception as exc:
+        log.error("state file %s NOT written, the previous one is kept: %s: %s", path, type(exc).__name__, exc)
 
 
 class MockgenApp(Starlette):
@@ -335,12 +401,14 @@ def create_app(
     watch: bool = False,
     watch_interval: float = 0.5,
     state_file: str | Path | None = None,
+    state_any_scenario: bool = False,
 ) -> Starlette:
     """The ASGI app of one emulated world. ``scenario`` is a Scenario, a bundled name or a path.
 
     ``clock`` and ``envelope`` override the scenario's (``envelope="compat"``: README, Known clients).
     With ``watch``, a scenario loaded from a file is reloaded whenever the file changes. With
-    ``state_file``, the world is restored from it (if it exists) and written back at shutdown.
+    ``state_file``, the world is restored from it (if it exists) and written back at shutdown;
+    it must be writable, and saved under the same scenario unless ``state_any_scenario``.
     """
     if scenario is None:
         scenario = "default"
@@ -351,16 +419,16 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.shutdown = control.Shutdown()  # a fresh one: an app may be served again after a stop
         watcher = asyncio.create_task(watch_scenario(app, watched, watch_interval)) if watched else None
         try:
             yield
         finally:
+            app.state.shutdown.begin()
             if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+                await stop_watcher(watcher)
             if state_path is not None:
-                save_state_file(app.state.backend, state_path)
+                save_at_shutdown(app.state.backend, state_path)
 
     backend = Backend(scenario, clock=clock, envelope=envelope, store=MemoryStore(max_tasks, journal_limit))
     routes = [
@@ -384,7 +452,11 @@ def create_app(
     app.state.backend = backend
     app.state.admin_token = admin_token
     app.state.media_cache = MediaCache()
-    app.state.state_loaded = load_state_file(backend, state_path) if state_path else False
+    app.state.shutdown = control.Shutdown()
+    app.state.state_loaded = False
+    if state_path is not None:
+        check_state_path(state_path)
+        app.state.state_loaded = load_state_file(backend, state_path, any_scenario=state_any_scenario)
     app.backend = backend
     app.public_url = public_url.rstrip("/") if public_url else None
     app.add_middleware(JournalMiddleware, backend=backend)

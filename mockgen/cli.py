@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from .errors import ControlError, ScenarioError
 
 ENV = "MOCKGEN"
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -20,44 +24,71 @@ def main() -> None:
     """mockgen: an offline emulator of the image/video generation Open API."""
 
 
+def option(*names: str, **kwargs: Any) -> Callable[[F], F]:
+    """``click.option`` with its environment variable shown in ``--help``."""
+    return click.option(*names, show_envvar=True, **kwargs)
+
+
 @main.command()
-@click.option(
-    "--scenario", "-s", envvar="MOCKGEN_SCENARIO", default="default", help="Bundled scenario name or YAML path."
+@option("--scenario", "-s", envvar="MOCKGEN_SCENARIO", default="default", help="Bundled scenario name or YAML path.")
+@option("--host", envvar="MOCKGEN_HOST", default="127.0.0.1", help="Address to listen on (0.0.0.0: every interface).")
+@option(
+    "--port",
+    "-p",
+    envvar="MOCKGEN_PORT",
+    default=8000,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: a free one, shown in the banner).",
 )
-@click.option("--host", envvar="MOCKGEN_HOST", default="127.0.0.1")
-@click.option("--port", "-p", envvar="MOCKGEN_PORT", default=8000, type=int)
-@click.option(
+@option(
     "--clock",
     envvar="MOCKGEN_CLOCK",
     type=click.Choice(["real", "manual"]),
     default=None,
     help="Override the scenario's clock.",
 )
-@click.option(
+@option(
     "--envelope",
     envvar="MOCKGEN_ENVELOPE",
     type=click.Choice(["documented", "compat"]),
     default=None,
     help="Override the scenario's envelope; compat also puts the task's fields at the top level (vendor SDKs).",
 )
-@click.option(
+@option(
     "--public-url",
     envvar="MOCKGEN_PUBLIC_URL",
     default=None,
     help="Base URL for result links (behind Docker or a proxy).",
 )
-@click.option(
+@option(
     "--admin-token", envvar="MOCKGEN_ADMIN_TOKEN", default=None, help="Require 'Authorization: Bearer T' on /_mock/."
 )
-@click.option("--max-tasks", envvar="MOCKGEN_MAX_TASKS", default=1_000_000, type=click.IntRange(min=1))
-@click.option("--watch", envvar="MOCKGEN_WATCH", is_flag=True, help="Reload the scenario file when it changes.")
-@click.option("--access-log/--no-access-log", envvar="MOCKGEN_ACCESS_LOG", default=False)
-@click.option(
+@option(
+    "--max-tasks",
+    envvar="MOCKGEN_MAX_TASKS",
+    default=1_000_000,
+    type=click.IntRange(min=1),
+    help="Tasks kept; past it the oldest finished ones are dropped.",
+)
+@option("--watch", envvar="MOCKGEN_WATCH", is_flag=True, help="Reload the scenario file when it changes.")
+@option(
+    "--access-log/--no-access-log",
+    envvar="MOCKGEN_ACCESS_LOG",
+    default=False,
+    help="Print uvicorn's line for every request.",
+)
+@option(
     "--state-file",
     envvar="MOCKGEN_STATE_FILE",
     default=None,
     type=click.Path(dir_okay=False),
     help="Load the world from this JSON at start (if it exists); write it there at clean shutdown.",
+)
+@option(
+    "--state-any-scenario",
+    envvar="MOCKGEN_STATE_ANY_SCENARIO",
+    is_flag=True,
+    help="Load a --state-file saved under another scenario (refused otherwise).",
 )
 def serve(
     scenario: str,
@@ -71,11 +102,12 @@ def serve(
     watch: bool,
     access_log: bool,
     state_file: str | None,
+    state_any_scenario: bool,
 ) -> None:
     """Run the emulator."""
-    import uvicorn
-
     from .app import create_app
+    from .contract import is_loopback_host
+    from .server import BindError, bind, make_server
 
     try:
         app = create_app(
@@ -87,14 +119,22 @@ def serve(
             max_tasks=max_tasks,
             watch=watch,
             state_file=state_file,
+            state_any_scenario=state_any_scenario,
         )
     except ScenarioError as exc:
         raise click.ClickException(f"scenario refused:\n{exc}") from None
     except ControlError as exc:
         raise click.ClickException(f"state file {state_file} refused: {exc.msg}") from None
+    try:
+        sock = bind(host, port)  # before the banner: it names a port that is really ours
+    except BindError as exc:
+        raise click.ClickException(str(exc)) from None
+    port = sock.getsockname()[1]
     backend = app.state.backend
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    base = public_url or f"http://{shown_host}:{port}"
+    if ":" in shown_host:
+        shown_host = f"[{shown_host}]"
+    base = public_url.rstrip("/") if public_url else f"http://{shown_host}:{port}"
     key = backend.ready_key()
     click.echo(f"mockgen {backend.scenario.name!r} scenario, {backend.clock.kind} clock")
     click.echo(f"  API        {base}/api/v1/tasks/create")
@@ -104,8 +144,6 @@ def serve(
     if state_file:
         loaded = "loaded" if app.state.state_loaded else "new"
         click.echo(f"  state      {state_file} ({loaded}; written at shutdown)")
-    from .contract import is_loopback_host
-
     if not is_loopback_host(host) and not admin_token:
         click.secho(
             f"WARNING: listening on {host} with no --admin-token: anyone who can reach this port "
@@ -114,16 +152,30 @@ def serve(
             err=True,
         )
     sys.stdout.flush()
-    # This process is ours: move what startup made out of the collector's sight, so the full
-    # collections that tasks piling up trigger do not walk every module and class again, and
-    # collect less often (requests free what they make by reference counting; each submit leaves
-    # one long-lived task, which the default thresholds re-examine over and over: ~10% of a submit).
+    server = make_server(app, access_log=access_log)
+    with tuned_gc():
+        server.run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def tuned_gc() -> Iterator[None]:
+    """The collector tuned for a server process, and put back as it was when the server returns.
+
+    Moves what startup made out of the collector's sight, so the full collections that tasks
+    piling up trigger do not walk every module and class again, and collects less often (requests
+    free what they make by reference counting; each submit leaves one long-lived task, which the
+    default thresholds re-examine over and over: ~10% of a submit). Restored afterwards, so a
+    process that calls ``serve`` in-process (a test session) keeps its own settings.
+    """
+    thresholds = gc.get_threshold()
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    # ws="none": nothing here speaks WebSocket, and uvicorn's default imports the websockets package
-    # at startup (~0.1 s of the 0.5 s budget from start to the first answer).
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=access_log, ws="none")
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 @main.command()
@@ -159,35 +211,44 @@ def scenarios() -> None:
         click.echo(f"{name:<14} {summary[0] if summary else ''}")
 
 
+UNREACHABLE = 3  # `mockgen contract`'s exit status when nothing answers at the URL (1 is drift)
+
+
 @main.command()
-@click.option("--base-url", envvar="MOCKGEN_CONTRACT_URL", required=True, help="The server to check.")
-@click.option("--key", envvar="MOCKGEN_CONTRACT_KEY", required=True, help="An API key of that server.")
+@option("--base-url", envvar="MOCKGEN_CONTRACT_URL", required=True, help="The server to check.")
+@option("--key", envvar="MOCKGEN_CONTRACT_KEY", required=True, help="An API key of that server.")
 @click.option("--allow-charges", is_flag=True, help="Submit paid tasks on a non-local server.")
 @click.option("--model", default="gpt-image-2", help="The model of the paid task.")
 @click.option("--timeout", default=120.0, type=click.FloatRange(min=0), help="Seconds to wait for a task to finish.")
 @click.option("--interval", default=1.0, type=click.FloatRange(min=0.01), help="Seconds between polls.")
-@click.option("--admin-token", envvar="MOCKGEN_ADMIN_TOKEN", default=None, help="For a mockgen's /_mock/ API.")
+@option("--admin-token", envvar="MOCKGEN_ADMIN_TOKEN", default=None, help="For a mockgen's /_mock/ API.")
 def contract(
     base_url: str, key: str, allow_charges: bool, model: str, timeout: float, interval: float, admin_token: str | None
 ) -> None:
-    """Check a server (mockgen or the real service) against the contract; exit 1 on drift."""
+    """Check a server (mockgen or the real service) against the contract.
+
+    Exit 0 when it matches, 1 on drift, 3 when nothing answers at the URL.
+    """
     from .contract import run_contract
     from .journal import mask_key
 
     click.echo(f"mockgen contract: {base_url} with key {mask_key(key)}")
     options = {"model": model, "timeout": timeout, "interval": interval, "admin_token": admin_token}
     report = run_contract(base_url, key, allow_charges=allow_charges, **options)
+    if report.unreachable:
+        click.echo(f"Error: {base_url} is unreachable ({report.unreachable}): is the server running?", err=True)
+        sys.exit(UNREACHABLE)
     click.echo(report.table())
     if report.failed:
         raise click.ClickException(f"contract drift: {len(report.failed)} check(s) failed")
 
 
 @main.command()
-@click.option(
+@option(
     "--url", envvar="MOCKGEN_HEALTHCHECK_URL", default=None, help="Base URL (default: http://127.0.0.1:$MOCKGEN_PORT)."
 )
-@click.option("--admin-token", envvar="MOCKGEN_ADMIN_TOKEN", default=None)
-@click.option("--timeout", envvar="MOCKGEN_HEALTHCHECK_TIMEOUT", default=3.0)
+@option("--admin-token", envvar="MOCKGEN_ADMIN_TOKEN", default=None, help="The server's --admin-token, if it has one.")
+@option("--timeout", envvar="MOCKGEN_HEALTHCHECK_TIMEOUT", default=3.0, help="Seconds to wait for the answer.")
 def healthcheck(url: str | None, admin_token: str | None, timeout: float) -> None:
     """Exit 0 when /_mock/health answers 200 (for Docker's HEALTHCHECK; needs no curl)."""
     import urllib.error  # here, not at the top: it costs `serve` ~40 ms of startup

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,9 +19,48 @@ from .http import json_response, read_body, read_control_json
 from .journal import Entry, mask_key
 from .scenario import bundled_names, load_scenario, parse_scenario
 
+T = TypeVar("T")
+
 
 def _backend(request: Request) -> Backend:
     return request.app.state.backend
+
+
+class Shutdown:
+    """Ends the long-polls in flight when the server starts shutting down (``begin``).
+
+    A server waits for its open requests before it stops, so a parked long-poll would hold the
+    shutdown for its whole timeout (Docker kills a container 10 s after SIGTERM).
+    """
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._wakers: set[asyncio.Future[None]] = set()
+
+    def begin(self) -> None:
+        """Shut down: every ``race`` under way returns None at once, and later ones at once too."""
+        self.stopping = True
+        for waker in self._wakers:
+            if not waker.done():
+                waker.set_result(None)
+
+    async def race(self, awaitable: Awaitable[T]) -> T | None:
+        """What ``awaitable`` gives, or None if the server shuts down first (it is then cancelled)."""
+        task = asyncio.ensure_future(awaitable)
+        waker: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._wakers.add(waker)
+        try:
+            if not self.stopping:
+                await asyncio.wait((task, waker), return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                return task.result()
+            return None
+        finally:
+            self._wakers.discard(waker)
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 def _base(request: Request) -> str:
@@ -179,9 +220,14 @@ async def wait_requests(request: Request) -> Response:
         raise ControlError("count must be >= 1 and timeout from 0 to 300 seconds")
     journal = _backend(request).store.journal
     pred = _journal_filter(request)
-    arrived = await journal.wait_for(pred, count, timeout)
+    shutdown: Shutdown | None = getattr(request.app.state, "shutdown", None)
+    waiting = journal.wait_for(pred, count, timeout)
+    arrived = await (shutdown.race(waiting) if shutdown is not None else waiting)
     matching = journal.select(pred)
-    return json_response({"arrived": arrived, "count": len(matching), "requests": matching}, 200 if arrived else 408)
+    answer: dict[str, Any] = {"arrived": bool(arrived), "count": len(matching), "requests": matching}
+    if arrived is None:  # the server is shutting down: answer now rather than hold it up
+        return json_response({"error": "the server is shutting down", **answer}, 503)
+    return json_response(answer, 200 if arrived else 408)
 
 
 async def get_scenario(request: Request) -> Response:

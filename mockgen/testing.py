@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -109,6 +108,7 @@ class MockServer:
         host: str = "127.0.0.1",
         port: int = 0,
         admin_token: str | None = None,
+        loop: str = "auto",
         **app_options: Any,
     ) -> None:
         from .app import create_app
@@ -116,6 +116,7 @@ class MockServer:
         self.app = create_app(scenario, clock=clock, admin_token=admin_token, **app_options)
         self.host = host
         self.port = port
+        self.loop = loop
         self.admin_token = admin_token
         self.base_url = ""
         self.api_key = ""
@@ -125,29 +126,27 @@ class MockServer:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> MockServer:
-        import uvicorn
+        """Listen and serve in a thread, running the app's lifespan (so ``watch=`` and ``state_file=`` work)."""
+        from .server import bind, make_server
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
+        sock = bind(self.host, self.port)  # uvicorn listens on it and closes it when it stops
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
-        self._server = uvicorn.Server(config)
+        self._server = make_server(self.app, lifespan="on", loop=self.loop)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if time.monotonic() > deadline or not self._thread.is_alive():
-                sock.close()
                 self.stop()
+                sock.close()
                 raise RuntimeError(f"mockgen server did not start on {self.host}:{self.port} within {timeout} s")
             time.sleep(0.01)  # waiting for a real socket to listen, not for emulated time
-        sock.close()
         self.base_url = f"http://{self.host}:{self.port}"
         self.api_key = self.app.state.backend.ready_key()
         return self
 
     def stop(self) -> None:
+        """Shut down as a server does: long-polls answered at once, then the lifespan (the state file saved)."""
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:

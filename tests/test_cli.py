@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import click
 from click.testing import CliRunner
 
 from mockgen.cli import main
 from mockgen.testing import MockServer
 
 from .conftest import free_port
+from .serving import Serve, serve_once
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,3 +119,122 @@ def test_python_dash_m_mockgen_help() -> None:
     out = subprocess.run([sys.executable, "-m", "mockgen", "--help"], capture_output=True, text=True, check=True)
     for command in ("serve", "validate", "scenarios", "healthcheck"):
         assert command in out.stdout
+
+
+# --- what a new user meets first: the port, the banner, the access log, --help ---------------------
+
+
+def test_a_port_out_of_range_is_refused() -> None:
+    for port in ("99999", "-1", "65536"):
+        done = serve_once("--port", port)
+        assert done.returncode == 2 and "0<=x<=65535" in done.stderr, done.stderr
+        assert done.stdout == ""
+
+
+def test_port_0_listens_on_a_free_port_and_the_banner_names_it() -> None:
+    with Serve("--port", "0", "--clock", "manual") as served:
+        port = int(served.base.rsplit(":", 1)[1])
+        assert port > 0 and served.base == f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{served.base}/_mock/health", timeout=5) as r:
+            assert json.loads(r.read())["clock"] == "manual"
+    assert "Traceback" not in served.errors
+
+
+def test_an_address_in_use_is_one_error_line_with_no_banner() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = serve_once("--port", str(port))
+    assert done.returncode == 1
+    assert done.stdout == ""  # no URLs, no key: nothing was listening for them
+    assert done.stderr == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+
+
+def test_a_public_url_with_a_trailing_slash_gives_clean_links() -> None:
+    port = free_port()
+    with Serve("--port", str(port), "--public-url", f"http://127.0.0.1:{port}/") as served:
+        text = "".join(served.banner)
+        assert f"http://127.0.0.1:{port}/api/v1/tasks/create" in text and "//api" not in text
+        assert f"http://127.0.0.1:{port}/_mock/health" in text and "//_mock" not in text
+
+
+def test_access_log_prints_uvicorns_lines_and_is_off_by_default() -> None:
+    for flags, expected in ((["--access-log"], True), ([], False)):
+        served = Serve("--port", "0", *flags).wait_ready()
+        try:
+            urllib.request.urlopen(f"{served.base}/_mock/health?probe=1", timeout=5).close()
+        finally:
+            served.stop()
+        logged = served.output + served.errors
+        assert ('"GET /_mock/health?probe=1 HTTP/1.1" 200' in logged) is expected, logged
+
+
+def test_shutdown_with_a_parked_long_poll_is_prompt() -> None:
+    served = Serve("--port", "0", "--clock", "manual").wait_ready()
+    answers: list[int] = []
+
+    def park() -> None:
+        url = f"{served.base}/_mock/requests/wait?path=/nothing&timeout=30"
+        try:
+            urllib.request.urlopen(url, timeout=40).close()
+        except urllib.error.HTTPError as exc:
+            answers.append(exc.code)
+
+    waiter = threading.Thread(target=park)
+    waiter.start()
+    time.sleep(0.3)  # for the real request to reach the real server and park
+    started = time.monotonic()
+    served.stop()
+    took = time.monotonic() - started
+    waiter.join(timeout=10)
+    assert took < 2.0, f"shutdown took {took:.1f} s"
+    assert answers == [503] and "Traceback" not in served.errors
+
+
+def test_every_option_has_help_and_shows_its_environment_variable() -> None:
+    for name, command in main.commands.items():
+        helped = CliRunner().invoke(main, [name, "--help"], terminal_width=200)
+        assert helped.exit_code == 0
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.name == "help":
+                continue
+            assert param.help, f"mockgen {name} {param.opts[0]} has no help text"
+            if param.envvar:
+                assert param.show_envvar and f"env var: {param.envvar}" in helped.output, (name, param.opts)
+
+
+def test_serve_returns_the_gc_settings_it_tuned() -> None:
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    port = free_port()
+    serving = threading.Event()
+
+    def interrupt_when_up() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and serving.is_set():
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_mock/health", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)  # waiting for a real server to listen
+        if serving.is_set():
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: uvicorn stops, then re-raises it
+
+    serving.set()
+    stopper = threading.Thread(target=interrupt_when_up)
+    stopper.start()
+    try:
+        result = CliRunner().invoke(main, ["serve", "--port", str(port), "--clock", "manual"])
+    finally:
+        serving.clear()
+        stopper.join(timeout=15)
+    assert "API" in result.output and "Traceback" not in result.output
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen
+
+
+def test_contract_against_a_port_with_nothing_listening_says_unreachable() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(main, ["contract", "--base-url", url, "--key", "sk-" + "a" * 32])
+    assert result.exit_code == 3, result.output
+    assert f"Error: {url} is unreachable" in result.output and "Connection refused" in result.output
+    assert "drift" not in result.output and "FAIL" not in result.output

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner
-
-from mockgen.cli import main
-
 from .conftest import free_port
+from .serving import Serve
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -96,12 +93,13 @@ def test_the_containers_command_line_serves_and_its_healthcheck_passes() -> None
         server.stderr.close()  # type: ignore[union-attr]
 
 
-def test_serve_binds_where_told_and_warns_when_the_control_api_is_exposed(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[dict] = []
-    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: calls.append(kwargs))
-    result = CliRunner().invoke(main, ["serve"], env={"MOCKGEN_HOST": "0.0.0.0", "MOCKGEN_PORT": "8123"})
-    assert result.exit_code == 0, result.output
-    assert calls[0]["host"] == "0.0.0.0" and calls[0]["port"] == 8123
-    assert "WARNING" in result.output and "--admin-token" in result.output
-    quiet = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--admin-token", "t"])
-    assert quiet.exit_code == 0 and "WARNING" not in quiet.output
+def test_serve_binds_where_told_and_warns_when_the_control_api_is_exposed() -> None:
+    env = {"MOCKGEN_HOST": "0.0.0.0", "MOCKGEN_PORT": "0"}
+    with Serve(env=env) as served:  # the image's host: every interface, reached here on loopback
+        port = served.base.rsplit(":", 1)[1]
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=5):
+            pass
+    assert "WARNING: listening on 0.0.0.0 with no --admin-token" in served.errors
+    with Serve("--admin-token", "t", env=env) as quiet:
+        pass
+    assert "WARNING" not in quiet.errors

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
+import time
 
 import httpx
 import pytest
@@ -177,3 +180,60 @@ def test_the_journal_is_bounded() -> None:
         for prompt in "abcde":
             submit(mock, prompt)
         assert [e["body"][-4:-2] for e in mock.requests()] == ['"c', '"d', '"e']
+
+
+# --- the server's own lifecycle: its socket, its lifespan, its loop ----------------------------
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "auto"])
+def test_the_server_keeps_serving_on_either_event_loop(loop: str) -> None:
+    with MockServer("ci", loop=loop) as mock:
+        for _ in range(3):  # a listening socket closed under uvicorn fails from the first accept on
+            assert httpx.get(mock.url("/_mock/health"), timeout=5).status_code == 200
+        assert submit(mock)["code"] == 200
+
+
+def test_state_file_is_loaded_at_start_and_written_at_stop(tmp_path) -> None:
+    state = tmp_path / "world.json"
+    with MockServer("ci", state_file=state) as mock:
+        task_id = submit(mock)["data"]["task_id"]
+        assert not state.exists()
+    assert [t["task_id"] for t in json.loads(state.read_text())["tasks"]] == [task_id]
+    with MockServer("ci", state_file=state) as mock:
+        assert [t["task_id"] for t in mock.tasks()] == [task_id] and mock.balance() == 985
+
+
+def test_watch_reloads_the_scenario_file_of_a_running_server(tmp_path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: first\nclock: manual\n")
+    with MockServer(path, watch=True, watch_interval=0.02) as mock:
+        path.write_text("name: second\nclock: manual\n")
+        deadline = time.monotonic() + 5
+        while httpx.get(mock.url("/_mock/health")).json()["scenario"] != "second":
+            assert time.monotonic() < deadline, "the watcher never reloaded the file"
+            time.sleep(0.02)  # file watching is real I/O
+
+
+def test_stop_answers_a_parked_long_poll_at_once() -> None:
+    mock = MockServer("ci").start()
+    answers: list[int] = []
+
+    def park() -> None:
+        answers.append(httpx.get(mock.url("/_mock/requests/wait?path=/nothing&timeout=30"), timeout=40).status_code)
+
+    waiter = threading.Thread(target=park)
+    waiter.start()
+    time.sleep(0.3)  # for the real request to reach the real server and park
+    started = time.monotonic()
+    mock.stop()
+    took = time.monotonic() - started
+    waiter.join(timeout=10)
+    assert took < 2.0 and answers == [503]
+
+
+def test_a_server_started_again_after_a_stop_still_long_polls() -> None:
+    mock = MockServer("ci")
+    for _ in range(2):
+        with mock:
+            submit(mock)
+            assert mock.wait_for_requests(f"POST {CREATE}", count=1, timeout=5)
