@@ -25,7 +25,7 @@ from .backend import Backend
 from .errors import ApiError, ControlError, ScenarioError
 from .faults import injected_fault
 from .http import envelope, json_response, note, noted_fault
-from .journal import Headers, Record, mask_headers, scrub
+from .journal import Headers, KeyId, Record, mask_headers, scrub
 from .models import SUCCEEDED
 from .openapi import build_openapi
 from .scenario import Scenario, load_scenario
@@ -123,7 +123,7 @@ class JournalMiddleware:
     def __init__(self, app: ASGIApp, backend: Backend) -> None:
         self.app = app
         self.backend = backend
-        self._seen: dict[tuple[Any, ...], tuple[Headers, str | None]] = {}
+        self._seen: dict[tuple[Any, ...], tuple[Headers, KeyId | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -187,7 +187,7 @@ class JournalMiddleware:
         entry: Record = (
             self.backend.now(),
             scope["method"],
-            scope["path"],
+            scrub(scope["path"]),  # a key may be sent in the path too
             scrub(query) if (query := scope.get("query_string", b"")) else query,
             headers,
             key,
@@ -198,7 +198,7 @@ class JournalMiddleware:
         )
         self.backend.store.journal.append(entry)
 
-    def _headers(self, raw: Any) -> tuple[Headers, str | None]:
+    def _headers(self, raw: Any) -> tuple[Headers, KeyId | None]:
         """The request's headers as the journal keeps them (no whole key), and the masked key.
 
         Clients send the same few header sets over and over, so each is masked once and its

@@ -33,7 +33,7 @@ def header_fault(request: Request) -> Fault | None:
     if value is None:
         return None
     value = value.strip().lower()
-    if value.isdigit() and int(value) in FAULT_STATUSES:
+    if value.isascii() and value.isdigit() and int(value) in FAULT_STATUSES:  # (str.isdigit takes '²' too)
         return Fault(name=f"header:{value}", match=Match(), status=int(value))
     if value in ("truncate", "close"):
         return Fault(name=f"header:{value}", match=Match(), truncate=value == "truncate", close=value == "close")
