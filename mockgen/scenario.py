@@ -278,11 +278,12 @@ _INT_TEXT = 80  # characters of an integer literal (a 53-bit one in binary with 
 class _Refused(Exception):
     """A value the bounded loader will not build: where it is and what to change."""
 
-    def __init__(self, mark: yaml.Mark | None, message: str) -> None:
+    def __init__(self, mark: yaml.Mark | None, message: str, path: Path_ | None = None) -> None:
         super().__init__(message)
         self.line = mark.line + 1 if mark is not None else None
         self.at = (mark.line, mark.column) if mark is not None else None
         self.message = message
+        self.path = path  # known while composing; found from ``at`` while constructing
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -292,10 +293,12 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def __init__(self, text: str) -> None:
         super().__init__(text)
-        self._depth = 0
         self._sizes: dict[int, int] = {}  # id(node) -> how many values it holds once expanded
+        self._path: list[str | int] = []  # the key path of the value being composed, for errors
 
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        # ``index`` is the key's node for a mapping's value, the position for a list's item, else None.
+        step = index.value if isinstance(index, yaml.ScalarNode) else index if isinstance(index, int) else None
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             target = self.anchors.get(event.anchor)  # type: ignore[attr-defined]
@@ -304,16 +307,18 @@ class _BoundedLoader(yaml.SafeLoader):
                     event.start_mark,
                     f"alias *{event.anchor} is used inside the value it names (a recursive structure): "
                     "a scenario must be a tree; copy the value instead",
+                    self._here(step),
                 )
             return super().compose_node(parent, index)
-        self._depth += 1
-        if self._depth > MAX_YAML_DEPTH:
+        if len(self._path) >= MAX_YAML_DEPTH:
             raise _Refused(
                 self.peek_event().start_mark,
                 f"nested deeper than {MAX_YAML_DEPTH} levels of mappings and lists: flatten this value",
+                self._here(step),
             )
+        self._path.append(step if step is not None else "?")
         node = super().compose_node(parent, index)
-        self._depth -= 1
+        self._path.pop()
         assert node is not None  # (None is only for an empty document, never composed here)
         if isinstance(node, yaml.MappingNode):
             size = 1 + sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
@@ -326,9 +331,13 @@ class _BoundedLoader(yaml.SafeLoader):
                 node.start_mark,
                 f"this value expands to more than {MAX_YAML_NODES} values (each use of an alias counts "
                 "all it names): use fewer or smaller aliases, or split the scenario",
+                self._here(step),
             )
         self._sizes[id(node)] = size
         return node
+
+    def _here(self, step: str | int | None) -> Path_:
+        return tuple(self._path[1:]) + ((step,) if step is not None else ())  # [0] is the document itself
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
         if len(node.value) > _INT_TEXT:  # before int(): no long, slow conversion of a huge literal
@@ -725,7 +734,10 @@ def parse_scenario(text: str, file: str = "<scenario>", *, name: str | None = No
         lines = _line_map(node) if node is not None else {}
         doc = _construct(node) if node is not None else {}
     except _Refused as exc:
-        where = _path_to(node, exc.at) if node is not None and exc.at else ""
+        if exc.path is not None:
+            where = _dotted(exc.path)
+        else:
+            where = _path_to(node, exc.at) if node is not None and exc.at else ""
         raise ScenarioError([ScenarioIssue(file, exc.line, where, exc.message)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
