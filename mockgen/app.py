@@ -25,7 +25,7 @@ from .backend import Backend
 from .errors import ApiError, ControlError, ScenarioError
 from .faults import injected_fault
 from .http import envelope, json_response, note, noted_fault
-from .journal import Headers, KeyId, Record, mask_headers, scrub
+from .journal import Headers, KeyId, Record, mask_headers, scrub, scrub_notes
 from .models import SUCCEEDED
 from .openapi import build_openapi
 from .scenario import Scenario, load_scenario
@@ -194,7 +194,7 @@ class JournalMiddleware:
             scrub(raw_body, "utf-8"),
             status,
             elapsed,
-            scope.get("mockgen"),
+            scrub_notes(scope.get("mockgen")),
         )
         self.backend.store.journal.append(entry)
 

@@ -99,6 +99,13 @@ def scrub(raw: bytes | str, encoding: str = "latin-1") -> bytes | str:
     return masked if found else raw
 
 
+def scrub_notes(notes: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A request's notes for the journal with any key in them masked (an error may quote the path)."""
+    if not notes or not any(isinstance(v, str) and scrub(v) is not v for v in notes.values()):
+        return notes
+    return {k: scrub(v) if isinstance(v, str) else v for k, v in notes.items()}
+
+
 def _text(value: bytes | str, encoding: str = "latin-1") -> str:
     return value if isinstance(value, str) else value.decode(encoding, "replace")
 
