@@ -87,14 +87,15 @@ def scrub(raw: bytes | str, encoding: str = "latin-1") -> bytes | str:
     """``raw`` unchanged, or as text with every key-like 'sk-…' in it masked, in whatever form it came."""
     # find(), not `in`: bytes.__contains__ first tries its operand as an int, raising and clearing a
     # TypeError each time (a few microseconds on every request). No regex runs unless one of these
-    # appears: every form of a key has 'sk', a '%' or a '\u'.
-    if raw.find(b"sk" if isinstance(raw, bytes) else "sk") < 0:  # type: ignore[arg-type]
-        if isinstance(raw, bytes):
-            if raw.find(b"%") < 0 and raw.find(b"\\u") < 0:
-                return raw
-        elif raw.find("%") < 0 and raw.find("\\u") < 0:
+    # appears: every form of a key has 'sk', a '%' or a backslash-u.
+    if isinstance(raw, bytes):
+        if raw.find(b"sk") < 0 and raw.find(b"%") < 0 and raw.find(b"\\u") < 0:
             return raw
-    text = raw if isinstance(raw, str) else raw.decode(encoding, "replace")
+        text = raw.decode(encoding, "replace")
+    else:
+        if raw.find("sk") < 0 and raw.find("%") < 0 and raw.find("\\u") < 0:
+            return raw
+        text = raw
     masked, found = KEY_IN_TEXT.subn(_mask_match, text)
     return masked if found else raw
 
