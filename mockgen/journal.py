@@ -87,13 +87,14 @@ def scrub(raw: bytes | str, encoding: str = "latin-1") -> bytes | str:
     """``raw`` unchanged, or as text with every key-like 'sk-…' in it masked, in whatever form it came."""
     # find(), not `in`: bytes.__contains__ first tries its operand as an int, raising and clearing a
     # TypeError each time (a few microseconds on every request). No regex runs unless one of these
-    # appears: every form of a key has 'sk', a '%' or a backslash-u.
+    # appears: every form of a key has 'sk-' as it is, or a '%' or a backslash-u ('sk' alone would
+    # send every poll's path, /api/v1/ta-sk-s/..., through the regex).
     if isinstance(raw, bytes):
-        if raw.find(b"sk") < 0 and raw.find(b"%") < 0 and raw.find(b"\\u") < 0:
+        if raw.find(b"sk-") < 0 and raw.find(b"%") < 0 and raw.find(b"\\u") < 0:
             return raw
         text = raw.decode(encoding, "replace")
     else:
-        if raw.find("sk") < 0 and raw.find("%") < 0 and raw.find("\\u") < 0:
+        if raw.find("sk-") < 0 and raw.find("%") < 0 and raw.find("\\u") < 0:
             return raw
         text = raw
     masked, found = KEY_IN_TEXT.subn(_mask_match, text)
@@ -101,10 +102,11 @@ def scrub(raw: bytes | str, encoding: str = "latin-1") -> bytes | str:
 
 
 def scrub_notes(notes: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A request's notes for the journal with any key in them masked (an error may quote the path)."""
-    if not notes or not any(isinstance(v, str) and scrub(v) is not v for v in notes.values()):
+    """A request's notes for the journal with any key in them masked: an ``error`` may quote what the
+    client sent (the path's task id); the other notes are the server's own (task ids, fault names)."""
+    if not notes or (error := notes.get("error")) is None or (masked := scrub(error)) is error:
         return notes
-    return {k: scrub(v) if isinstance(v, str) else v for k, v in notes.items()}
+    return {**notes, "error": masked}
 
 
 def _text(value: bytes | str, encoding: str = "latin-1") -> str:

@@ -175,24 +175,26 @@ def test_numbers_at_their_bounds_load() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "fragment"),
+    ("value", "fragments"),
     [
-        ("2020-01-01", "is a date"),
-        ("2020-01-01T10:00:00Z", "is a date"),
-        ("!!binary aGVsbG8=", "binary values are not supported"),
-        ("!!set {a, b}", "set values are not supported"),
-        ("!!omap [a: 1]", "omap values are not supported"),
-        ("{1: one}", "keys must be strings"),
-        ('"\\ud800"', "lone surrogate"),
+        ("2020-01-01", ["is a date"]),
+        ("2020-01-01T10:00:00Z", ["is a date"]),
+        ("!!binary aGVsbG8=", ["binary values are not supported"]),
+        ("!!set {a, b}", ["set values are not supported"]),
+        ("!!omap [a: 1]", ["omap values are not supported"]),
+        ("{1: one}", ["keys must be strings"]),
+        # libyaml refuses the escape; PyYAML's pure-Python parser builds the surrogate and we refuse it
+        ('"\\ud800"', ["invalid Unicode character escape", "lone surrogate"]),
     ],
 )
-def test_values_with_no_json_form_are_refused_in_extra_and_in_a_fault_body(value: str, fragment: str) -> None:
+def test_values_with_no_json_form_are_refused_in_extra_and_in_a_fault_body(value: str, fragments: list[str]) -> None:
     for text, path in (
         (f"rules:\n  - extra: {{x: {value}}}\n", "rules[0].extra"),
         (f"faults:\n  - status: 503\n    body: {{x: {value}}}\n", "faults[0].body"),
     ):
         issue = refused(text)
-        assert issue.path.startswith(path) and fragment in issue.message, issue
+        assert issue.line == text.count("\n") and any(f in issue.message for f in fragments), issue
+        assert issue.path.startswith(path) or "not valid YAML" in issue.message, issue
 
 
 def test_a_date_stays_a_good_start_time() -> None:
