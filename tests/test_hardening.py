@@ -524,7 +524,9 @@ KEY_FORMS: list[tuple[str, str, str, dict[str, str], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "headers", "body"), [f[1:] for f in KEY_FORMS], ids=[f[0] for f in KEY_FORMS])
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "body"), [f[1:] for f in KEY_FORMS], ids=[f[0] for f in KEY_FORMS]
+)
 def test_a_key_is_masked_in_every_form_it_is_sent(
     client: Client, method: str, path: str, headers: dict[str, str], body: str
 ) -> None:
