@@ -184,17 +184,25 @@ class JournalMiddleware:
     def record(self, scope: Scope, raw_body: bytes, status: int, elapsed: float) -> None:
         """Add this request to the journal, holding no whole key."""
         headers, key = self._headers(scope["headers"])
+        # A key may come in the path, the query, the body or a note's error (which may quote the path);
+        # the checks inline here are what every request pays (scrub itself only finds, no regex).
+        path: str = scope["path"]
+        if path.find("sk-") >= 0 or path.find("%") >= 0:
+            path = scrub(path)
+        notes = scope.get("mockgen")
+        if notes and "error" in notes:
+            notes = scrub_notes(notes)
         entry: Record = (
             self.backend.now(),
             scope["method"],
-            path if (path := scope["path"]).find("sk-") < 0 and path.find("%") < 0 else scrub(path),  # a key in it
+            path,
             scrub(query) if (query := scope.get("query_string", b"")) else query,
             headers,
             key,
-            scrub(raw_body, "utf-8"),
+            scrub(raw_body, "utf-8") if raw_body else raw_body,
             status,
             elapsed,
-            scrub_notes(scope.get("mockgen")),
+            notes,
         )
         self.backend.store.journal.append(entry)
 
