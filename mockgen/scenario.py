@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import re2  # google-re2: linear-time matching for scenario regexes
 import yaml
 
 from .errors import ScenarioError, ScenarioIssue
@@ -542,15 +541,15 @@ class Pattern(Protocol):
     def search(self, text: str) -> object: ...
 
 
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False  # the error comes back in the exception; RE2 would also print it to stderr
-
-
 def _parse_regex(v: object) -> Pattern:
     if not isinstance(v, str):
         raise ValueError(f"must be a regular expression string, not {v!r}")
+    import re2  # google-re2, imported only by scenarios that use it: a server without one stays as lean
+
+    options = re2.Options()
+    options.log_errors = False  # the error comes back in the exception; RE2 would also print it to stderr
     try:
-        return re2.compile(v, _RE2_OPTIONS)  # type: ignore[no-any-return]
+        return re2.compile(v, options)  # type: ignore[no-any-return]
     except re2.error as exc:
         reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else exc
         raise ValueError(
