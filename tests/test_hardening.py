@@ -513,7 +513,7 @@ KEY_FORMS: list[tuple[str, str, str, dict[str, str], str]] = [
     ("two spaces", "GET", "/api/v1/tasks/x", {"Authorization": f"Bearer  {HIDDEN}"}, ""),
     ("key as scheme", "GET", "/api/v1/tasks/x", {"Authorization": f"{HIDDEN} {HIDDEN}"}, ""),
     ("in the path", "GET", f"/api/v1/tasks/{HIDDEN}", {}, ""),
-    ("percent-encoded in the path", "GET", f"/api/v1/tasks/{HIDDEN.replace('-', '%252D')}", {}, ""),
+    ("percent-encoded in the path", "GET", f"/api/v1/tasks/{HIDDEN.replace('-', '%2D')}", {}, ""),
     ("percent-encoded query", "GET", f"/api/v1/tasks/x?api_key={HIDDEN.replace('-', '%2D')}", {}, ""),
     ("lowercase percent", "GET", f"/api/v1/tasks/x?api_key={HIDDEN.replace('-', '%2d')}", {}, ""),
     ("all percent-encoded", "GET", f"/api/v1/tasks/x?k={_percent(HIDDEN)}", {}, ""),
