@@ -25,7 +25,7 @@ from .backend import Backend
 from .errors import ApiError, ControlError, ScenarioError
 from .faults import fault_response, find_fault, lost_response
 from .http import envelope, json_response, note, noted_fault
-from .journal import Headers, Record, mask_headers, scrub
+from .journal import Headers, KeyId, Record, mask_headers, scrub, scrub_notes
 from .models import SUCCEEDED
 from .openapi import build_openapi
 from .scenario import Scenario, load_scenario
@@ -131,7 +131,7 @@ class JournalMiddleware:
     def __init__(self, app: ASGIApp, backend: Backend) -> None:
         self.app = app
         self.backend = backend
-        self._seen: dict[tuple[Any, ...], tuple[Headers, str | None]] = {}
+        self._seen: dict[tuple[Any, ...], tuple[Headers, KeyId | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -192,21 +192,29 @@ class JournalMiddleware:
     def record(self, scope: Scope, raw_body: bytes, status: int, elapsed: float) -> None:
         """Add this request to the journal, holding no whole key."""
         headers, key = self._headers(scope["headers"])
+        # A key may come in the path, the query, the body or a note's error (which may quote the path);
+        # the checks inline here are what every request pays (scrub itself only finds, no regex).
+        path: str = scope["path"]  # percent-decoded already: 'sk%2D…' in the URL is 'sk-…' here
+        if path.find("sk-") >= 0:
+            path = scrub(path)
+        notes = scope.get("mockgen")
+        if notes and "error" in notes:
+            notes = scrub_notes(notes)
         entry: Record = (
             self.backend.now(),
             scope["method"],
-            scope["path"],
+            path,
             scrub(query) if (query := scope.get("query_string", b"")) else query,
             headers,
             key,
-            scrub(raw_body, "utf-8"),
+            scrub(raw_body, "utf-8") if raw_body else raw_body,
             status,
             elapsed,
-            scope.get("mockgen"),
+            notes,
         )
         self.backend.store.journal.append(entry)
 
-    def _headers(self, raw: Any) -> tuple[Headers, str | None]:
+    def _headers(self, raw: Any) -> tuple[Headers, KeyId | None]:
         """The request's headers as the journal keeps them (no whole key), and the masked key.
 
         Clients send the same few header sets over and over, so each is masked once and its

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import random
 import re
@@ -17,7 +16,7 @@ from .clock import Clock, ManualClock, SystemClock
 from .errors import ApiError, ControlError
 from .media import ASPECT_RATIOS
 from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Ledger, LedgerEntry, Plan, Task
-from .scenario import ENVELOPES, KEY_RE, Behaviour, Fault, Match, ModelSpec, Scenario
+from .scenario import ENVELOPES, KEY_RE, MAX_INT, Behaviour, Fault, Match, ModelSpec, Scenario
 from .store import MemoryStore, Store
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -713,13 +712,28 @@ class _Expect(NamedTuple):
 
 
 def _finite(v: Any) -> bool:
-    """A JSON number that is a float's worth (not a bool, not inf, not an integer past a float's range)."""
-    if type(v) is not int and type(v) is not float:
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:
-        return False
+    """A JSON number within MAX_INT either side of 0 (not a bool, not inf or NaN: JSON's 1e400 is inf)."""
+    return (type(v) is int or type(v) is float) and -MAX_INT <= v <= MAX_INT
+
+
+def _integer(v: Any, low: int = -MAX_INT) -> bool:
+    """An integer from ``low`` to MAX_INT: what the dashboard's JavaScript reads exactly, and far below
+    Python's 4,300-digit limit for turning integers into text (past it, every export would fail)."""
+    return type(v) is int and low <= v <= MAX_INT
+
+
+def _plain(v: Any) -> bool:
+    """JSON data whose every number is ``_finite`` (a rule's ``extra``: it is sent and saved again)."""
+    todo = [v]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, dict):
+            todo.extend(x.values())
+        elif isinstance(x, list):
+            todo.extend(x)
+        elif isinstance(x, int | float) and not isinstance(x, bool) and not _finite(x):
+            return False
+    return True
 
 
 def _one_of(*values: object) -> _Expect:
@@ -739,9 +753,9 @@ def _matching(pattern: re.Pattern[str], what: str) -> _Expect:
 
 TASK_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # it goes into /api/v1/tasks/{id} and /files/{id}.png
 STR = _Expect(lambda v: isinstance(v, str), "a string")
-INT = _Expect(lambda v: type(v) is int, "an integer")
-COUNT = _Expect(lambda v: type(v) is int and v >= 0, "an integer >= 0")
-NUMBER = _Expect(_finite, "a finite number")
+INT = _Expect(_integer, f"an integer from {-MAX_INT} to {MAX_INT}")
+COUNT = _Expect(lambda v: _integer(v, 0), f"an integer from 0 to {MAX_INT}")
+NUMBER = _Expect(_finite, f"a finite number from {-MAX_INT} to {MAX_INT}")
 KEY = _matching(KEY_RE, "'sk-' followed by 32 letters or digits")
 TASK_ID = _matching(TASK_ID_RE, "1 to 64 letters, digits, '-' or '_'")
 ARRAY = _Expect(lambda v: isinstance(v, list), "an array")
@@ -766,12 +780,14 @@ TASK_CHECKS = {
     "failure_message": STR, "progress": _one_of("time", "polls", "manual"), "polls_queued": COUNT,
     "polls_running": COUNT, "polls": COUNT, "final_status": _one_of(0, SUCCEEDED, FAILED),
     "settled_at": _or_null(NUMBER), "message": _or_null(STR), "rule": _or_null(STR),
-    "results": _one_of("local", "cdn"), "extra": _or_null(OBJECT), "lost_answer": _or_null(STR),
+    "results": _one_of("local", "cdn"),
+    "extra": _or_null(_Expect(lambda v: isinstance(v, Mapping) and _plain(v), "an object (of finite numbers)")),
+    "lost_answer": _or_null(STR),
 }  # fmt: skip
 # What Task() has no default for (finish_at may be null: it never finishes by time).
 TASK_REQUIRED = {n for n, p in inspect.signature(Task).parameters.items() if p.default is p.empty}
 NEXT_FIELDS = {
-    "outcome": OUTCOME, "count": _Expect(lambda v: type(v) is int and v >= 1, "an integer >= 1"),
+    "outcome": OUTCOME, "count": _Expect(lambda v: _integer(v, 1), f"an integer from 1 to {MAX_INT}"),
     "model_id": _or_null(STR), "key": _or_null(STR), "message": _or_null(STR),
 }  # fmt: skip
 NEXT_REQUIRED = {"outcome", "count"}

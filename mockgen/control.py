@@ -8,6 +8,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,8 +17,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .backend import Backend, NextOutcome
 from .errors import ControlError, ScenarioError
 from .http import json_response, read_body, read_control_json
-from .journal import Entry, mask_key
-from .scenario import bundled_names, load_scenario, parse_scenario
+from .journal import Entry
+from .scenario import MAX_INT, MAX_SECONDS, MAX_TIME, bundled_names, load_bundled, parse_scenario
 
 T = TypeVar("T")
 
@@ -69,15 +70,28 @@ def _base(request: Request) -> str:
     return base_url(request)
 
 
-def _number(body: dict[str, Any], key: str, *, integer: bool = False, required: bool = True) -> Any:
+def _number(
+    body: dict[str, Any], key: str, *, integer: bool = False, required: bool = True, low: float = -MAX_INT
+) -> Any:
+    """``body[key]``, a finite number (an integer with ``integer``) from ``low`` to MAX_INT, or ControlError 400."""
     value = body.get(key)
     if value is None and not required:
         return None
     kinds = (int,) if integer else (int, float)
+    kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, kinds):
-        kind = "an integer" if integer else "a number"
-        raise ControlError(f"{key!r} must be {kind}, not {value!r}")
+        raise ControlError(f"{key!r} must be {kind}, not {_short(value)}")
+    if not low <= value <= MAX_INT:  # NaN and infinities (JSON's 1e400) fail this too
+        raise ControlError(f"{key!r} must be {kind} from {low:g} to {MAX_INT}, not {_short(value)}")
     return value
+
+
+def _short(value: object) -> str:
+    """A client's value for an error message: never more than 80 characters of it."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return f"an integer of {len(str(abs(value)))} digits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _outcome(body: dict[str, Any]) -> str:
@@ -110,7 +124,7 @@ async def list_accounts(request: Request) -> Response:
 async def create_account(request: Request) -> Response:
     b = _backend(request)
     body = await read_control_json(request)
-    credits = _number(body, "credits", integer=True, required=False)
+    credits = _number(body, "credits", integer=True, required=False, low=0)
     account = b.create_account(credits or 0, _optional_str(body, "key"), _optional_str(body, "name"))
     return json_response(b.account_view(account), 201)
 
@@ -118,8 +132,9 @@ async def create_account(request: Request) -> Response:
 def _limit(request: Request) -> int | None:
     """``?limit=N``: only the newest N items of a list that may be long (the dashboard polls every second)."""
     limit = request.query_params.get("limit", "")
-    if limit and not limit.isdigit():
-        raise ControlError(f"'limit' must be a whole number, not {limit!r}")
+    # isascii(): str.isdigit() takes '²' and other digits that int() refuses
+    if limit and not (limit.isascii() and limit.isdigit() and len(limit) <= 15):
+        raise ControlError(f"'limit' must be a whole number below 10**15, not {_short(limit)}")
     return int(limit) if limit else None
 
 
@@ -138,7 +153,11 @@ async def get_account(request: Request) -> Response:
 async def change_credits(request: Request) -> Response:
     b = _backend(request)
     body = await read_control_json(request)
-    account = b.topup(request.path_params["key"], _number(body, "delta", integer=True))
+    delta = _number(body, "delta", integer=True)
+    balance = b.account(request.path_params["key"]).credits + delta  # (the same 404 as topup's for no account)
+    if balance > MAX_INT:
+        raise ControlError(f"'delta' would take the balance to {balance}, past the limit of {MAX_INT}")
+    account = b.topup(request.path_params["key"], delta)
     return json_response(b.account_view(account, ledger=True))
 
 
@@ -175,15 +194,16 @@ async def advance_clock(request: Request) -> Response:
     b = _backend(request)
     body = await read_control_json(request)
     seconds = _number(body, "seconds")
-    if not 0 <= seconds <= 10 * 365 * 86_400:
+    if not 0 <= seconds <= MAX_SECONDS:
         raise ControlError("'seconds' must be from 0 to ten years")
+    if b.now() + seconds > MAX_TIME:
+        raise ControlError(f"'seconds' would take the clock past the end of year 9999 ({MAX_TIME} Unix seconds)")
     return json_response({"now": b.advance(seconds)})
 
 
 def _journal_filter(request: Request) -> Callable[[Entry], bool]:
     q = request.query_params
-    path, method, key = q.get("path"), q.get("method"), q.get("key")
-    masked = mask_key(key) if key else None
+    path, method = q.get("path"), q.get("method")
     method = method.upper() if method else None
     # errors=true: only the near misses (no such route, refused by validation or auth), each with its reason
     errors = q.get("errors", "").lower() in ("1", "true", "yes")
@@ -192,16 +212,20 @@ def _journal_filter(request: Request) -> Callable[[Entry], bool]:
         return (
             (path is None or e["path"] == path or (path.endswith("*") and e["path"].startswith(path[:-1])))
             and (method is None or e["method"] == method)
-            and (masked is None or e.get("key") == masked)
             and (not errors or e.get("error") is not None)
         )
 
     return pred
 
 
+def _key(request: Request) -> str | None:
+    """``?key=``: the requests sent with exactly this key (the journal shows it masked, and finds it whole)."""
+    return request.query_params.get("key") or None
+
+
 async def list_requests(request: Request) -> Response:
     journal = _backend(request).store.journal
-    return json_response(journal.select(_journal_filter(request)))
+    return json_response(journal.select(_journal_filter(request), _key(request)))
 
 
 async def clear_requests(request: Request) -> Response:
@@ -221,9 +245,10 @@ async def wait_requests(request: Request) -> Response:
     journal = _backend(request).store.journal
     pred = _journal_filter(request)
     shutdown: Shutdown | None = getattr(request.app.state, "shutdown", None)
-    waiting = journal.wait_for(pred, count, timeout)
+    key = _key(request)
+    waiting = journal.wait_for(pred, count, timeout, key)
     arrived = await (shutdown.race(waiting) if shutdown is not None else waiting)
-    matching = journal.select(pred)
+    matching = journal.select(pred, key)
     answer: dict[str, Any] = {"arrived": bool(arrived), "count": len(matching), "requests": matching}
     if arrived is None:  # the server is shutting down: answer now rather than hold it up
         return json_response({"error": "the server is shutting down", **answer}, 503)
@@ -259,12 +284,12 @@ async def put_scenario(request: Request) -> Response:
             name = body.get("name")
             if not isinstance(name, str):
                 raise ControlError('send YAML text, or JSON {"name": <bundled scenario>}')
-            scenario = load_scenario(name) if "/" not in name else None
-            if scenario is None:
-                raise ControlError("name must be a bundled scenario's name, not a path")
+            scenario = load_bundled(name)  # only these: a file is loaded only from the command line
         else:
             raw = await read_body(request)
-            scenario = parse_scenario(raw.decode("utf-8", "replace"), "<PUT /_mock/scenario>")
+            # In a thread: a large scenario takes PyYAML a while, and other clients go on meanwhile.
+            text = raw.decode("utf-8", "replace")
+            scenario = await run_in_threadpool(parse_scenario, text, "<PUT /_mock/scenario>")
     except ScenarioError as exc:
         return json_response({"error": "scenario refused", "issues": [i.as_dict() for i in exc.issues]}, 422)
     b.load(scenario)
@@ -284,11 +309,9 @@ async def reset(request: Request) -> Response:
 async def queue_next(request: Request) -> Response:
     b = _backend(request)
     body = await read_control_json(request)
-    count = _number(body, "count", integer=True, required=False)
+    count = _number(body, "count", integer=True, required=False, low=1)
     if count is None:
         count = 1
-    if count < 1:
-        raise ControlError("'count' must be >= 1")
     model_id = _optional_str(body, "model_id")
     if model_id is not None and model_id not in b.scenario.models:
         raise ControlError(f"unknown model_id {model_id!r}")

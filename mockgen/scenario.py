@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import random
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import yaml
 
@@ -50,8 +51,15 @@ class Duration:
 def _seconds(text: str) -> float:
     m = _DURATION_RE.match(text)
     if not m:
-        raise ValueError(f"{text!r} is not a duration (use seconds, or '500ms', '2s', '1.5m', '1h')")
-    return float(m.group(1)) * _UNIT[m.group(2) or "s"]
+        raise ValueError(f"{text[:40]!r} is not a duration (use seconds, or '500ms', '2s', '1.5m', '1h')")
+    return _bounded_seconds(float(m.group(1)) * _UNIT[m.group(2) or "s"], text)
+
+
+def _bounded_seconds(seconds: float, given: object) -> float:
+    if not 0 <= seconds <= MAX_SECONDS:  # NaN fails this too
+        shown = given[:40] if isinstance(given, str) else given
+        raise ValueError(f"{shown!r} is not a duration from 0 to ten years ({MAX_SECONDS} seconds)")
+    return seconds
 
 
 def parse_duration(value: object) -> Duration:
@@ -59,9 +67,8 @@ def parse_duration(value: object) -> Duration:
     if isinstance(value, bool) or value is None:
         raise ValueError(f"{value!r} is not a duration")
     if isinstance(value, int | float):
-        if value < 0 or value != value or value == float("inf"):
-            raise ValueError(f"{value!r} is not a duration (must be a finite number >= 0)")
-        return Duration(float(value), float(value))
+        seconds = _bounded_seconds(float(value), value)
+        return Duration(seconds, seconds)
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a duration")
     if ".." in value:
@@ -108,8 +115,8 @@ def parse_outcome(value: object) -> Outcome:
         for name, weight in value.items():
             if name not in OUTCOMES:
                 raise ValueError(f"{name!r} is not an outcome (use 'success' or 'failed')")
-            if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
-                raise ValueError(f"weight of {name!r} must be a number >= 0, not {weight!r}")
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < math.inf:
+                raise ValueError(f"weight of {name!r} must be a finite number >= 0, not {weight!r}")
             if weight > 0:
                 weights.append((name, float(weight)))
         total = sum(w for _, w in weights)
@@ -168,7 +175,7 @@ class Match:
     route: str = "any"
     model_ids: frozenset[str] | None = None
     prompt_contains: tuple[str, ...] | None = None
-    prompt_regex: re.Pattern[str] | None = None
+    prompt_regex: Pattern | None = None
     keys: frozenset[str] | None = None
     accounts: frozenset[str] | None = None
     aspect_ratios: frozenset[str] | None = None
@@ -264,13 +271,158 @@ class Scenario:
 
 Path_ = tuple[str | int, ...]
 
+# The cost bounds of a scenario document (README "Limits"): every entry point (validate, serve
+# --scenario, --watch, PUT /_mock/scenario) goes through parse_scenario, and so through these.
+MAX_SCENARIO_BYTES = 256 * 1024  # about a second of PyYAML's work here (libyaml parses, Python builds)
+MAX_YAML_DEPTH = 32  # nested mappings and lists; the scenario format itself needs 5
+MAX_YAML_NODES = 50_000  # values once aliases are expanded (each use of an alias counts its whole content)
+MAX_INT = 2**53 - 1  # the largest integer a JSON reader in JavaScript (the dashboard) reads exactly
+MAX_SECONDS = 10 * 365 * 86_400  # the longest duration, as for POST /_mock/clock/advance
+MAX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second datetime can show
+_INT_TEXT = 80  # characters of an integer literal (a 53-bit one in binary with its 0b is 55)
+
+
+class _Refused(Exception):
+    """A value the bounded loader will not build: where it is and what to change."""
+
+    def __init__(self, mark: yaml.Mark | None, message: str, path: Path_ | None = None) -> None:
+        super().__init__(message)
+        self.line = mark.line + 1 if mark is not None else None
+        self.at = (mark.line, mark.column) if mark is not None else None
+        self.message = message
+        self.path = path  # known while composing; found from ``at`` while constructing
+
+
+_Loader: Any = yaml.SafeLoader
+try:
+    from yaml._yaml import CParser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml: its pure-Python parser
+    pass
+else:
+
+    class _LibyamlLoader(yaml.composer.Composer, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+        """SafeLoader's parts, with libyaml's parser under Python's composer (so that composing can be
+        bounded node by node): five times as fast as the pure-Python parser."""
+
+        def __init__(self, text: str) -> None:
+            CParser.__init__(self, text)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    _Loader = _LibyamlLoader
+
+
+class _BoundedLoader(_Loader):
+    """A safe loader that refuses, while composing, nesting past MAX_YAML_DEPTH, documents that expand
+    (aliases included) past MAX_YAML_NODES values and recursive aliases; and, while constructing,
+    integers past MAX_INT, infinite or NaN floats, and binary or set values (no JSON form)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._sizes: dict[int, int] = {}  # id(node) -> how many values it holds once expanded
+        self._path: list[str | int] = []  # the key path of the value being composed, for errors
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        # ``index`` is the key's node for a mapping's value, the position for a list's item, else None.
+        step = index.value if isinstance(index, yaml.ScalarNode) else index if isinstance(index, int) else None
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)  # type: ignore[attr-defined]
+            if target is not None and id(target) not in self._sizes:
+                raise _Refused(
+                    event.start_mark,
+                    f"alias *{event.anchor} is used inside the value it names (a recursive structure): "
+                    "a scenario must be a tree; copy the value instead",
+                    self._here(step),
+                )
+            return super().compose_node(parent, index)
+        if len(self._path) >= MAX_YAML_DEPTH:
+            raise _Refused(
+                self.peek_event().start_mark,
+                _TOO_DEEP,
+                self._here(step),
+            )
+        self._path.append(step if step is not None else "?")
+        node = super().compose_node(parent, index)
+        self._path.pop()
+        assert node is not None  # (None is only for an empty document, never composed here)
+        if isinstance(node, yaml.MappingNode):
+            size = 1 + sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(self._sizes[id(v)] for v in node.value)
+        else:
+            size = 1
+        if size > MAX_YAML_NODES:
+            raise _Refused(
+                node.start_mark,
+                f"this value expands to more than {MAX_YAML_NODES} values (each use of an alias counts "
+                "all it names): use fewer or smaller aliases, or split the scenario",
+                self._here(step),
+            )
+        self._sizes[id(node)] = size
+        return node
+
+    def _here(self, step: str | int | None) -> Path_:
+        return tuple(self._path[1:]) + ((step,) if step is not None else ())  # [0] is the document itself
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        if len(node.value) > _INT_TEXT:  # before int(): no long, slow conversion of a huge literal
+            raise _Refused(node.start_mark, f"integer {node.value[:20]}… is out of range {_INT_RANGE}")
+        value: int = super().construct_yaml_int(node)
+        if not -MAX_INT <= value <= MAX_INT:
+            raise _Refused(node.start_mark, f"integer {node.value[:20]} is out of range {_INT_RANGE}")
+        return value
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        value: float = super().construct_yaml_float(node)
+        if not math.isfinite(value):
+            raise _Refused(node.start_mark, f"{node.value[:20]!r} is not a finite number: use a finite one")
+        return value
+
+    def construct_no_json(self, node: yaml.Node) -> Any:
+        kind = node.tag.rpartition(":")[2]
+        raise _Refused(node.start_mark, f"{kind} values are not supported: use a string, a list or a mapping")
+
+
+_TOO_DEEP = f"nested deeper than {MAX_YAML_DEPTH} levels of mappings and lists: flatten this value"
+_INT_RANGE = f"(integers are at most {MAX_INT:,} either side of 0)".replace(",", "_")
+# PyYAML looks constructors up in this table, not by method name.
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
+_BoundedLoader.add_constructor("tag:yaml.org,2002:float", _BoundedLoader.construct_yaml_float)
+for _tag in ("binary", "set", "omap", "pairs"):
+    _BoundedLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _BoundedLoader.construct_no_json)
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """The document's node graph, bounded (``_Refused``, or yaml.YAMLError for what is not YAML)."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_node()  # type: ignore[no-any-return]
+    finally:
+        loader.dispose()
+
+
+def _construct(node: yaml.Node) -> Any:
+    loader = _BoundedLoader("")
+    try:
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
 
 def _line_map(node: yaml.Node) -> dict[Path_, int]:
-    """Map every key path in the document to the 1-based line where its value starts."""
+    """Map every key path in the document to the 1-based line where its value starts.
+
+    A node reached again through an alias is not walked again: its paths name the alias's key."""
     lines: dict[Path_, int] = {}
+    seen: set[int] = set()
 
     def walk(n: yaml.Node, path: Path_) -> None:
         lines.setdefault(path, n.start_mark.line + 1)
+        if id(n) in seen:
+            return
+        seen.add(id(n))
         if isinstance(n, yaml.MappingNode):
             for k, v in n.value:
                 key = k.value if isinstance(k, yaml.ScalarNode) else str(k.start_mark)
@@ -284,19 +436,27 @@ def _line_map(node: yaml.Node) -> dict[Path_, int]:
     return lines
 
 
-def _duplicate_keys(node: yaml.Node, path: Path_ = ()) -> Iterable[tuple[Path_, int]]:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for k, v in node.value:
-            key = getattr(k, "value", None)
-            if isinstance(key, str):
-                if key in seen:
-                    yield (*path, key), k.start_mark.line + 1
-                seen.add(key)
-            yield from _duplicate_keys(v, (*path, str(key)))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            yield from _duplicate_keys(v, (*path, i))
+def _duplicate_keys(node: yaml.Node) -> Iterable[tuple[Path_, int]]:
+    seen: set[int] = set()
+
+    def walk(n: yaml.Node, path: Path_) -> Iterable[tuple[Path_, int]]:
+        if id(n) in seen:
+            return
+        seen.add(id(n))
+        if isinstance(n, yaml.MappingNode):
+            keys: set[str] = set()
+            for k, v in n.value:
+                key = getattr(k, "value", None)
+                if isinstance(key, str):
+                    if key in keys:
+                        yield (*path, key), k.start_mark.line + 1
+                    keys.add(key)
+                yield from walk(v, (*path, str(key)))
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                yield from walk(v, (*path, i))
+
+    return list(walk(node, ()))
 
 
 class _Reader:
@@ -311,8 +471,7 @@ class _Reader:
         p = path
         while p and p not in self.lines:
             p = p[:-1]
-        dotted = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in path).lstrip(".")
-        self.issues.append(ScenarioIssue(self.file, self.lines.get(p), dotted, message))
+        self.issues.append(ScenarioIssue(self.file, self.lines.get(p), _dotted(path), message))
 
     def mapping(self, value: object, path: Path_, allowed: Iterable[str]) -> dict[str, Any]:
         if value is None:
@@ -340,8 +499,8 @@ class _Reader:
         def parse(v: object) -> int:
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ValueError(f"must be an integer, not {v!r}")
-            if v < minimum:
-                raise ValueError(f"must be >= {minimum}, not {v}")
+            if not minimum <= v <= MAX_INT:
+                raise ValueError(f"must be from {minimum} to {MAX_INT}, not {v}")
             return v
 
         return self.convert(m, key, path, parse)
@@ -382,20 +541,36 @@ def _parse_key(v: object) -> str:
     return v
 
 
-def _parse_regex(v: object) -> re.Pattern[str]:
+class Pattern(Protocol):
+    """A compiled prompt_regex: RE2's, so matching takes time linear in the prompt, whatever the pattern."""
+
+    pattern: str
+
+    def search(self, text: str) -> object: ...
+
+
+def _parse_regex(v: object) -> Pattern:
     if not isinstance(v, str):
         raise ValueError(f"must be a regular expression string, not {v!r}")
+    import re2  # google-re2, imported only by scenarios that use it: a server without one stays as lean
+
+    options = re2.Options()
+    options.log_errors = False  # the error comes back in the exception; RE2 would also print it to stderr
     try:
-        return re.compile(v)
-    except re.error as exc:
-        raise ValueError(f"{v!r} is not a valid regular expression: {exc}") from None
+        return re2.compile(v, options)  # type: ignore[no-any-return]
+    except re2.error as exc:
+        reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(
+            f"{v[:80]!r} is not a regular expression RE2 accepts ({reason}): prompt_regex uses RE2 syntax, "
+            "which has no backreferences or lookaround (it matches in linear time)"
+        ) from None
 
 
 def _parse_instant(v: object) -> float:
     if isinstance(v, bool):
         raise ValueError(f"{v!r} is not a time")
     if isinstance(v, int | float):
-        return float(v)
+        return _bounded_instant(float(v), v)
     if isinstance(v, _dt.date) and not isinstance(v, _dt.datetime):
         v = _dt.datetime(v.year, v.month, v.day)
     if isinstance(v, str):
@@ -406,8 +581,38 @@ def _parse_instant(v: object) -> float:
     if isinstance(v, _dt.datetime):
         if v.tzinfo is None:
             v = v.replace(tzinfo=_dt.UTC)
-        return v.timestamp()
+        return _bounded_instant(v.timestamp(), v)
     raise ValueError(f"{v!r} is not a time (use Unix seconds or ISO 8601)")
+
+
+def _bounded_instant(seconds: float, given: object) -> float:
+    if not 0 <= seconds <= MAX_TIME:
+        raise ValueError(f"{given!r} is not a time from 1970 to the end of 9999 (0 to {MAX_TIME} Unix seconds)")
+    return seconds
+
+
+def _json_value(v: object, where: str = "") -> None:
+    """Refuse (ValueError naming the place) what has no JSON form: it is sent in answers and saved in state."""
+    if v is None or isinstance(v, bool | int | float):
+        return  # the loader already refused integers past MAX_INT and infinite or NaN floats
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where or 'the value'} has a lone surrogate, which UTF-8 cannot carry") from None
+        return
+    if isinstance(v, list):
+        for i, item in enumerate(v):
+            _json_value(item, f"{where}[{i}]")
+        return
+    if isinstance(v, dict):
+        for key, item in v.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where or 'the mapping'} has the key {key!r}: keys must be strings (quote it)")
+            _json_value(item, f"{where}.{key}" if where else key)
+        return
+    what = "a date" if isinstance(v, _dt.date) else type(v).__name__
+    raise ValueError(f"{where or 'the value'} is {what} ({v!r}), which JSON has not: quote it to make it a string")
 
 
 _MATCH_KEYS = (
@@ -463,6 +668,7 @@ def _read_behaviour(r: _Reader, m: Mapping[str, Any], path: Path_, in_rule: bool
     def extra(v: object) -> Mapping[str, Any]:
         if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
             raise ValueError("must be a mapping of field names to values")
+        _json_value(v)
         return v
 
     return Behaviour(
@@ -509,13 +715,25 @@ def _read_fault(r: _Reader, value: object, path: Path_, models: Mapping[str, Mod
             return v  # type: ignore[return-value]
         raise ValueError(f"must be close or one of {sorted(LOST_STATUSES)}, not {v!r}")
 
+    def fault_name(v: object) -> str:
+        # It is sent back in the X-Mockgen-Fault header: printable ASCII, no line breaks.
+        if not isinstance(v, str) or not 0 < len(v) <= 128 or not all(" " <= c <= "~" for c in v):
+            raise ValueError(
+                f"{v!r} is not a fault name: use 1 to 128 printable ASCII characters (it is sent in a header)"
+            )
+        return v
+
+    def body(v: object) -> object:
+        _json_value(v)
+        return v
+
     fault = Fault(
-        name=r.string(m, "name", path) or f"fault-{path[-1]}",
+        name=r.convert(m, "name", path, fault_name) or f"fault-{path[-1]}",
         match=_read_match(r, m.get("match"), (*path, "match"), models),
         latency=r.convert(m, "latency", path, parse_duration),
         status=r.convert(m, "status", path, status),
         retry_after=r.integer(m, "retry_after", path),
-        body=m.get("body"),
+        body=r.convert(m, "body", path, body),
         truncate=bool(r.boolean(m, "truncate", path)),
         close=bool(r.boolean(m, "close", path)),
         rate_limit=r.convert(m, "rate_limit", path, rate_limit),
@@ -537,20 +755,35 @@ _TOP_KEYS = (
 
 
 def parse_scenario(text: str, file: str = "<scenario>", *, name: str | None = None) -> Scenario:
-    """Parse and validate scenario YAML; raise ScenarioError listing every problem at once."""
+    """Parse and validate scenario YAML; raise ScenarioError listing every problem at once.
+
+    Bounded in cost whatever the text: see MAX_SCENARIO_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES."""
+    size = len(text) if len(text) * 4 <= MAX_SCENARIO_BYTES else len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_SCENARIO_BYTES:
+        message = f"the scenario is {size:,} bytes, over the limit of {MAX_SCENARIO_BYTES:,}: make it smaller"
+        raise ScenarioError([ScenarioIssue(file, None, "", message)])
+    node: yaml.Node | None = None
+    lines: dict[Path_, int] = {}
     try:
-        loader = yaml.SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-            doc = loader.construct_document(node) if node is not None else {}
-        finally:
-            loader.dispose()
+        node = _compose(text)
+        lines = _line_map(node) if node is not None else {}
+        doc = _construct(node) if node is not None else {}
+    except _Refused as exc:
+        if exc.path is not None:
+            where = _dotted(exc.path)
+        else:
+            where = _path_to(node, exc.at) if node is not None and exc.at else ""
+        raise ScenarioError([ScenarioIssue(file, exc.line, where, exc.message)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         line = mark.line + 1 if mark is not None else None
+        if "nesting depth" in str(problem):  # libyaml's own bound (1,000 levels), past ours
+            raise ScenarioError([ScenarioIssue(file, line, "", _TOO_DEEP)]) from None
         raise ScenarioError([ScenarioIssue(file, line, "", f"not valid YAML: {problem}")]) from None
-    r = _Reader(file, _line_map(node) if node is not None else {})
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp like 2024-02-30
+        raise ScenarioError([ScenarioIssue(file, None, "", f"not valid YAML: {exc}")]) from None
+    r = _Reader(file, lines)
     if node is not None:
         for path, line in _duplicate_keys(node):
             r.issues.append(ScenarioIssue(file, line, ".".join(map(str, path)), "duplicate key"))
@@ -673,6 +906,28 @@ def parse_scenario(text: str, file: str = "<scenario>", *, name: str | None = No
     )
 
 
+def _dotted(path: Path_) -> str:
+    return "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in path).lstrip(".")
+
+
+def _path_to(root: yaml.Node, at: tuple[int, int]) -> str:
+    """The key path of the value that starts at (line, column), for errors found while constructing."""
+    seen: set[int] = set()
+    todo: list[tuple[yaml.Node, Path_]] = [(root, ())]
+    while todo:
+        n, path = todo.pop()
+        if (n.start_mark.line, n.start_mark.column) == at:
+            return _dotted(path)
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if isinstance(n, yaml.MappingNode):
+            todo.extend((v, (*path, k.value if isinstance(k, yaml.ScalarNode) else "?")) for k, v in n.value)
+        elif isinstance(n, yaml.SequenceNode):
+            todo.extend((v, (*path, i)) for i, v in enumerate(n.value))
+    return ""
+
+
 def _or(value: int | None, default: int) -> int:
     return default if value is None else value
 
@@ -688,6 +943,17 @@ def bundled_names() -> list[str]:
     return sorted(p.stem for p in bundled_dir().glob("*.yaml"))
 
 
+def load_bundled(name: str) -> Scenario:
+    """A bundled scenario by its name, and nothing else (what ``PUT /_mock/scenario {"name"}`` may load:
+    a file is loaded only from a path given on the command line)."""
+    if name not in bundled_names():
+        known = ", ".join(bundled_names())
+        shown = name[:80] if isinstance(name, str) else name
+        message = f"{shown!r} is not a bundled scenario (bundled: {known}); send other scenarios as YAML"
+        raise ScenarioError([ScenarioIssue("<scenario name>", None, "name", message)])
+    return load_scenario(bundled_dir() / f"{name}.yaml")
+
+
 def load_scenario(name_or_path: str | Path) -> Scenario:
     """Load a bundled scenario by name, or a scenario file by path."""
     path = Path(name_or_path)
@@ -698,7 +964,12 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
             raise ScenarioError([ScenarioIssue(str(name_or_path), None, "", f"no such scenario (bundled: {known})")])
         path = candidate
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_SCENARIO_BYTES + 1)  # no more than the limit is ever read
+        if len(raw) > MAX_SCENARIO_BYTES:
+            message = f"the file is over the limit of {MAX_SCENARIO_BYTES:,} bytes for a scenario: make it smaller"
+            raise ScenarioError([ScenarioIssue(str(path), None, "", message)])
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError([ScenarioIssue(str(path), None, "", f"cannot read: {exc}")]) from None
     return parse_scenario(text, str(path))

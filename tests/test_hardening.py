@@ -491,3 +491,123 @@ def test_the_poll_answer_is_dumps_of_its_envelope(make_client: Callable[..., Cli
 def test_the_poll_answer_of_any_data_is_dumps_of_its_envelope(data: dict[str, Any], more: dict[str, Any]) -> None:
     data.update(more)
     assert polled(data) == dumps({"code": 200, "msg": "ok", "data": data})
+
+
+# --- keys in every form, and the key filter -----------------------------------------------------------
+
+HIDDEN = "sk-" + "Q7" * 16  # its 32 characters never appear in the journal, in any form
+
+
+def _percent(text: str) -> str:
+    return "".join(f"%{ord(c):02X}" for c in text)
+
+
+def _json_escaped(text: str) -> str:
+    return "".join(f"\\u{ord(c):04x}" for c in text)
+
+
+KEY_FORMS: list[tuple[str, str, str, dict[str, str], str]] = [
+    # (id, method, path with query, headers, body)
+    ("no scheme", "GET", "/api/v1/tasks/x", {"Authorization": HIDDEN}, ""),
+    ("tab after Bearer", "GET", "/api/v1/tasks/x", {"Authorization": f"Bearer\t{HIDDEN}"}, ""),
+    ("two spaces", "GET", "/api/v1/tasks/x", {"Authorization": f"Bearer  {HIDDEN}"}, ""),
+    ("key as scheme", "GET", "/api/v1/tasks/x", {"Authorization": f"{HIDDEN} {HIDDEN}"}, ""),
+    ("in the path", "GET", f"/api/v1/tasks/{HIDDEN}", {}, ""),
+    ("percent-encoded in the path", "GET", f"/api/v1/tasks/{HIDDEN.replace('-', '%2D')}", {}, ""),
+    ("percent-encoded query", "GET", f"/api/v1/tasks/x?api_key={HIDDEN.replace('-', '%2D')}", {}, ""),
+    ("lowercase percent", "GET", f"/api/v1/tasks/x?api_key={HIDDEN.replace('-', '%2d')}", {}, ""),
+    ("all percent-encoded", "GET", f"/api/v1/tasks/x?k={_percent(HIDDEN)}", {}, ""),
+    ("header, percent-encoded", "GET", "/api/v1/tasks/x", {"X-Api-Key": HIDDEN.replace("-", "%2D")}, ""),
+    ("json \\u002d", "POST", "/api/v1/tasks/create", {}, '{"prompt": "' + HIDDEN.replace("-", "\\u002d") + '"}'),
+    ("json all escaped", "POST", "/api/v1/tasks/create", {}, '{"prompt": "' + _json_escaped(HIDDEN) + '"}'),
+    ("form body", "POST", "/api/v1/tasks/create", {}, "key=" + HIDDEN.replace("-", "%2D") + "&x=1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "body"), [f[1:] for f in KEY_FORMS], ids=[f[0] for f in KEY_FORMS]
+)
+def test_a_key_is_masked_in_every_form_it_is_sent(
+    client: Client, method: str, path: str, headers: dict[str, str], body: str
+) -> None:
+    client.request(method, path, content=body, headers={**AUTH, **headers})
+    kept = repr(list(client.app.state.backend.store.journal._items))
+    shown = client.get("/_mock/requests").text
+    for text in (kept, shown):
+        for form in ("Q7" * 16, _percent("Q7" * 16), _json_escaped("Q7" * 16), _percent("Q7" * 16).lower()):
+            assert form not in text
+    assert "sk-Q7Q7…Q7Q7" in shown
+
+
+def test_the_masked_authorization_header_keeps_its_scheme(client: Client) -> None:
+    for value, shown in [
+        (f"Bearer\t{HIDDEN}", "Bearer sk-Q7Q7…Q7Q7"),
+        (HIDDEN, "sk-Q7Q7…Q7Q7"),
+        ("Basic dXNlcjpwYXNz", "Basic ***"),
+        ("Bearer", "Bearer"),
+        ("weird:token", "***"),
+    ]:
+        client.delete("/_mock/requests")
+        client.get("/api/v1/tasks/x", headers={"Authorization": value})
+        [entry] = client.get("/_mock/requests").json()
+        assert entry["headers"]["authorization"] == shown
+
+
+def test_the_key_filter_matches_that_key_only(client: Client) -> None:
+    """Two keys with the same masked form ('sk-abcd…wxyz') are told apart by ?key=."""
+    one, other = ("sk-abcd" + c * 24 + "wxyz" for c in "01")
+    client.submit(key=one, prompt="one")
+    client.submit(key=other, prompt="other")
+    client.submit(key=other, prompt="other again")
+    assert {e["key"] for e in client.get("/_mock/requests").json()} == {"sk-abcd…wxyz"}
+    assert len(client.get("/_mock/requests", params={"key": one}).json()) == 1
+    assert len(client.get("/_mock/requests", params={"key": other}).json()) == 2
+    assert client.get("/_mock/requests", params={"key": "sk-abcd…wxyz"}).json() == []
+    r = client.get("/_mock/requests/wait", params={"key": one, "count": 1, "timeout": 0})
+    assert r.status_code == 200 and [json.loads(e["body"])["prompt"] for e in r.json()["requests"]] == ["one"]
+    r = client.get("/_mock/requests/wait", params={"key": one, "count": 2, "timeout": 0})
+    assert r.status_code == 408 and r.json()["count"] == 1
+
+
+def test_a_waiter_on_a_key_is_woken_by_that_key_only(loop: asyncio.AbstractEventLoop) -> None:
+    import httpx
+
+    app = create_app("default", clock="manual")
+    one, other = ("sk-abcd" + c * 24 + "wxyz" for c in "01")
+
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://mock.test") as http:
+            params = {"key": one, "count": 1, "timeout": 30}
+            waiting = asyncio.ensure_future(http.get("/_mock/requests/wait", params=params))
+            for _ in range(50):  # bounded: until the waiter is parked
+                await asyncio.sleep(0)
+            await http.get("/api/v1/tasks/x", headers={"Authorization": f"Bearer {other}"})
+            assert not waiting.done()
+            await http.get("/api/v1/tasks/y", headers={"Authorization": f"Bearer {one}"})
+            return await asyncio.wait_for(waiting, 10)
+
+    r = loop.run_until_complete(run())
+    assert r.status_code == 200 and [e["path"] for e in r.json()["requests"]] == ["/api/v1/tasks/y"]
+
+
+# --- PUT /_mock/scenario {"name"}: bundled scenarios only ----------------------------------------------
+
+
+def test_a_scenario_name_loads_only_bundled_scenarios(
+    client: Client, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "secret.yaml").write_text("name: secret\ndescription: the launch codes\n")
+    (tmp_path / "secret").write_text("name: secret2\n")
+    monkeypatch.chdir(tmp_path)
+    answers = {}
+    for name in ("secret.yaml", "secret", "missing.yaml", "./secret.yaml", str(tmp_path / "secret.yaml"), "../x"):
+        r = client.put("/_mock/scenario", json={"name": name})
+        assert r.status_code == 422, r.text
+        [issue] = r.json()["issues"]
+        assert "the launch codes" not in r.text and "is not a bundled scenario (bundled: ci, default" in r.text
+        answers[name] = issue["message"].replace(repr(name), "NAME")
+    assert len(set(answers.values())) == 1  # the same answer whether the file exists or not: no oracle
+    assert client.get("/_mock/scenario").json()["name"] == "default"
+    r = client.put("/_mock/scenario", json={"name": "ci"})
+    assert r.status_code == 200 and r.json()["name"] == "ci"

@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 
 from mockgen.backend import NEXT_FIELDS, TASK_CHECKS, NextOutcome
 from mockgen.models import TASK_FIELDS
-from mockgen.scenario import parse_scenario
+from mockgen.scenario import MAX_INT, parse_scenario
 
 from .conftest import KEY, OTHER_KEY, Client
+
+NUMS, COUNT, POSITIVE = (f"from {low} to {MAX_INT}" for low in (-MAX_INT, 0, 1))  # the bounds of numbers
 
 SCENARIO = parse_scenario(
     "clock: manual\n"
@@ -101,12 +103,12 @@ KEY_RULE = "must be 'sk-' followed by 32 letters or digits"
 
 # (where, the value put there, the error after "state is malformed: "); a callable is given the export.
 CORRUPTIONS: list[tuple[tuple[Any, ...], Any, Any]] = [
-    (("tasks", 0, "credits"), "abc", "tasks[0].credits must be an integer >= 0, got 'abc'"),
-    (("tasks", 1, "credits"), 1.5, "tasks[1].credits must be an integer >= 0, got 1.5"),
-    (("tasks", 2, "created_at"), "yesterday", "tasks[2].created_at must be a finite number, got 'yesterday'"),
-    (("tasks", 2, "running_at"), INF, "tasks[2].running_at must be a finite number, got a huge number"),
-    (("tasks", 4, "finish_at"), True, "tasks[4].finish_at must be a finite number or null, got true"),
-    (("tasks", 0, "settled_at"), "", "tasks[0].settled_at must be a finite number or null, got ''"),
+    (("tasks", 0, "credits"), "abc", f"tasks[0].credits must be an integer {COUNT}, got 'abc'"),
+    (("tasks", 1, "credits"), 1.5, f"tasks[1].credits must be an integer {COUNT}, got 1.5"),
+    (("tasks", 2, "created_at"), "yesterday", f"tasks[2].created_at must be a finite number {NUMS}, got 'yesterday'"),
+    (("tasks", 2, "running_at"), INF, f"tasks[2].running_at must be a finite number {NUMS}, got a huge number"),
+    (("tasks", 4, "finish_at"), True, f"tasks[4].finish_at must be a finite number {NUMS} or null, got true"),
+    (("tasks", 0, "settled_at"), "", f"tasks[0].settled_at must be a finite number {NUMS} or null, got ''"),
     (("tasks", 3, "prompt"), 42, "tasks[3].prompt must be a string, got 42"),
     (("tasks", 3, "model_id"), None, "tasks[3].model_id must be a string, got null"),
     (("tasks", 5, "key"), "sk-short", f"tasks[5].key {KEY_RULE}, got 'sk-short'"),
@@ -119,9 +121,9 @@ CORRUPTIONS: list[tuple[tuple[Any, ...], Any, Any]] = [
     (("tasks", 2, "task_type"), "audio", "tasks[2].task_type must be one of 'image', 'video', got 'audio'"),
     (("tasks", 2, "aspect_ratio"), "5:4", "tasks[2].aspect_ratio must be one of '1:1', "),
     (("tasks", 2, "image_urls"), ["https://e.com/a.png", 7], "tasks[2].image_urls must be an array of strings, got"),
-    (("tasks", 3, "extra"), [50], "tasks[3].extra must be an object or null, got an array"),
-    (("tasks", 5, "polls"), True, "tasks[5].polls must be an integer >= 0, got true"),
-    (("tasks", 5, "polls_queued"), -1, "tasks[5].polls_queued must be an integer >= 0, got -1"),
+    (("tasks", 3, "extra"), [50], "tasks[3].extra must be an object (of finite numbers) or null, got an array"),
+    (("tasks", 5, "polls"), True, f"tasks[5].polls must be an integer {COUNT}, got true"),
+    (("tasks", 5, "polls_queued"), -1, f"tasks[5].polls_queued must be an integer {COUNT}, got -1"),
     (("tasks", 1, "message"), 404, "tasks[1].message must be a string or null, got 404"),
     (("tasks", 1, "rule"), ["fail"], "tasks[1].rule must be a string or null, got an array"),
     (("tasks", 6, "prompt"), MISSING, "tasks[6].prompt is missing"),
@@ -129,25 +131,25 @@ CORRUPTIONS: list[tuple[tuple[Any, ...], Any, Any]] = [
     (("tasks", 6, "task_id"), _first_task_id, lambda s: f"tasks[6].task_id {_first_task_id(s)!r} repeats tasks[0]"),
     (("tasks", 0), "a task", "tasks[0] must be an object, got 'a task'"),
     (("tasks",), {}, "tasks must be an array, got an object"),
-    (("accounts", 0, "credits"), "abc", "accounts[0].credits must be an integer >= 0, got 'abc'"),
-    (("accounts", 0, "credits"), 1.5, "accounts[0].credits must be an integer >= 0, got 1.5"),
-    (("accounts", 0, "credits"), True, "accounts[0].credits must be an integer >= 0, got true"),
-    (("accounts", 1, "credits"), -5, "accounts[1].credits must be an integer >= 0, got -5"),
+    (("accounts", 0, "credits"), "abc", f"accounts[0].credits must be an integer {COUNT}, got 'abc'"),
+    (("accounts", 0, "credits"), 1.5, f"accounts[0].credits must be an integer {COUNT}, got 1.5"),
+    (("accounts", 0, "credits"), True, f"accounts[0].credits must be an integer {COUNT}, got true"),
+    (("accounts", 1, "credits"), -5, f"accounts[1].credits must be an integer {COUNT}, got -5"),
     (("accounts", 1, "key"), LONG_KEY, f"accounts[1].key {KEY_RULE}, got {repr(LONG_KEY)[:57]}..."),
     (("accounts", 1, "key"), _first_key, lambda s: f"accounts[1].key {_first_key(s)!r} repeats accounts[0].key"),
     (("accounts", 0, "name"), 5, "accounts[0].name must be a string or null, got 5"),
     (("accounts", 1, "ledger"), MISSING, "accounts[1].ledger is missing"),
     (("accounts", 1, "ledger", 0, "kind"), "gift", "accounts[1].ledger[0].kind must be one of 'charge', 'refund', "),
-    (("accounts", 1, "ledger", 0, "amount"), 1.5, "accounts[1].ledger[0].amount must be an integer, got 1.5"),
-    (("accounts", 1, "ledger", 1, "at"), "now", "accounts[1].ledger[1].at must be a finite number, got 'now'"),
+    (("accounts", 1, "ledger", 0, "amount"), 1.5, f"accounts[1].ledger[0].amount must be an integer {NUMS}, got 1.5"),
+    (("accounts", 1, "ledger", 1, "at"), "now", f"accounts[1].ledger[1].at must be a finite number {NUMS}, got 'now'"),
     (("accounts", 1, "ledger", 1, "task_id"), 5, "accounts[1].ledger[1].task_id must be a string or null, got 5"),
-    (("next", 0, "count"), 0, "next[0].count must be an integer >= 1, got 0"),
+    (("next", 0, "count"), 0, f"next[0].count must be an integer {POSITIVE}, got 0"),
     (("next", 0, "outcome"), "maybe", "next[0].outcome must be one of 'success', 'failed', got 'maybe'"),
     (("next", 0, "model_id"), 5, "next[0].model_id must be a string or null, got 5"),
     (("next", 0, "msg"), "no", "unknown field 'msg' in next[0]"),
-    (("clock", "now"), "noon", "clock.now must be a finite number, got 'noon'"),
-    (("clock", "now"), 10**400, "clock.now must be a finite number, got a huge number"),
-    (("clock", "now"), INF, "clock.now must be a finite number, got a huge number"),
+    (("clock", "now"), "noon", f"clock.now must be a finite number {NUMS}, got 'noon'"),
+    (("clock", "now"), 10**400, f"clock.now must be a finite number {NUMS}, got a huge number"),
+    (("clock", "now"), INF, f"clock.now must be a finite number {NUMS}, got a huge number"),
     (("clock", "kind"), "fast", "clock.kind must be one of 'real', 'manual', got 'fast'"),
     (("taks",), [], "unknown field 'taks' in the top level"),
 ]  # fmt: skip
