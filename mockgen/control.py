@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -72,12 +73,19 @@ async def create_account(request: Request) -> Response:
     return json_response(b.account_view(account), 201)
 
 
+# Query numbers as /openapi.json types them: ASCII digits (int() would take ' 5', '1_0' or '٣' too).
+WHOLE = re.compile(r"[0-9]+")
+DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?|\.[0-9]+([eE][-+]?[0-9]+)?")
+
+
 def _limit(request: Request) -> int | None:
     """``?limit=N``: only the newest N items of a list that may be long (the dashboard polls every second)."""
-    limit = request.query_params.get("limit", "")
-    if limit and not limit.isdigit():
+    limit = request.query_params.get("limit")
+    if limit is None:
+        return None
+    if not WHOLE.fullmatch(limit):
         raise ControlError(f"'limit' must be a whole number, not {limit!r}")
-    return int(limit) if limit else None
+    return int(limit)
 
 
 async def get_account(request: Request) -> Response:
@@ -168,11 +176,10 @@ async def clear_requests(request: Request) -> Response:
 
 async def wait_requests(request: Request) -> Response:
     q = request.query_params
-    try:
-        count = int(q.get("count", "1"))
-        timeout = float(q.get("timeout", "10"))
-    except ValueError:
-        raise ControlError("count must be an integer and timeout a number of seconds") from None
+    count_text, timeout_text = q.get("count", "1"), q.get("timeout", "10")
+    if not WHOLE.fullmatch(count_text) or not DECIMAL.fullmatch(timeout_text):
+        raise ControlError("count must be an integer and timeout a number of seconds")
+    count, timeout = int(count_text), float(timeout_text)
     if count < 1 or not 0 <= timeout <= 300:
         raise ControlError("count must be >= 1 and timeout from 0 to 300 seconds")
     journal = _backend(request).store.journal

@@ -46,6 +46,7 @@ def test_the_document_is_valid_openapi_3_1_with_valid_json_schemas() -> None:
 def test_public_and_control_operations_are_tagged_apart() -> None:
     tags = {(path, method): op["tags"] for path, ops in DOC["paths"].items() for method, op in ops.items()}
     assert tags.pop((CREATE, "post")) == ["contract"] and tags.pop((QUERY, "get")) == ["contract"]
+    assert tags.pop(("/files/{name}", "get")) == ["files"]
     assert tags and all(t == ["control"] for t in tags.values())
     assert all(path.startswith("/_mock/") for path, _ in tags)
     for path in (CREATE, QUERY):
