@@ -33,6 +33,8 @@ def _number(body: dict[str, Any], key: str, *, integer: bool = False, required: 
     value = body.get(key)
     if value is None and not required:
         return None
+    if integer and isinstance(value, float) and value.is_integer():
+        return int(value)  # 3.0 is an integer to JSON Schema, and so to /openapi.json
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         kind = "an integer" if integer else "a number"
@@ -221,6 +223,8 @@ async def put_scenario(request: Request) -> Response:
                 raise ControlError("name must be a bundled scenario's name, not a path")
         else:
             raw = await read_body(request)
+            if not raw.strip():
+                raise ControlError('send YAML text, or JSON {"name": <bundled scenario>}')
             scenario = parse_scenario(raw.decode("utf-8", "replace"), "<PUT /_mock/scenario>")
     except ScenarioError as exc:
         return json_response({"error": "scenario refused", "issues": [i.as_dict() for i in exc.issues]}, 422)

@@ -440,8 +440,10 @@ def _control_op(
     ok: str = "200",
     params: tuple[str, ...] = (),
     errors: tuple[str, ...] = (),
+    optional_body: bool = False,
 ) -> Schema:
-    """One /_mock/ operation: its answer, its request body (required when given) and the errors it can send."""
+    """One /_mock/ operation: its answer, its request body (omitted: as ``{}`` when ``optional_body``) and the
+    errors it can send."""
     refused = _content(_ref("ControlError"))
     statuses = {
         **CONTROL_ERRORS,
@@ -460,7 +462,7 @@ def _control_op(
     for status in ("400", "401", *errors, *(("413",) if body is not None else ())):
         op["responses"][status] = {"description": statuses[status], **refused}
     if body is not None:
-        op["requestBody"] = {"required": True, **_content(body)}
+        op["requestBody"] = {"required": not optional_body, **_content(body)}
     if params:
         op["parameters"] = [_param(p) for p in params]
     return op
@@ -512,6 +514,7 @@ def _control_paths() -> dict[str, Any]:
                 "Create an account (a new key unless one is given).",
                 _ref("Account"),
                 body=_ref("NewAccount"),
+                optional_body=True,
                 ok="201",
                 errors=("409",),
             ),
