@@ -397,6 +397,7 @@ def _public_paths(custom_bodies: bool) -> dict[str, Any]:
                 "tags": ["files"],
                 "operationId": "getResultFile",
                 "summary": "A succeeded task's result file (the image_url or video_url of a local result).",
+                "security": [{}],  # no key: the links go into <img> tags and downloads
                 "parameters": [
                     {
                         "name": "name",

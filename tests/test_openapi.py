@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,7 +15,7 @@ import pytest
 from openapi_spec_validator import validate as validate_openapi
 
 from mockgen.openapi import build_openapi, check, response_schema
-from mockgen.scenario import parse_scenario
+from mockgen.scenario import FAULT_STATUSES, bundled_names, load_scenario, parse_scenario
 from mockgen.testing import MockServer
 
 from .conftest import AUTH, KEY, Client
@@ -60,6 +65,107 @@ def test_the_served_document_follows_the_scenario_and_is_not_journaled(make_clie
     assert doc["servers"] == [{"url": "http://mock.test"}]
     assert "flux-1" in doc["components"]["schemas"]["CreateRequest"]["properties"]["model_id"]["enum"]
     assert client.get("/_mock/requests").json() == []
+
+
+EXTRAS = """
+name: extras
+clock: manual
+rules:
+  - {name: progress, match: {prompt_contains: "[extra]"}, extra: {progress: 100, task_status: "done"}}
+faults:
+  - {name: warm-up, match: {route: create, prompt_contains: "[warm]"}, status: 503, body: {error: warming up}}
+  - {name: text, match: {route: create, prompt_contains: "[text]"}, status: 500, body: "down"}
+"""
+
+
+def test_a_rules_extra_fields_and_a_faults_own_body_are_in_the_served_document(make_client) -> None:
+    client = make_client(parse_scenario(EXTRAS, "extras"))
+    doc = client.get("/openapi.json").json()
+    validate_openapi(doc)
+    task_id = client.submit(prompt="a cat [extra]")["data"]["task_id"]
+    answer = client.poll(task_id)
+    assert answer["data"]["progress"] == 100 and answer["data"]["task_status"] == "done"
+    schema = response_schema(doc, QUERY, "get", 200)
+    assert schema is not None and jsonschema_errors(answer, schema, doc) == [] and check(answer, schema, doc) == []
+    assert jsonschema_errors(answer, schema) != []  # the default document refuses the extras, rightly
+    r = client.post(CREATE, json={"model_id": "gpt-image-2", "prompt": "[warm] a cat"}, headers=AUTH)
+    assert r.status_code == 503 and r.json() == {"error": "warming up"} and r.headers["retry-after"]
+    fault = doc["paths"][CREATE]["post"]["responses"]["503"]
+    assert jsonschema_errors(r.json(), fault["content"]["application/json"]["schema"], doc) == []
+    assert "text/plain" in fault["content"] and fault["headers"]["Retry-After"]["required"] is True
+    r = client.post(CREATE, json={"model_id": "gpt-image-2", "prompt": "[text] a cat"}, headers=AUTH)
+    assert (r.status_code, r.text, r.headers["content-type"].split(";")[0]) == (500, "down", "text/plain")
+
+
+def test_every_status_the_server_sends_is_documented_on_each_route() -> None:
+    faults = {str(s) for s in FAULT_STATUSES}
+    for path, method, also in [(CREATE, "post", {"200", "401", "413"}), (QUERY, "get", {"200", "401"}),
+                               ("/files/{name}", "get", {"200", "404"})]:  # fmt: skip
+        assert set(DOC["paths"][path][method]["responses"]) == faults | also
+    ops = [op for ops in DOC["paths"].values() for op in ops.values()]
+    assert len({op["operationId"] for op in ops}) == len(ops) and all(op["summary"] for op in ops)
+    assert DOC["info"]["license"]["identifier"] == "MIT"
+    links = DOC["paths"][CREATE]["post"]["responses"]["200"]["links"]
+    assert {link["operationId"] for link in links.values()} == {"getTask", "getTaskRecord", "resolveTask"}
+
+
+def test_the_state_schema_names_the_fields_put_state_checks() -> None:
+    """PUT /_mock/state checks a state field by field (mockgen.backend): the document must say the same."""
+    from mockgen import backend
+
+    schemas = DOC["components"]["schemas"]
+    for name, fields, required in [
+        ("State", backend.STATE_FIELDS, backend.STATE_REQUIRED),
+        ("StateClock", backend.CLOCK_FIELDS, {"now"}),
+        ("StateAccount", backend.ACCOUNT_FIELDS, backend.ACCOUNT_REQUIRED),
+        ("StateLedgerEntry", backend.LEDGER_FIELDS, backend.LEDGER_REQUIRED),
+        ("StateTask", backend.TASK_CHECKS, backend.TASK_REQUIRED),
+        ("StateNext", backend.NEXT_FIELDS, backend.NEXT_REQUIRED),
+    ]:
+        assert set(schemas[name]["properties"]) == set(fields), name
+        assert set(schemas[name]["required"]) == set(required), name
+        assert schemas[name]["additionalProperties"] is False
+
+
+def test_405_says_which_methods_the_path_has(client: Client) -> None:
+    for method, path, allow in [
+        ("DELETE", CREATE, "GET, HEAD, POST"),  # GET too: it polls a task named 'create' (code 0)
+        ("PUT", "/api/v1/tasks/abc", "GET, HEAD"),
+        ("TRACE", "/_mock/accounts", "GET, HEAD, POST"),  # two routes on one path: both named
+        ("POST", "/_mock/state", "GET, HEAD, PUT"),
+        ("POST", "/files/abc.png", "GET, HEAD"),
+    ]:
+        r = client.request(method, path, headers=AUTH)
+        assert (r.status_code, r.headers.get("allow")) == (405, allow), (method, path, r.text)
+    assert client.get("/api/v1/nowhere", headers=AUTH).headers.get("allow") is None  # a 404 has none
+
+
+def test_the_control_api_takes_what_its_schemas_allow_and_refuses_the_rest(client: Client) -> None:
+    task_id = client.submit()["data"]["task_id"]
+    ok = [
+        ("POST", "/_mock/accounts", None, 201),  # every field optional: no body at all is {}
+        ("POST", "/_mock/accounts", {"credits": 3.0, "key": None, "name": None}, 201),  # 3.0 is an integer
+        ("POST", "/_mock/next", {"outcome": "failed", "count": None, "model_id": None}, 201),
+        ("POST", "/_mock/clock/advance", {"seconds": 0}, 200),
+        ("POST", f"/_mock/tasks/{task_id}/resolve", {"outcome": "success", "msg": None}, 200),
+        ("GET", "/_mock/tasks?limit=0", None, 200),
+        ("GET", "/_mock/requests/wait?count=99&timeout=0.01", None, 408),
+    ]
+    refused = [
+        ("POST", "/_mock/clock/advance", {}, 400),  # seconds is required: the schema says so
+        ("POST", "/_mock/next", {}, 400),
+        ("POST", f"/_mock/tasks/{task_id}/resolve", {}, 400),
+        ("POST", f"/_mock/accounts/{KEY}/credits", {}, 400),
+        ("PUT", "/_mock/scenario", None, 400),  # neither YAML nor a name
+        ("PUT", "/_mock/state", {}, 400),
+        ("GET", "/_mock/tasks?limit=", None, 400),
+        ("GET", "/_mock/tasks?limit=%C2%B2", None, 400),  # '²' is a digit to str.isdigit, not to int()
+        ("GET", "/_mock/requests/wait?count=1_0", None, 400),
+        ("GET", "/_mock/requests/wait?timeout=%205", None, 400),
+    ]
+    for method, path, body, status in ok + refused:
+        r = client.request(method, path, json=body) if body is not None else client.request(method, path)
+        assert r.status_code == status, (method, path, body, r.text)
 
 
 ANSWERS = [
@@ -230,3 +336,31 @@ def test_schemathesis_all_checks_and_stateful_find_nothing() -> None:
     documented = {f"{m.upper()} {p}" for p, ops in DOC["paths"].items() for m in ops}
     assert documented <= operations
     assert {"COVERAGE", "FUZZING", "STATEFUL_TESTING"} <= phases
+
+
+# --- @redocly/cli lint, from the repository's package-lock.json (npm ci), offline -------------------
+
+REDOCLY = Path(__file__).resolve().parent.parent / "node_modules" / ".bin" / "redocly"
+
+
+def test_redocly_lint_passes_on_every_bundled_scenarios_document(tmp_path: Path) -> None:
+    if shutil.which("node") is None or not REDOCLY.exists():
+        reason = "needs Node and `npm ci --no-audit --no-fund` at the repository's root (node_modules/)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI: {reason}")
+        print(f"skipped: {reason}")
+        pytest.skip(reason)
+    files = []
+    for name in bundled_names():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(build_openapi(load_scenario(name), "http://127.0.0.1:8000")), encoding="utf-8")
+        files.append(str(path))
+    # No telemetry and no update check: the test must not reach the network.
+    env = {**os.environ, "REDOCLY_TELEMETRY": "off", "REDOCLY_SUPPRESS_UPDATE_NOTICE": "true", "NO_COLOR": "1"}
+    done = subprocess.run(
+        [str(REDOCLY), "lint", "--format", "stylish", *files],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "warning" not in output.lower().replace("deprecation warning", ""), output
