@@ -127,6 +127,17 @@ def test_the_state_schema_names_the_fields_put_state_checks() -> None:
         assert schemas[name]["additionalProperties"] is False
 
 
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [("http://", False), ("https://./x", False), ("ftp://a.b/c", False), ("http:// a", False),
+     ("HTTPS://a.b/c.png", True), ("http://a", True)],
+)  # fmt: skip
+def test_the_image_urls_schema_accepts_what_the_server_accepts(client: Client, url: str, accepted: bool) -> None:
+    body = {"model_id": "gpt-image-2", "prompt": "a cat", "image_urls": [url]}
+    assert (jsonschema_errors(body, DOC["components"]["schemas"]["CreateRequest"]) == []) is accepted
+    assert (client.submit(**body)["code"] == 200) is accepted
+
+
 def test_405_says_which_methods_the_path_has(client: Client) -> None:
     for method, path, allow in [
         ("DELETE", CREATE, "GET, HEAD, POST"),  # GET too: it polls a task named 'create' (code 0)
