@@ -44,11 +44,16 @@ def _is_control(path: str) -> bool:
 
 
 def allowed_methods(app: Starlette, path: str) -> str:
-    """The ``Allow`` value for ``path``: the methods of every route on it (one path may have several routes)."""
+    """The ``Allow`` value for ``path``: the methods of every route on it (one path may have several routes).
+
+    As OpenAPI matches paths, a concrete route comes before a templated one: /api/v1/tasks/create
+    allows POST, as /openapi.json says (a GET there is a poll of a task named 'create', which never exists).
+    """
+    matching = [r for r in app.router.routes if isinstance(r, Route) and r.methods and r.path_regex.match(path)]
+    concrete = [r for r in matching if not r.param_convertors]
     methods: set[str] = set()
-    for route in app.router.routes:
-        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
-            methods |= route.methods
+    for route in concrete or matching:
+        methods |= route.methods or set()
     return ", ".join(sorted(methods))
 
 
