@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .scenario import Scenario
+from .scenario import Scenario, bundled_names
 
 Schema = dict[str, Any]
 SEED_MODELS = ("seedance-2", "gpt-image-2", "nano-banana-2")
@@ -626,9 +626,8 @@ def _control_paths() -> dict[str, Any]:
 
 
 def build_openapi(scenario: Scenario | None = None, server_url: str | None = None) -> dict[str, Any]:
-    """The document served at ``GET /openapi.json``; model ids, limits and extras follow ``scenario``."""
+    """The document served at ``GET /openapi.json``; model ids and limits follow ``scenario``."""
     from . import __version__
-    from .scenario import bundled_names
 
     models = list(scenario.models) if scenario is not None else list(SEED_MODELS)
     max_prompt = scenario.limits.max_prompt_length if scenario is not None else 4000
