@@ -32,6 +32,7 @@ KEY = {"type": "string", "pattern": "^sk-[A-Za-z0-9]{32}$", "minLength": 35, "ma
 # What backend.URL_RE accepts: a scheme, then a host that does not start with '/', '$', '.', '?' or '#'.
 IMAGE_URL = {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/$.?#]\\S*$", "maxLength": 2048}
 TEN_YEARS = 10 * 365 * 86_400
+ENVELOPE = {"type": "string", "enum": ["documented", "compat"], "description": "the answers' shape in force"}
 
 
 def _ref(name: str) -> Schema:
@@ -148,6 +149,7 @@ def _control_schemas(models: list[str], ratios: list[str], scenarios: list[str])
             status={"type": "string", "enum": ["ok"]},
             scenario=s,
             clock={"type": "string", "enum": ["real", "manual"]},
+            envelope=ENVELOPE,
             now=n,
         ),
         "LedgerEntry": _obj(("kind", "amount", "at"), kind=ledger_kind, amount=i, at=n, task_id=s),
@@ -221,6 +223,7 @@ def _control_schemas(models: list[str], ratios: list[str], scenarios: list[str])
             path=_null(s),
             seed=_null(i),
             clock={"type": "string", "enum": ["real", "manual"]},
+            envelope=ENVELOPE,
             auth_mode={"type": "string", "enum": ["open", "strict"]},
             models={"type": "object", "additionalProperties": _ref("ModelInfo")},
             rules={"type": "array", "items": s},
