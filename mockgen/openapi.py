@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .backend import TASK_CHECKS, TASK_REQUIRED
 from .scenario import Scenario, bundled_names
 
 Schema = dict[str, Any]
@@ -135,7 +136,6 @@ def _control_schemas(models: list[str], ratios: list[str], scenarios: list[str])
     s, n, i = {"type": "string"}, {"type": "number"}, {"type": "integer"}
     count = {"type": "integer", "minimum": 0}
     outcome = {"type": "string", "enum": ["success", "failed"]}
-    task_id = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "maxLength": 64}
     ledger_kind = {"type": "string", "enum": ["charge", "refund", "topup"]}
     return {
         "ControlError": _obj(
@@ -193,6 +193,7 @@ def _control_schemas(models: list[str], ratios: list[str], scenarios: list[str])
             rule=_null(s),
             timeline=_ref("TaskTimeline"),
             result_url=_null(s),
+            lost_answer={**_null(s), "description": "the fault that lost the create's answer"},
         ),
         "JournalEntry": _obj(
             ("at", "method", "path", "query", "headers", "key", "body", "status", "latency_ms"),
@@ -276,32 +277,10 @@ def _control_schemas(models: list[str], ratios: list[str], scenarios: list[str])
             ledger={"type": "array", "items": _ref("StateLedgerEntry")},
         ),
         "StateLedgerEntry": _closed(("kind", "amount", "at"), kind=ledger_kind, amount=i, at=n, task_id=_null(s)),
+        # Its fields are PUT /_mock/state's own list (backend.TASK_CHECKS), so a field added there is here too.
         "StateTask": _closed(
-            STATE_TASK_REQUIRED,
-            task_id=task_id,
-            key=KEY,
-            model_id=s,
-            task_type={"enum": ["image", "video"]},
-            prompt=s,
-            aspect_ratio={"enum": ratios},
-            image_urls={"type": "array", "items": s},
-            credits=count,
-            created_at=n,
-            request_id=s,
-            running_at=n,
-            finish_at=_null(n),
-            outcome={"enum": ["success", "failed"]},
-            failure_message=s,
-            progress={"enum": ["time", "polls", "manual"]},
-            polls_queued=count,
-            polls_running=count,
-            polls=count,
-            final_status={"enum": [0, 3, 4]},
-            settled_at=_null(n),
-            message=_null(s),
-            rule=_null(s),
-            results={"enum": ["local", "cdn"]},
-            extra=_null({"type": "object"}),
+            tuple(sorted(TASK_REQUIRED)),
+            **{name: _state_task_field(name, ratios) for name in TASK_CHECKS},
         ),
         "StateNext": _closed(
             ("outcome", "count"),
@@ -314,11 +293,31 @@ def _control_schemas(models: list[str], ratios: list[str], scenarios: list[str])
     }
 
 
-# What a task of a state must have (the Task fields without a default; tests/test_openapi.py checks).
-STATE_TASK_REQUIRED = (
-    "task_id", "key", "model_id", "task_type", "prompt", "aspect_ratio", "image_urls", "credits", "created_at",
-    "request_id", "running_at", "finish_at", "outcome", "failure_message",
-)  # fmt: skip
+def _state_task_field(name: str, ratios: list[str]) -> Schema:
+    """The JSON Schema of one field of a task in a state, as ``backend.TASK_CHECKS`` checks it."""
+    s, n = {"type": "string"}, {"type": "number"}
+    count = {"type": "integer", "minimum": 0}
+    known: dict[str, Schema] = {
+        "task_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "maxLength": 64},
+        "key": KEY,
+        "task_type": {"enum": ["image", "video"]},
+        "aspect_ratio": {"enum": ratios},
+        "image_urls": {"type": "array", "items": s},
+        "credits": count,
+        "polls_queued": count,
+        "polls_running": count,
+        "polls": count,
+        "outcome": {"enum": ["success", "failed"]},
+        "progress": {"enum": ["time", "polls", "manual"]},
+        "final_status": {"enum": [0, 3, 4]},
+        "results": {"enum": ["local", "cdn"]},
+        "extra": _null({"type": "object"}),
+        **dict.fromkeys(("model_id", "prompt", "request_id", "failure_message"), s),
+        **dict.fromkeys(("created_at", "running_at"), n),
+        **dict.fromkeys(("finish_at", "settled_at"), _null(n)),
+        **dict.fromkeys(("message", "rule", "lost_answer"), _null(s)),
+    }
+    return known.get(name, {})
 
 
 def _content(schema: Schema, media_type: str = JSON) -> dict[str, Any]:

@@ -125,6 +125,7 @@ def test_the_state_schema_names_the_fields_put_state_checks() -> None:
         assert set(schemas[name]["properties"]) == set(fields), name
         assert set(schemas[name]["required"]) == set(required), name
         assert schemas[name]["additionalProperties"] is False
+        assert all(schemas[name]["properties"].values()), f"{name}: a field without a type"
 
 
 @pytest.mark.parametrize(
