@@ -43,17 +43,33 @@ def _is_control(path: str) -> bool:
     return path.startswith("/_mock/")
 
 
+def allowed_methods(app: Starlette, path: str) -> str:
+    """The ``Allow`` value for ``path``: the methods of every route on it (one path may have several routes).
+
+    As OpenAPI matches paths, a concrete route comes before a templated one: /api/v1/tasks/create
+    allows POST, as /openapi.json says (a GET there is a poll of a task named 'create', which never exists).
+    """
+    matching = [r for r in app.router.routes if isinstance(r, Route) and r.methods and r.path_regex.match(path)]
+    concrete = [r for r in matching if not r.param_convertors]
+    methods: set[str] = set()
+    for route in concrete or matching:
+        methods |= route.methods or set()
+    return ", ".join(sorted(methods))
+
+
 async def not_found(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 404)
     method, path = request.method, request.url.path
+    # RFC 9110: a 405 says which methods the resource has (Starlette's own Allow names only one route's).
+    headers = {"allow": allowed_methods(request.app, path)} if status == 405 else None
     if _is_control(path):
-        return json_response({"error": f"no control route {method} {path}"}, status)
+        return json_response({"error": f"no control route {method} {path}"}, status, headers)
     if status == 405:
         msg = f"Method {method} is not allowed on {path}."
     else:
         msg = f"No route {method} {path}. The API has POST /api/v1/tasks/create and GET /api/v1/tasks/{{task_id}}."
     note(request, error=msg)
-    return envelope(status, msg, None, status)
+    return json_response({"code": status, "msg": msg, "data": None}, status, headers)
 
 
 async def control_error(request: Request, exc: Exception) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -77,6 +78,8 @@ def _number(
     value = body.get(key)
     if value is None and not required:
         return None
+    if integer and isinstance(value, float) and value.is_integer():
+        return int(value)  # 3.0 is an integer to JSON Schema, and so to /openapi.json
     kinds = (int,) if integer else (int, float)
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, kinds):
@@ -127,6 +130,11 @@ async def create_account(request: Request) -> Response:
     credits = _number(body, "credits", integer=True, required=False, low=0)
     account = b.create_account(credits or 0, _optional_str(body, "key"), _optional_str(body, "name"))
     return json_response(b.account_view(account), 201)
+
+
+# Query numbers as /openapi.json types them: ASCII digits (int() would take ' 5', '1_0' or '٣' too).
+WHOLE = re.compile(r"[0-9]+")
+DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?|\.[0-9]+([eE][-+]?[0-9]+)?")
 
 
 def _limit(request: Request) -> int | None:
@@ -235,11 +243,10 @@ async def clear_requests(request: Request) -> Response:
 
 async def wait_requests(request: Request) -> Response:
     q = request.query_params
-    try:
-        count = int(q.get("count", "1"))
-        timeout = float(q.get("timeout", "10"))
-    except ValueError:
-        raise ControlError("count must be an integer and timeout a number of seconds") from None
+    count_text, timeout_text = q.get("count", "1"), q.get("timeout", "10")
+    if not WHOLE.fullmatch(count_text) or not DECIMAL.fullmatch(timeout_text):
+        raise ControlError("count must be an integer and timeout a number of seconds")
+    count, timeout = int(count_text), float(timeout_text)
     if count < 1 or not 0 <= timeout <= 300:
         raise ControlError("count must be >= 1 and timeout from 0 to 300 seconds")
     journal = _backend(request).store.journal
@@ -287,6 +294,8 @@ async def put_scenario(request: Request) -> Response:
             scenario = load_bundled(name)  # only these: a file is loaded only from the command line
         else:
             raw = await read_body(request)
+            if not raw.strip():
+                raise ControlError('send YAML text, or JSON {"name": <bundled scenario>}')
             # In a thread: a large scenario takes PyYAML a while, and other clients go on meanwhile.
             text = raw.decode("utf-8", "replace")
             scenario = await run_in_threadpool(parse_scenario, text, "<PUT /_mock/scenario>")

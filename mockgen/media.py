@@ -42,9 +42,7 @@ def _ratio(aspect_ratio: str | None) -> str:
     if aspect_ratio is None:
         return DEFAULT_ASPECT_RATIO
     if not isinstance(aspect_ratio, str) or aspect_ratio not in ASPECT_RATIOS:
-        raise ValueError(
-            f"unknown aspect ratio {aspect_ratio!r}; expected one of {', '.join(ASPECT_RATIOS)}"
-        )
+        raise ValueError(f"unknown aspect ratio {aspect_ratio!r}; expected one of {', '.join(ASPECT_RATIOS)}")
     return aspect_ratio
 
 
@@ -113,9 +111,7 @@ def _build_glyphs() -> list[tuple[int, ...]]:
     glyphs: list[tuple[int, ...]] = []
     for i in range(len(data) // 5):
         cols = data[i * 5 : i * 5 + 5]
-        glyphs.append(
-            tuple(sum(((cols[c] >> row) & 1) << (4 - c) for c in range(5)) for row in range(7))
-        )
+        glyphs.append(tuple(sum(((cols[c] >> row) & 1) << (4 - c) for c in range(5)) for row in range(7)))
     return glyphs
 
 
@@ -684,9 +680,7 @@ def _p_row(
                 c = (0, above[mx + 1])
             else:
                 c = (0, above[mx - 1]) if mx else unavailable
-        if target == (0, 0) and (
-            a is unavailable or b is unavailable or a[1] == (0, 0) or b[1] == (0, 0)
-        ):
+        if target == (0, 0) and (a is unavailable or b is unavailable or a[1] == (0, 0) or b[1] == (0, 0)):
             # P_Skip infers exactly this zero motion (8.4.1.1).
             skip += 1
             row.append((0, 0))
@@ -837,9 +831,7 @@ def _moov(w: int, h: int, sps: bytes, pps: bytes, sizes: list[int], mdat_offset:
         struct.pack(">IIIII", 0, 0, 1, 0, movie_duration), bytes(8),
         struct.pack(">hhhH", 0, 0, 0, 0), _MATRIX, struct.pack(">II", w << 16, h << 16),
     )  # fmt: skip
-    mdhd = _full_box(
-        b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, _TIMESCALE, n * _FRAME_TICKS, 0x55C4, 0)
-    )
+    mdhd = _full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, _TIMESCALE, n * _FRAME_TICKS, 0x55C4, 0))
     hdlr = _full_box(b"hdlr", 0, 0, bytes(4), b"vide", bytes(12), b"VideoHandler\x00")
     vmhd = _full_box(b"vmhd", 0, 1, bytes(8))
     dinf = _box(b"dinf", _full_box(b"dref", 0, 0, struct.pack(">I", 1), _full_box(b"url ", 0, 1)))

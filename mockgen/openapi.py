@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .scenario import Scenario
+from .backend import TASK_CHECKS, TASK_REQUIRED
+from .scenario import Scenario, bundled_names
 
 Schema = dict[str, Any]
 SEED_MODELS = ("seedance-2", "gpt-image-2", "nano-banana-2")
@@ -15,8 +16,33 @@ JSON = "application/json"
 ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}  # a task id or a key: one path segment
 
 
+# Every status an injected fault can answer with (scenario faults and X-Mockgen-Fault alike), on
+# every public route and /files/: what a client must be ready for. (The same set as FAULT_STATUSES.)
+FAULTS = {
+    400: "Bad request (an injected fault)",
+    403: "Forbidden (an injected fault)",
+    408: "Request timeout (an injected fault)",
+    409: "Conflict (an injected fault)",
+    429: "Rate limited (an injected fault): retry after Retry-After seconds",
+    500: "Internal server error (an injected fault)",
+    502: "Bad gateway (an injected fault, or an answer lost after the task was created and charged)",
+    503: "Unavailable (an injected fault): retry after Retry-After seconds",
+    504: "Gateway timeout (an injected fault, or an answer lost after the task was created and charged)",
+}
+KEY = {"type": "string", "pattern": "^sk-[A-Za-z0-9]{32}$", "minLength": 35, "maxLength": 35}
+# What backend.URL_RE accepts: a scheme, then a host that does not start with '/', '$', '.', '?' or '#'.
+IMAGE_URL = {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/$.?#]\\S*$", "maxLength": 2048}
+TEN_YEARS = 10 * 365 * 86_400
+ENVELOPE = {"type": "string", "enum": ["documented", "compat"], "description": "the answers' shape in force"}
+
+
 def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _null(schema: Schema) -> Schema:
+    """``schema`` or null (the control API takes a null field as an omitted one)."""
+    return {"anyOf": [schema, {"type": "null"}]}
 
 
 def _envelope(code: Schema, data: Schema, msg: Schema | None = None) -> Schema:
@@ -28,21 +54,46 @@ def _envelope(code: Schema, data: Schema, msg: Schema | None = None) -> Schema:
     }
 
 
-def _schemas(models: list[str], ratios: list[str], max_prompt: int, max_urls: int) -> dict[str, Schema]:
+def _obj(required: tuple[str, ...] = (), /, **props: Schema) -> Schema:
+    """An object with these properties (others are allowed: answers may grow), ``required`` of them."""
+    schema: Schema = {"type": "object", "properties": props}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+def _closed(required: tuple[str, ...], /, **props: Schema) -> Schema:
+    """An object with exactly these properties (what PUT /_mock/state checks field by field)."""
+    return {**_obj(required, **props), "additionalProperties": False}
+
+
+def _contract_schemas(
+    models: list[str], ratios: list[str], max_prompt: int, max_urls: int, extras: set[str]
+) -> dict[str, Schema]:
     nullable_url = {"type": ["string", "null"]}
+    task_props: dict[str, Schema] = {
+        "task_id": {"type": "string", "minLength": 1},
+        "task_status": {"enum": [1, 2, 3, 4], "description": "1 queued, 2 running, 3 success, 4 failed"},
+        "task_type": {"enum": ["image", "video"]},
+        "model_id": {"type": "string", "minLength": 1},
+        "image_url": nullable_url,
+        "video_url": nullable_url,
+        "audio_url": nullable_url,
+        "credits": {"type": "integer", "minimum": 0},
+        "created_at": {"type": "integer", "description": "Unix seconds"},
+    }
+    # A rule's `extra` fields are added to a task's data (one may even replace a contract field).
+    task_props.update({name: {"description": "an extra field of a scenario rule"} for name in sorted(extras)})
     return {
         "CreateRequest": {
             "type": "object",
             "required": ["model_id", "prompt"],
             "properties": {
                 "model_id": {"type": "string", "enum": models},
-                "prompt": {"type": "string", "minLength": 1, "maxLength": max_prompt},
-                "image_urls": {
-                    "type": "array",
-                    "maxItems": max_urls,
-                    "items": {"type": "string", "format": "uri", "pattern": "^https?://"},
-                },
-                "aspect_ratio": {"type": "string", "enum": ratios},
+                # Not only whitespace: a blank prompt is refused like a missing one.
+                "prompt": {"type": "string", "minLength": 1, "maxLength": max_prompt, "pattern": "\\S"},
+                "image_urls": _null({"type": "array", "maxItems": max_urls, "items": IMAGE_URL}),
+                "aspect_ratio": _null({"type": "string", "enum": ratios}),
             },
         },
         "CreateData": {
@@ -70,17 +121,7 @@ def _schemas(models: list[str], ratios: list[str], max_prompt: int, max_urls: in
                 "created_at",
             ],  # fmt: skip
             "additionalProperties": False,
-            "properties": {
-                "task_id": {"type": "string", "minLength": 1},
-                "task_status": {"enum": [1, 2, 3, 4], "description": "1 queued, 2 running, 3 success, 4 failed"},
-                "task_type": {"enum": ["image", "video"]},
-                "model_id": {"type": "string", "minLength": 1},
-                "image_url": nullable_url,
-                "video_url": nullable_url,
-                "audio_url": nullable_url,
-                "credits": {"type": "integer", "minimum": 0},
-                "created_at": {"type": "integer", "description": "Unix seconds"},
-            },
+            "properties": task_props,
         },
         "QuerySuccess": _envelope({"const": 200}, _ref("TaskData"), {"const": "ok"}),
         "BusinessError": _envelope({"const": 0}, {"type": "null"}),
@@ -88,33 +129,222 @@ def _schemas(models: list[str], ratios: list[str], max_prompt: int, max_urls: in
         "HttpError": _envelope({"type": "integer"}, {"type": "null"}),
         "CreateResponse": {"oneOf": [_ref("CreateSuccess"), _ref("BusinessError")]},
         "QueryResponse": {"oneOf": [_ref("QuerySuccess"), _ref("BusinessError")]},
-        "ControlError": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {"error": {"type": "string"}, "issues": {"type": "array"}},
-        },
     }
 
 
-def _content(schema: Schema) -> dict[str, Any]:
-    return {"content": {JSON: {"schema": schema}}}
-
-
-def _error_responses() -> dict[str, Any]:
-    retry = {"Retry-After": {"schema": {"type": "string"}, "description": "seconds to wait"}}
+def _control_schemas(models: list[str], ratios: list[str], scenarios: list[str]) -> dict[str, Schema]:
+    s, n, i = {"type": "string"}, {"type": "number"}, {"type": "integer"}
+    count = {"type": "integer", "minimum": 0}
+    outcome = {"type": "string", "enum": ["success", "failed"]}
+    ledger_kind = {"type": "string", "enum": ["charge", "refund", "topup"]}
     return {
-        "401": {
-            "description": "missing header, another scheme, malformed or unknown key",
-            **_content(_ref("AuthError")),
-        },
-        "413": {"description": "body over the size limit", **_content(_ref("HttpError"))},
-        "429": {"description": "rate limited (an injected fault)", "headers": retry, **_content(_ref("HttpError"))},
-        "503": {"description": "unavailable (an injected fault)", "headers": retry, **_content(_ref("HttpError"))},
+        "ControlError": _obj(
+            ("error",),
+            error=s,
+            issues={"type": "array", "items": _ref("ScenarioIssue"), "description": "PUT /_mock/scenario's 422"},
+        ),
+        "ScenarioIssue": _obj(("file", "line", "path", "message"), file=s, line=_null(i), path=s, message=s),
+        "Health": _obj(
+            ("status", "scenario", "clock", "now"),
+            status={"type": "string", "enum": ["ok"]},
+            scenario=s,
+            clock={"type": "string", "enum": ["real", "manual"]},
+            envelope=ENVELOPE,
+            now=n,
+        ),
+        "LedgerEntry": _obj(("kind", "amount", "at"), kind=ledger_kind, amount=i, at=n, task_id=s),
+        "Account": _obj(("key", "name", "credits"), key=KEY, name=_null(s), credits=count),
+        "AccountWithLedger": _obj(
+            ("key", "name", "credits", "ledger"),
+            key=KEY,
+            name=_null(s),
+            credits=count,
+            ledger={"type": "array", "items": _ref("LedgerEntry")},
+        ),
+        "TaskRequest": _obj(
+            ("model_id", "prompt", "aspect_ratio", "image_urls"),
+            model_id=s,
+            prompt=s,
+            aspect_ratio=s,
+            image_urls={"type": "array", "items": s},
+        ),
+        "TaskTimeline": _obj(
+            ("created_at", "running_at", "finish_at", "settled_at"),
+            created_at=n,
+            running_at=_null(n),
+            finish_at=_null(n),
+            settled_at=_null(n),
+        ),
+        "TaskView": _obj(
+            ("task_id", "key", "account", "request_id", "status", "request", "task_type", "credits"),
+            task_id=s,
+            key=s,
+            account=_null(s),
+            request_id=s,
+            status={"type": "integer", "enum": [1, 2, 3, 4]},
+            request=_ref("TaskRequest"),
+            task_type={"type": "string", "enum": ["image", "video"]},
+            credits=count,
+            planned_outcome=outcome,
+            failure_message=_null(s),
+            message=_null(s),
+            progress={"type": "string", "enum": ["time", "polls", "manual"]},
+            polls=count,
+            rule=_null(s),
+            timeline=_ref("TaskTimeline"),
+            result_url=_null(s),
+            lost_answer={**_null(s), "description": "the fault that lost the create's answer"},
+        ),
+        "JournalEntry": _obj(
+            ("at", "method", "path", "query", "headers", "key", "body", "status", "latency_ms"),
+            at=n,
+            method=s,
+            path=s,
+            query=s,
+            headers={"type": "object", "additionalProperties": s},
+            key=_null(s),
+            body=s,
+            status=i,
+            latency_ms=n,
+            task_id=_null(s),
+            fault=_null(s),
+            error={**_null(s), "description": "why a near miss was refused"},
+        ),
+        "WaitResult": _obj(
+            ("arrived", "count", "requests"),
+            arrived={"type": "boolean"},
+            count=count,
+            requests={"type": "array", "items": _ref("JournalEntry")},
+        ),
+        "ModelInfo": _obj(("task_type", "cost"), task_type={"type": "string", "enum": ["image", "video"]}, cost=i),
+        "ScenarioInfo": _obj(
+            ("name", "clock", "auth_mode", "models", "rules", "faults"),
+            name=s,
+            description=_null(s),
+            path=_null(s),
+            seed=_null(i),
+            clock={"type": "string", "enum": ["real", "manual"]},
+            envelope=ENVELOPE,
+            auth_mode={"type": "string", "enum": ["open", "strict"]},
+            models={"type": "object", "additionalProperties": _ref("ModelInfo")},
+            rules={"type": "array", "items": s},
+            faults={"type": "array", "items": s},
+            source=_null(s),
+        ),
+        "ScenarioLoaded": _obj(("name", "loaded"), name=s, loaded={"type": "boolean"}),
+        "NextOutcome": _obj(
+            ("outcome", "count", "model_id", "key", "msg"),
+            outcome=outcome,
+            count={"type": "integer", "minimum": 1},
+            model_id=_null(s),
+            key=_null(s),
+            msg=_null(s),
+        ),
+        "NextQueue": _obj(("queued",), queued={"type": "array", "items": _ref("NextOutcome")}),
+        "ClockNow": _obj(("now",), now=n),
+        "ResetDone": _obj(("reset", "scenario", "now"), reset={"type": "boolean"}, scenario=s, now=n),
+        "StateRestored": _obj(("restored", "now"), restored={"type": "boolean"}, now=n),
+        # --- request bodies: exactly what the endpoints require (a null field counts as omitted) ---
+        "NewAccount": _obj(key=_null(KEY), credits=_null(i), name=_null(s)),
+        "CreditsChange": _obj(("delta",), delta={**i, "description": "negative to take away (never below 0)"}),
+        "Resolve": _obj(("outcome",), outcome=outcome, msg=_null(s)),
+        "ClockAdvance": _obj(("seconds",), seconds={"type": "number", "minimum": 0, "maximum": TEN_YEARS}),
+        "ScenarioName": _obj(("name",), name={"type": "string", "enum": scenarios}),
+        "QueueNext": _obj(
+            ("outcome",),
+            outcome=outcome,
+            count=_null({"type": "integer", "minimum": 1}),
+            model_id=_null({"type": "string", "enum": models}),
+            key=_null(s),
+            msg=_null(s),
+        ),
+        # --- the export of GET /_mock/state, which PUT /_mock/state checks field by field ---
+        "State": _closed(
+            ("version", "clock", "accounts", "tasks"),
+            version={"const": 1},
+            scenario=s,
+            clock=_ref("StateClock"),
+            accounts={"type": "array", "items": _ref("StateAccount")},
+            tasks={"type": "array", "items": _ref("StateTask")},
+            next={"type": "array", "items": _ref("StateNext")},
+        ),
+        "StateClock": _closed(("now",), kind={"enum": ["real", "manual"]}, now=n),
+        "StateAccount": _closed(
+            ("key", "credits", "ledger"),
+            key=KEY,
+            name=_null(s),
+            credits=count,
+            ledger={"type": "array", "items": _ref("StateLedgerEntry")},
+        ),
+        "StateLedgerEntry": _closed(("kind", "amount", "at"), kind=ledger_kind, amount=i, at=n, task_id=_null(s)),
+        # Its fields are PUT /_mock/state's own list (backend.TASK_CHECKS), so a field added there is here too.
+        "StateTask": _closed(
+            tuple(sorted(TASK_REQUIRED)),
+            **{name: _state_task_field(name, ratios) for name in TASK_CHECKS},
+        ),
+        "StateNext": _closed(
+            ("outcome", "count"),
+            outcome={"enum": ["success", "failed"]},
+            count={"type": "integer", "minimum": 1},
+            model_id=_null(s),
+            key=_null(s),
+            message=_null(s),
+        ),
     }
 
 
-def _public_paths() -> dict[str, Any]:
+def _state_task_field(name: str, ratios: list[str]) -> Schema:
+    """The JSON Schema of one field of a task in a state, as ``backend.TASK_CHECKS`` checks it."""
+    s, n = {"type": "string"}, {"type": "number"}
+    count = {"type": "integer", "minimum": 0}
+    known: dict[str, Schema] = {
+        "task_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "maxLength": 64},
+        "key": KEY,
+        "task_type": {"enum": ["image", "video"]},
+        "aspect_ratio": {"enum": ratios},
+        "image_urls": {"type": "array", "items": s},
+        "credits": count,
+        "polls_queued": count,
+        "polls_running": count,
+        "polls": count,
+        "outcome": {"enum": ["success", "failed"]},
+        "progress": {"enum": ["time", "polls", "manual"]},
+        "final_status": {"enum": [0, 3, 4]},
+        "results": {"enum": ["local", "cdn"]},
+        "extra": _null({"type": "object"}),
+        **dict.fromkeys(("model_id", "prompt", "request_id", "failure_message"), s),
+        **dict.fromkeys(("created_at", "running_at"), n),
+        **dict.fromkeys(("finish_at", "settled_at"), _null(n)),
+        **dict.fromkeys(("message", "rule", "lost_answer"), _null(s)),
+    }
+    return known.get(name, {})
+
+
+def _content(schema: Schema, media_type: str = JSON) -> dict[str, Any]:
+    return {"content": {media_type: {"schema": schema}}}
+
+
+def _fault_responses(custom_bodies: bool) -> dict[str, Any]:
+    """The injected faults' answers; a scenario fault with its own ``body`` may answer anything."""
+    retry = {"schema": {"type": "string", "pattern": "^[0-9]+$"}, "description": "seconds to wait", "required": True}
+    marker = {"schema": {"type": "string"}, "description": "the name of the injected fault"}
+    content: dict[str, Any] = _content(_ref("HttpError"))
+    if custom_bodies:
+        content = {"content": {JSON: {"schema": {}}, "text/plain": {"schema": {"type": "string"}}}}
+    responses = {}
+    for status, text in FAULTS.items():
+        headers: dict[str, Any] = {"X-Mockgen-Fault": marker}
+        if status in (429, 503):
+            headers["Retry-After"] = retry
+        responses[str(status)] = {"description": text, "headers": headers, **content}
+    return responses
+
+
+def _public_paths(custom_bodies: bool) -> dict[str, Any]:
     security: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+    auth = {"description": "missing header, another scheme, malformed or unknown key", **_content(_ref("AuthError"))}
+    faults = _fault_responses(custom_bodies)
+    task_id = {"operationId": "getTask", "parameters": {"task_id": "$response.body#/data/task_id"}}
     return {
         "/api/v1/tasks/create": {
             "post": {
@@ -127,8 +357,23 @@ def _public_paths() -> dict[str, Any]:
                     "200": {
                         "description": "code 200 with the new task, or code 0 with a business failure",
                         **_content(_ref("CreateResponse")),
+                        "links": {
+                            "GetTask": {**task_id, "description": "poll the task just created"},
+                            "GetTaskRecord": {
+                                **task_id,
+                                "operationId": "getTaskRecord",
+                                "description": "the mock's record of it",
+                            },
+                            "ResolveTask": {
+                                **task_id,
+                                "operationId": "resolveTask",
+                                "description": "finish it now",
+                            },
+                        },
                     },
-                    **_error_responses(),
+                    "401": auth,
+                    "413": {"description": "body over the size limit", **_content(_ref("HttpError"))},
+                    **faults,
                 },
             }
         },
@@ -144,92 +389,241 @@ def _public_paths() -> dict[str, Any]:
                         "description": "code 200 with the task, or code 0 (e.g. task not found)",
                         **_content(_ref("QueryResponse")),
                     },
-                    **_error_responses(),
+                    "401": auth,
+                    **faults,
+                },
+            }
+        },
+        "/files/{name}": {
+            "get": {
+                "tags": ["files"],
+                "operationId": "getResultFile",
+                "summary": "A succeeded task's result file (the image_url or video_url of a local result).",
+                "security": [{}],  # no key: the links go into <img> tags and downloads
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+\\.(png|mp4)$"},
+                        "description": "the task id and png (an image task) or mp4 (a video task)",
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the file",
+                        "content": {
+                            "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
+                            "video/mp4": {"schema": {"type": "string", "contentMediaType": "video/mp4"}},
+                        },
+                    },
+                    "404": {
+                        "description": "no such task, the other extension, or the task has not succeeded",
+                        **_content(_ref("HttpError")),
+                    },
+                    **faults,
                 },
             }
         },
     }
 
 
-def _control_op(summary: str, body: Schema | None = None, ok: str = "200", params: tuple[str, ...] = ()) -> Schema:
+CONTROL_ERRORS = {
+    "400": "the request is malformed (the message says what to fix)",
+    "401": "--admin-token is set and the request lacks 'Authorization: Bearer <token>'",
+}
+
+
+def _control_op(
+    op_id: str,
+    summary: str,
+    answer: Schema | None,
+    *,
+    body: Schema | None = None,
+    ok: str = "200",
+    params: tuple[str, ...] = (),
+    errors: tuple[str, ...] = (),
+    optional_body: bool = False,
+) -> Schema:
+    """One /_mock/ operation: its answer, its request body (omitted: as ``{}`` when ``optional_body``) and the
+    errors it can send."""
+    refused = _content(_ref("ControlError"))
+    statuses = {
+        **CONTROL_ERRORS,
+        "404": "no such account or task",
+        "409": "a conflict (the message says which)",
+        "413": "body over the size limit",
+        "422": "the scenario was refused (each issue listed)",
+    }
     op: Schema = {
         "tags": ["control"],
+        "operationId": op_id,
         "summary": summary,
         "security": [{}, {"adminToken": []}],
-        "responses": {
-            ok: {"description": "done", **({} if ok == "204" else _content({}))},
-            "4XX": {"description": "refused", **_content(_ref("ControlError"))},
-        },
+        "responses": {ok: {"description": "done", **({} if answer is None else _content(answer))}},
     }
+    for status in ("400", "401", *errors, *(("413",) if body is not None else ())):
+        op["responses"][status] = {"description": statuses[status], **refused}
     if body is not None:
-        op["requestBody"] = {"required": False, **_content(body)}
+        op["requestBody"] = {"required": not optional_body, **_content(body)}
     if params:
         op["parameters"] = [_param(p) for p in params]
     return op
 
 
+QUERY_PARAMS: dict[str, Schema] = {
+    "path": {"type": "string", "description": "only requests to this path ('/api/v1/*' for a prefix)"},
+    "method": {"type": "string", "description": "only requests with this method"},
+    "key": {"type": "string", "description": "only this key's requests or tasks"},
+    "errors": {"type": "string", "description": "'1', 'true' or 'yes': only the near misses, each with its reason"},
+    "limit": {
+        "type": "integer", "minimum": 0, "maximum": 10**15 - 1, "description": "only the newest N (X-Total-Count: all)"
+    },
+    "count": {"type": "integer", "minimum": 1, "description": "how many to wait for (1)"},
+    "timeout": {"type": "number", "minimum": 0, "maximum": 300, "description": "seconds (10)"},
+}
+
+
 def _param(name: str) -> Schema:
     """'key' is a path parameter, '?key' an optional query parameter."""
     query = name.startswith("?")
-    schema = {"type": "string"} if query else ID
-    return {"name": name.lstrip("?"), "in": "query" if query else "path", "required": not query, "schema": schema}
-
-
-def _obj(**props: Schema) -> Schema:
-    return {"type": "object", "properties": props}
+    name = name.lstrip("?")
+    schema = QUERY_PARAMS[name] if query else (KEY if name == "key" else ID)
+    return {"name": name, "in": "query" if query else "path", "required": not query, "schema": schema}
 
 
 def _control_paths() -> dict[str, Any]:
-    outcome = {"enum": ["success", "failed"]}
     filters = ("?path", "?method", "?key", "?errors")
     wait = _control_op(
+        "waitForRequests",
         "Long-poll until 'count' matching requests arrived (408 at the timeout).",
+        _ref("WaitResult"),
         params=(*filters, "?count", "?timeout"),
     )
-    wait["responses"]["408"] = {"description": "the timeout passed first; what did arrive", **_content({})}
+    wait["responses"]["408"] = {
+        "description": "the timeout passed first; what did arrive",
+        **_content(_ref("WaitResult")),
+    }
+
+    def array(name: str) -> Schema:
+        return {"type": "array", "items": _ref(name)}
+
     return {
-        "/_mock/health": {"get": _control_op("Status, scenario, clock kind and the time now.")},
+        "/_mock/health": {
+            "get": _control_op("getHealth", "Status, scenario, clock kind and the time now.", _ref("Health"))
+        },
         "/_mock/accounts": {
-            "get": _control_op("Every account and its balance."),
+            "get": _control_op("listAccounts", "Every account and its balance.", array("Account")),
             "post": _control_op(
-                "Create an account.", _obj(credits={"type": "integer"}, key={"type": "string"}), ok="201"
+                "createAccount",
+                "Create an account (a new key unless one is given).",
+                _ref("Account"),
+                body=_ref("NewAccount"),
+                optional_body=True,
+                ok="201",
+                errors=("409",),
             ),
         },
-        "/_mock/accounts/{key}": {"get": _control_op("An account with its ledger.", params=("key",))},
-        "/_mock/accounts/{key}/credits": {
-            "post": _control_op("Top up (or down).", _obj(delta={"type": "integer"}), params=("key",))
+        "/_mock/accounts/{key}": {
+            "get": _control_op(
+                "getAccount",
+                "An account with its ledger.",
+                _ref("AccountWithLedger"),
+                params=("key", "?limit"),
+                errors=("404",),
+            )  # fmt: skip
         },
-        "/_mock/tasks": {"get": _control_op("Every task with its request, timeline and outcome.", params=("?key",))},
-        "/_mock/tasks/{task_id}": {"get": _control_op("One task.", params=("task_id",))},
-        "/_mock/tasks/{task_id}/resolve": {
+        "/_mock/accounts/{key}/credits": {
             "post": _control_op(
-                "Finish a task now.", _obj(outcome=outcome, msg={"type": "string"}), params=("task_id",)
+                "changeCredits",
+                "Top up (or down).",
+                _ref("AccountWithLedger"),
+                body=_ref("CreditsChange"),
+                params=("key",),
+                errors=("404",),
             )
         },
-        "/_mock/clock/advance": {"post": _control_op("Move the manual clock.", _obj(seconds={"type": "number"}))},
+        "/_mock/tasks": {
+            "get": _control_op(
+                "listTasks",
+                "Every task with its request, timeline and outcome.",
+                array("TaskView"),
+                params=("?key", "?limit"),
+            )  # fmt: skip
+        },
+        "/_mock/tasks/{task_id}": {
+            "get": _control_op(
+                "getTaskRecord",
+                "One task, as the mock keeps it.",
+                _ref("TaskView"),
+                params=("task_id",),
+                errors=("404",),
+            )  # fmt: skip
+        },
+        "/_mock/tasks/{task_id}/resolve": {
+            "post": _control_op(
+                "resolveTask",
+                "Finish a task now (a failure refunds it).",
+                _ref("TaskView"),
+                body=_ref("Resolve"),
+                params=("task_id",),
+                errors=("404", "409"),
+            )
+        },
+        "/_mock/clock/advance": {
+            "post": _control_op(
+                "advanceClock",
+                "Move the manual clock (409 on the real clock).",
+                _ref("ClockNow"),
+                body=_ref("ClockAdvance"),
+                errors=("409",),
+            )
+        },
         "/_mock/requests": {
-            "get": _control_op("The request journal, newest last (near misses carry an 'error').", params=filters),
-            "delete": _control_op("Clear the journal.", ok="204"),
+            "get": _control_op(
+                "listRequests",
+                "The request journal, newest last (near misses carry an 'error').",
+                array("JournalEntry"),
+                params=filters,
+            ),
+            "delete": _control_op("clearRequests", "Clear the journal.", None, ok="204"),
         },
         "/_mock/requests/wait": {"get": wait},
         "/_mock/scenario": {
-            "get": _control_op("The scenario in force."),
-            "put": _control_op("Load a scenario: YAML text, or JSON {name}.", _obj(name={"type": "string"})),
+            "get": _control_op("getScenario", "The scenario in force.", _ref("ScenarioInfo")),
+            "put": _control_op(
+                "loadScenario",
+                "Load a bundled scenario by name (or send the YAML of one as text/yaml), from its starting state.",
+                _ref("ScenarioLoaded"),
+                body=_ref("ScenarioName"),
+                errors=("422",),
+            ),
         },
-        "/_mock/scenarios": {"get": _control_op("The bundled scenario names.")},
-        "/_mock/reset": {"post": _control_op("Back to the scenario's starting state.")},
+        "/_mock/scenarios": {
+            "get": _control_op(
+                "listScenarios", "The bundled scenario names.", {"type": "array", "items": {"type": "string"}}
+            )
+        },
+        "/_mock/reset": {"post": _control_op("reset", "Back to the scenario's starting state.", _ref("ResetDone"))},
         "/_mock/next": {
-            "get": _control_op("The queued outcomes."),
+            "get": _control_op("listNext", "The queued outcomes.", _ref("NextQueue")),
             "post": _control_op(
+                "queueNext",
                 "Queue outcomes for the next matching submits.",
-                _obj(outcome=outcome, count={"type": "integer"}, model_id={"type": "string"}),
+                _ref("NextQueue"),
+                body=_ref("QueueNext"),
                 ok="201",
             ),
         },
         "/_mock/state": {
-            "get": _control_op("Export accounts, ledger, tasks, queued outcomes and the clock."),
+            "get": _control_op(
+                "getState", "Export accounts, ledger, tasks, queued outcomes and the clock.", _ref("State")
+            ),
             "put": _control_op(
-                "Restore an export; a malformed one changes nothing (a 400 names the field).", {"type": "object"}
+                "putState",
+                "Restore an export; a malformed one changes nothing (a 400 names the field).",
+                _ref("StateRestored"),
+                body=_ref("State"),
             ),
         },
     }
@@ -245,11 +639,15 @@ def build_openapi(
     models = list(scenario.models) if scenario is not None else list(SEED_MODELS)
     max_prompt = scenario.limits.max_prompt_length if scenario is not None else 4000
     max_urls = scenario.limits.max_image_urls if scenario is not None else 8
+    rules = scenario.rules if scenario is not None else ()
+    extras = {name for rule in rules if rule.behaviour.extra for name in rule.behaviour.extra}
+    custom_bodies = scenario is not None and any(f.body is not None for f in scenario.faults)
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "Open API for image and video generation (mockgen)",
             "version": __version__,
+            "license": {"name": "MIT", "identifier": "MIT"},
             "description": (
                 "The public contract (tag 'contract'): every answer is an envelope {code, msg, data}; "
                 "code 200 is success, code 0 a business failure (HTTP 200), HTTP 401 a bad key. "
@@ -258,11 +656,15 @@ def build_openapi(
         },
         "tags": [
             {"name": "contract", "description": "The real service's routes, as the mock reproduces them."},
+            {"name": "files", "description": "The result files mockgen serves (the real service links to its CDN)."},
             {"name": "control", "description": "mockgen's /_mock/ API for tests and demos (not on the real service)."},
         ],
-        "paths": {**_public_paths(), **_control_paths()},
+        "paths": {**_public_paths(custom_bodies), **_control_paths()},
         "components": {
-            "schemas": _schemas(models, list(SEED_RATIOS), max_prompt, max_urls),
+            "schemas": {
+                **_contract_schemas(models, list(SEED_RATIOS), max_prompt, max_urls, extras),
+                **_control_schemas(models, list(SEED_RATIOS), bundled_names()),
+            },
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "sk- and 32 letters or digits"},
                 "adminToken": {"type": "http", "scheme": "bearer", "description": "only with --admin-token"},
