@@ -24,9 +24,7 @@ except ImportError:  # not installed: use the checkout this script lives in
 DEFAULT_PROMPT = "a cat astronaut floating above a neon city at dusk, cinematic lighting"
 
 
-def measure(
-    render: Callable[[str, str | None], bytes], ratio: str, runs: int
-) -> tuple[float, float, float, int]:
+def measure(render: Callable[[str, str | None], bytes], ratio: str, runs: int) -> tuple[float, float, float, int]:
     """Median and maximum wall time, median CPU time (ms) over runs, and the largest output.
 
     A different prompt is used for each run. CPU time is less disturbed by other processes.

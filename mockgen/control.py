@@ -79,7 +79,7 @@ def _number(
     if value is None and not required:
         return None
     if integer and isinstance(value, float) and value.is_integer():
-        return int(value)  # 3.0 is an integer to JSON Schema, and so to /openapi.json
+        value = int(value)  # 3.0 is an integer to JSON Schema, and so to /openapi.json (bounded below all the same)
     kinds = (int,) if integer else (int, float)
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, kinds):
@@ -139,11 +139,12 @@ DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?|\.[0-9]+([eE][-+]?[0-
 
 def _limit(request: Request) -> int | None:
     """``?limit=N``: only the newest N items of a list that may be long (the dashboard polls every second)."""
-    limit = request.query_params.get("limit", "")
-    # isascii(): str.isdigit() takes '²' and other digits that int() refuses
-    if limit and not (limit.isascii() and limit.isdigit() and len(limit) <= 15):
+    limit = request.query_params.get("limit")
+    if limit is None:
+        return None
+    if not (WHOLE.fullmatch(limit) and len(limit) <= 15):
         raise ControlError(f"'limit' must be a whole number below 10**15, not {_short(limit)}")
-    return int(limit) if limit else None
+    return int(limit)
 
 
 async def get_account(request: Request) -> Response:
@@ -164,7 +165,8 @@ async def change_credits(request: Request) -> Response:
     delta = _number(body, "delta", integer=True)
     balance = b.account(request.path_params["key"]).credits + delta  # (the same 404 as topup's for no account)
     if balance > MAX_INT:
-        raise ControlError(f"'delta' would take the balance to {balance}, past the limit of {MAX_INT}")
+        # 409: the same delta is fine on a smaller balance; it is the account's state that refuses it
+        raise ControlError(f"'delta' would take the balance to {balance}, past the limit of {MAX_INT}", 409)
     account = b.topup(request.path_params["key"], delta)
     return json_response(b.account_view(account, ledger=True))
 
@@ -205,7 +207,7 @@ async def advance_clock(request: Request) -> Response:
     if not 0 <= seconds <= MAX_SECONDS:
         raise ControlError("'seconds' must be from 0 to ten years")
     if b.now() + seconds > MAX_TIME:
-        raise ControlError(f"'seconds' would take the clock past the end of year 9999 ({MAX_TIME} Unix seconds)")
+        raise ControlError(f"'seconds' would take the clock past the end of year 9999 ({MAX_TIME} Unix seconds)", 409)
     return json_response({"now": b.advance(seconds)})
 
 

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from .backend import TASK_CHECKS, TASK_REQUIRED
-from .scenario import Scenario, bundled_names
+from .scenario import MAX_INT, Scenario, bundled_names
 
 Schema = dict[str, Any]
 SEED_MODELS = ("seedance-2", "gpt-image-2", "nano-banana-2")
@@ -133,8 +133,11 @@ def _contract_schemas(
 
 
 def _control_schemas(models: list[str], ratios: list[str], scenarios: list[str]) -> dict[str, Schema]:
-    s, n, i = {"type": "string"}, {"type": "number"}, {"type": "integer"}
-    count = {"type": "integer", "minimum": 0}
+    s = {"type": "string"}
+    # Numbers the control API takes and gives stay within what JavaScript reads exactly (README, Limits).
+    n = {"type": "number", "minimum": -MAX_INT, "maximum": MAX_INT}
+    i = {"type": "integer", "minimum": -MAX_INT, "maximum": MAX_INT}
+    count = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
     outcome = {"type": "string", "enum": ["success", "failed"]}
     ledger_kind = {"type": "string", "enum": ["charge", "refund", "topup"]}
     return {
@@ -245,7 +248,7 @@ def _control_schemas(models: list[str], ratios: list[str], scenarios: list[str])
         "ResetDone": _obj(("reset", "scenario", "now"), reset={"type": "boolean"}, scenario=s, now=n),
         "StateRestored": _obj(("restored", "now"), restored={"type": "boolean"}, now=n),
         # --- request bodies: exactly what the endpoints require (a null field counts as omitted) ---
-        "NewAccount": _obj(key=_null(KEY), credits=_null(i), name=_null(s)),
+        "NewAccount": _obj(key=_null(KEY), credits=_null(count), name=_null(s)),
         "CreditsChange": _obj(("delta",), delta={**i, "description": "negative to take away (never below 0)"}),
         "Resolve": _obj(("outcome",), outcome=outcome, msg=_null(s)),
         "ClockAdvance": _obj(("seconds",), seconds={"type": "number", "minimum": 0, "maximum": TEN_YEARS}),
@@ -296,7 +299,7 @@ def _control_schemas(models: list[str], ratios: list[str], scenarios: list[str])
 def _state_task_field(name: str, ratios: list[str]) -> Schema:
     """The JSON Schema of one field of a task in a state, as ``backend.TASK_CHECKS`` checks it."""
     s, n = {"type": "string"}, {"type": "number"}
-    count = {"type": "integer", "minimum": 0}
+    count = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
     known: dict[str, Schema] = {
         "task_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "maxLength": 64},
         "key": KEY,
@@ -477,7 +480,10 @@ QUERY_PARAMS: dict[str, Schema] = {
     "key": {"type": "string", "description": "only this key's requests or tasks"},
     "errors": {"type": "string", "description": "'1', 'true' or 'yes': only the near misses, each with its reason"},
     "limit": {
-        "type": "integer", "minimum": 0, "maximum": 10**15 - 1, "description": "only the newest N (X-Total-Count: all)"
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 10**15 - 1,
+        "description": "only the newest N (X-Total-Count: all)",
     },
     "count": {"type": "integer", "minimum": 1, "description": "how many to wait for (1)"},
     "timeout": {"type": "number", "minimum": 0, "maximum": 300, "description": "seconds (10)"},
@@ -536,11 +542,11 @@ def _control_paths() -> dict[str, Any]:
         "/_mock/accounts/{key}/credits": {
             "post": _control_op(
                 "changeCredits",
-                "Top up (or down).",
+                "Top up (or down; 409 past the balance bound).",
                 _ref("AccountWithLedger"),
                 body=_ref("CreditsChange"),
                 params=("key",),
-                errors=("404",),
+                errors=("404", "409"),
             )
         },
         "/_mock/tasks": {
@@ -573,7 +579,7 @@ def _control_paths() -> dict[str, Any]:
         "/_mock/clock/advance": {
             "post": _control_op(
                 "advanceClock",
-                "Move the manual clock (409 on the real clock).",
+                "Move the manual clock (409 on the real clock, or past year 9999).",
                 _ref("ClockNow"),
                 body=_ref("ClockAdvance"),
                 errors=("409",),

@@ -226,8 +226,8 @@ BIG = 10**4000  # within Python's 4,300 digits, so JSON reads it; far past what 
         ("POST", "/_mock/accounts", {"credits": MAX_INT + 1}, "'credits' must be an integer from 0 to"),
         ("POST", "/_mock/accounts", {"credits": BIG}, "not an integer of 4001 digits"),
         ("POST", "/_mock/accounts", {"credits": -1}, "'credits' must be an integer from 0"),
+        ("POST", "/_mock/accounts", {"credits": 7.2e94}, "'credits' must be an integer from 0 to"),  # a whole float
         ("POST", f"/_mock/accounts/{KEY}/credits", {"delta": MAX_INT + 1}, "'delta' must be an integer"),
-        ("POST", f"/_mock/accounts/{KEY}/credits", {"delta": MAX_INT}, "past the limit of"),  # 1000 + MAX_INT
         ("POST", "/_mock/clock/advance", {"seconds": MAX_SECONDS + 1}, "from 0 to ten years"),
         ("POST", "/_mock/next", {"outcome": "failed", "count": MAX_INT + 1}, "'count' must be an integer from 1"),
         ("POST", "/_mock/next", {"outcome": "failed", "count": 0}, "'count' must be an integer from 1"),
@@ -240,6 +240,13 @@ def test_control_numbers_past_their_bounds_are_a_400_naming_the_field(
     r = client.request(method, path, content=json.dumps(body))
     assert r.status_code == 400 and fragment in r.json()["error"], r.text
     assert len(r.json()["error"]) < 300
+    assert client.get("/_mock/state").json() == before
+
+
+def test_a_top_up_past_the_balance_bound_is_a_409_and_changes_nothing(client: Client) -> None:
+    before = client.get("/_mock/state").json()
+    r = client.post(f"/_mock/accounts/{KEY}/credits", json={"delta": MAX_INT})  # 1000 + MAX_INT
+    assert r.status_code == 409 and "past the limit of" in r.json()["error"], r.text
     assert client.get("/_mock/state").json() == before
 
 
@@ -257,7 +264,7 @@ def test_control_numbers_at_their_bounds_are_taken(client: Client) -> None:
     assert r.status_code == 201 and r.json()["credits"] == MAX_INT
     key = r.json()["key"]
     assert client.post(f"/_mock/accounts/{key}/credits", json={"delta": 0}).status_code == 200
-    assert client.post(f"/_mock/accounts/{key}/credits", json={"delta": 1}).status_code == 400
+    assert client.post(f"/_mock/accounts/{key}/credits", json={"delta": 1}).status_code == 409
     assert client.post(f"/_mock/accounts/{key}/credits", json={"delta": -MAX_INT}).json()["credits"] == 0
     assert client.post("/_mock/clock/advance", json={"seconds": MAX_SECONDS}).status_code == 200
     state = client.get("/_mock/state").json()
@@ -270,7 +277,7 @@ def test_the_clock_cannot_be_advanced_past_year_9999(client: Client) -> None:
     assert client.put("/_mock/state", json=state).status_code == 200
     assert client.post("/_mock/clock/advance", json={"seconds": 10}).status_code == 200
     r = client.post("/_mock/clock/advance", json={"seconds": 1})
-    assert r.status_code == 400 and "past the end of year 9999" in r.json()["error"]
+    assert r.status_code == 409 and "past the end of year 9999" in r.json()["error"]
 
 
 @pytest.mark.parametrize(

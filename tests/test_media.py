@@ -55,9 +55,7 @@ def png_decode(data: bytes) -> tuple[int, int, bytes, list[bytes]]:
     assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND"
     assert b"IDAT" in kinds and b"PLTE" in kinds
     assert kinds.index(b"PLTE") < kinds.index(b"IDAT")
-    w, h, depth, colour_type, compression, filtering, interlace = struct.unpack(
-        ">IIBBBBB", chunks[0][1]
-    )
+    w, h, depth, colour_type, compression, filtering, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
     assert (depth, colour_type, compression, filtering, interlace) == (8, 3, 0, 0, 0)
     palette = next(body for kind, body in chunks if kind == b"PLTE")
     assert len(palette) % 3 == 0 and 1 <= len(palette) // 3 <= 256
