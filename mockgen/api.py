@@ -3,7 +3,7 @@
 The two routes are every client's hot path, so they are plain ASGI callables rather than
 Request -> Response functions: they read the few headers they need in one pass and send the
 answer's bytes themselves, which brings a poll close to the cost of an empty Starlette route
-(README, Performance). Starlette still routes them (404, 405 and redirects are its own), and
+(benchmarks/README.md). Starlette still routes them (404, 405 and redirects are its own), and
 anything unusual (steering headers, injected faults) goes through the Request-based helpers.
 """
 

@@ -280,7 +280,8 @@ async def watch_scenario(app: Starlette, path: Path, interval: float = 0.5) -> N
             continue
         last = current
         try:
-            scenario = load_scenario(path)
+            # In a thread: a large file takes PyYAML a while, and clients go on being served meanwhile.
+            scenario = await asyncio.to_thread(load_scenario, path)
             app.state.backend.load(scenario)
         except ScenarioError as exc:
             log.error("scenario %s refused, keeping %r:\n%s", path, app.state.backend.scenario.name, exc)
@@ -377,7 +378,7 @@ class MockgenApp(Starlette):
     Polls and submits are what clients send by the thousand. Recognising them by their exact
     shape here, and running the endpoint inside the journal and a catch-all like Starlette's
     ServerErrorMiddleware, skips the exception middleware, the Request it builds and the router's
-    regex matching: a large part of what a request costs (README, Performance). Anything else
+    regex matching: a large part of what a request costs (benchmarks/README.md). Anything else
     (another method, a trailing slash, a root_path, middleware added after ``create_app``) takes
     the ordinary path, which answers alike: tests/test_hardening.py runs the same requests both ways.
     """
