@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .api import TASKS_PREFIX
 from .errors import ApiError
 from .http import json_response, note_scope
 
@@ -230,7 +231,7 @@ class Guard:
             return
         path: str = scope["path"]
         control = path.startswith("/_mock/")
-        if not path.startswith("/api/v1/tasks/"):
+        if not path.startswith(TASKS_PREFIX):
             host = None
             for name, value in scope["headers"]:
                 if name == b"host":

@@ -338,3 +338,25 @@ def test_serve_takes_allowed_hosts_from_the_flag_or_the_variable(
             assert r.status_code == status, (host, r.text)
         r = httpx.post(f"{served.base}/_mock/reset", content=b"{}", headers={"Content-Type": "text/plain"}, timeout=5)
         assert r.status_code == 415
+
+
+def test_serve_forwards_the_allowed_hosts_and_the_name_it_binds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import mockgen.app
+    from mockgen.cli import main
+    from mockgen.errors import ControlError
+
+    forwarded: list[Any] = []
+
+    def create_app(*args: Any, **options: Any) -> None:
+        forwarded.append(options["allowed_hosts"])
+        raise ControlError("stopped here")  # the command ends before it binds anything
+
+    monkeypatch.setattr(mockgen.app, "create_app", create_app)
+    runner = CliRunner()
+    runner.invoke(main, ["serve", "--allowed-host", "a.example,b.example", "--host", "mock.lan"])
+    runner.invoke(main, ["serve", "--host", "0.0.0.0"], env={"MOCKGEN_ALLOWED_HOSTS": "c.example d.example"})
+    assert forwarded == [["a.example", "b.example", "mock.lan"], ["c.example", "d.example"]]
+    help_text = runner.invoke(main, ["serve", "--help"]).output
+    assert "--allowed-host" in help_text and "MOCKGEN_ALLOWED_HOSTS" in help_text
