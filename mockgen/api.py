@@ -36,10 +36,20 @@ def base_url(request: Request) -> str:
 
 
 def _base_url(scope: Scope, host: str | None) -> str:
+    """--public-url, else the request's Host (the guard has checked it), else the address it reached."""
     public = scope["app"].public_url
     if public:
         return public
-    return f"{scope.get('scheme', 'http')}://{host or '127.0.0.1'}"
+    return f"{scope.get('scheme', 'http')}://{host or _server_address(scope)}"
+
+
+def _server_address(scope: Scope) -> str:
+    server = scope.get("server")
+    if not server:
+        return "127.0.0.1"
+    name = str(server[0])
+    name = f"[{name}]" if ":" in name else name
+    return name if server[1] is None else f"{name}:{server[1]}"
 
 
 def steering(request: Request) -> Steering:
@@ -223,6 +233,8 @@ class CreateTask:
         raw = b""
         fault = None
         try:
+            if incoming.host not in (hosts := scope["app"].hosts).ok:  # the guard's Host check, in one lookup
+                hosts.check(incoming.host, scope)
             account = backend.authenticate(incoming.authorization)
             raw = await receive_body(receive, incoming.content_length)
             # Faults come from an X-Mockgen-Fault header or the scenario; with neither, skip building a Request.
@@ -270,6 +282,8 @@ class GetTask:
         incoming = Incoming(scope)
         fault = None
         try:
+            if incoming.host not in (hosts := scope["app"].hosts).ok:  # the guard's Host check, in one lookup
+                hosts.check(incoming.host, scope)
             account = backend.authenticate(incoming.authorization)
             if incoming.steered or backend.scenario.faults:
                 fault = await _fault(scope, receive, send, backend, "query", account)

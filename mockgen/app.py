@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from . import api, control, media
 from .backend import Backend
 from .errors import ApiError, ControlError, ScenarioError
 from .faults import fault_response, find_fault, lost_response
+from .guard import Guard, HostPolicy
 from .http import envelope, json_response, note, noted_fault
 from .journal import Headers, KeyId, Record, mask_headers, scrub, scrub_notes
 from .models import SUCCEEDED
@@ -387,6 +388,7 @@ class MockgenApp(Starlette):
     # Read on every request, so plain attributes: one costs a twentieth of a lookup in ``state``,
     # which raises and catches an AttributeError. (``state.backend`` is the same Backend.)
     backend: Backend
+    hosts: HostPolicy  # the Host headers answered (the contract's endpoints check it themselves)
     public_url: str | None = None
     hot_middleware = 0  # how many middleware create_app added; any more and the shortcut is off
 
@@ -427,6 +429,7 @@ def create_app(
     watch_interval: float = 0.5,
     state_file: str | Path | None = None,
     state_any_scenario: bool = False,
+    allowed_hosts: Iterable[str] = (),
 ) -> Starlette:
     """The ASGI app of one emulated world. ``scenario`` is a Scenario, a bundled name or a path.
 
@@ -434,6 +437,8 @@ def create_app(
     With ``watch``, a scenario loaded from a file is reloaded whenever the file changes. With
     ``state_file``, the world is restored from it (if it exists) and written back at shutdown;
     it must be writable, and saved under the same scenario unless ``state_any_scenario``.
+    Requests are answered when their Host is a loopback name, the address they reached, ``public_url``'s
+    host or one of ``allowed_hosts`` (``"*"``: any); README, Who can drive the control API.
     """
     if scenario is None:
         scenario = "default"
@@ -484,6 +489,9 @@ def create_app(
         app.state.state_loaded = load_state_file(backend, state_path, any_scenario=state_any_scenario)
     app.backend = backend
     app.public_url = public_url.rstrip("/") if public_url else None
+    app.hosts = HostPolicy(allowed_hosts, app.public_url)
+    # Inside the journal, which so records the public requests it refuses.
+    app.add_middleware(Guard, hosts=app.hosts, public_url=app.public_url, routes=control.routes)
     app.add_middleware(JournalMiddleware, backend=backend)
     if admin_token:  # without a token the guard would only pass every request on
         app.add_middleware(control.AdminTokenGuard, token=admin_token)

@@ -70,6 +70,15 @@ def option(*names: str, **kwargs: Any) -> Callable[[F], F]:
     type=click.IntRange(min=1),
     help="Tasks kept; past it the oldest finished ones are dropped.",
 )
+@option(
+    "--allowed-host",
+    "allowed_hosts",
+    envvar="MOCKGEN_ALLOWED_HOSTS",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests whose Host is NAME (repeatable or comma-separated; '.example.com': "
+    "it and its subdomains; '*': any). Loopback names and the bound host are always answered.",
+)
 @option("--watch", envvar="MOCKGEN_WATCH", is_flag=True, help="Reload the scenario file when it changes.")
 @option(
     "--access-log/--no-access-log",
@@ -99,6 +108,7 @@ def serve(
     public_url: str | None,
     admin_token: str | None,
     max_tasks: int,
+    allowed_hosts: tuple[str, ...],
     watch: bool,
     access_log: bool,
     state_file: str | None,
@@ -106,9 +116,12 @@ def serve(
 ) -> None:
     """Run the emulator."""
     from .app import create_app
-    from .contract import is_loopback_host
+    from .guard import is_loopback_host
     from .server import BindError, bind, make_server
 
+    hosts = [name for value in allowed_hosts for name in value.split(",") if name.strip()]
+    if host not in ("0.0.0.0", "::", ""):
+        hosts.append(host)  # the name it was bound to is its own
     try:
         app = create_app(
             scenario,
@@ -120,6 +133,7 @@ def serve(
             watch=watch,
             state_file=state_file,
             state_any_scenario=state_any_scenario,
+            allowed_hosts=hosts,
         )
     except ScenarioError as exc:
         raise click.ClickException(f"scenario refused:\n{exc}") from None
@@ -149,6 +163,12 @@ def serve(
             f"WARNING: listening on {host} with no --admin-token: anyone who can reach this port "
             "can change balances, resolve tasks and load scenarios through /_mock/.",
             fg="red",
+            err=True,
+        )
+    if host in ("0.0.0.0", "::") and not allowed_hosts and not public_url:
+        click.echo(
+            f"note: requests are answered under loopback names and this machine's addresses; to reach it "
+            f"by a name (a proxy, a Compose service), add --allowed-host NAME ({ENV}_ALLOWED_HOSTS)",
             err=True,
         )
     sys.stdout.flush()

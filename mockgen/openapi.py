@@ -20,7 +20,7 @@ ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}  # a task id or a key: on
 # every public route and /files/: what a client must be ready for. (The same set as FAULT_STATUSES.)
 FAULTS = {
     400: "Bad request (an injected fault)",
-    403: "Forbidden (an injected fault)",
+    403: "Forbidden (an injected fault, or a Host this server does not answer: README, Who can drive the control API)",
     408: "Request timeout (an injected fault)",
     409: "Conflict (an injected fault)",
     429: "Rate limited (an injected fault): retry after Retry-After seconds",
@@ -434,7 +434,10 @@ def _public_paths(custom_bodies: bool) -> dict[str, Any]:
 CONTROL_ERRORS = {
     "400": "the request is malformed (the message says what to fix)",
     "401": "--admin-token is set and the request lacks 'Authorization: Bearer <token>'",
+    "403": "a Host this server does not answer, or (a change) a foreign Origin (README, Who can drive the control API)",
 }
+# A change must be sent as JSON, with or without a body: what a web page of another origin cannot send.
+NOT_JSON = "not a JSON content type: send 'Content-Type: application/json' (PUT /_mock/scenario: or application/yaml)"
 
 
 def _control_op(
@@ -446,10 +449,10 @@ def _control_op(
     ok: str = "200",
     params: tuple[str, ...] = (),
     errors: tuple[str, ...] = (),
-    optional_body: bool = False,
+    changes: bool = False,
 ) -> Schema:
-    """One /_mock/ operation: its answer, its request body (omitted: as ``{}`` when ``optional_body``) and the
-    errors it can send."""
+    """One /_mock/ operation: its answer, its request body (any JSON when it ``changes`` something without one)
+    and the errors it can send."""
     refused = _content(_ref("ControlError"))
     statuses = {
         **CONTROL_ERRORS,
@@ -465,10 +468,12 @@ def _control_op(
         "security": [{}, {"adminToken": []}],
         "responses": {ok: {"description": "done", **({} if answer is None else _content(answer))}},
     }
-    for status in ("400", "401", *errors, *(("413",) if body is not None else ())):
+    for status in ("400", "401", "403", *errors, *(("413",) if body is not None else ())):
         op["responses"][status] = {"description": statuses[status], **refused}
-    if body is not None:
-        op["requestBody"] = {"required": not optional_body, **_content(body)}
+    if changes or body is not None:
+        # Required: the server refuses a change without a JSON content type (a bodiless one: any JSON, ignored).
+        op["requestBody"] = {"required": True, **_content({} if body is None else body)}
+        op["responses"]["415"] = {"description": NOT_JSON, **refused}
     if params:
         op["parameters"] = [_param(p) for p in params]
     return op
@@ -525,7 +530,6 @@ def _control_paths() -> dict[str, Any]:
                 "Create an account (a new key unless one is given).",
                 _ref("Account"),
                 body=_ref("NewAccount"),
-                optional_body=True,
                 ok="201",
                 errors=("409",),
             ),
@@ -592,14 +596,14 @@ def _control_paths() -> dict[str, Any]:
                 array("JournalEntry"),
                 params=filters,
             ),
-            "delete": _control_op("clearRequests", "Clear the journal.", None, ok="204"),
+            "delete": _control_op("clearRequests", "Clear the journal.", None, ok="204", changes=True),
         },
         "/_mock/requests/wait": {"get": wait},
         "/_mock/scenario": {
             "get": _control_op("getScenario", "The scenario in force.", _ref("ScenarioInfo")),
             "put": _control_op(
                 "loadScenario",
-                "Load a bundled scenario by name (or send the YAML of one as text/yaml), from its starting state.",
+                "Load a bundled scenario by name (or its YAML as application/yaml), from its starting state.",
                 _ref("ScenarioLoaded"),
                 body=_ref("ScenarioName"),
                 errors=("422",),
@@ -610,7 +614,9 @@ def _control_paths() -> dict[str, Any]:
                 "listScenarios", "The bundled scenario names.", {"type": "array", "items": {"type": "string"}}
             )
         },
-        "/_mock/reset": {"post": _control_op("reset", "Back to the scenario's starting state.", _ref("ResetDone"))},
+        "/_mock/reset": {
+            "post": _control_op("reset", "Back to the scenario's starting state.", _ref("ResetDone"), changes=True)
+        },
         "/_mock/next": {
             "get": _control_op("listNext", "The queued outcomes.", _ref("NextQueue")),
             "post": _control_op(

@@ -179,12 +179,18 @@ class MockServer:
 
     # --- control API helpers -------------------------------------------------------------------
 
-    def control(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None) -> Any:
-        """Call ``/_mock/<path>`` and return the decoded JSON (AssertionError on an HTTP error)."""
+    def control(
+        self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, content_type: str | None = None
+    ) -> Any:
+        """Call ``/_mock/<path>`` and return the decoded JSON (AssertionError on an HTTP error).
+
+        A request that changes something is sent as ``application/json`` (``content_type`` for ``raw``),
+        with or without a body: the server refuses what a web page could send (README, Who can drive it).
+        """
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         request = urllib.request.Request(f"{self.base_url}/_mock/{path.lstrip('/')}", data=data, method=method)
-        if body is not None:
-            request.add_header("Content-Type", "application/json")
+        if method != "GET":
+            request.add_header("Content-Type", content_type or "application/json")
         if self.admin_token:
             request.add_header("Authorization", f"Bearer {self.admin_token}")
         try:
@@ -271,7 +277,7 @@ class MockServer:
         if isinstance(name_or_yaml, Path) or text.endswith((".yaml", ".yml")) and "\n" not in text:
             self.app.state.backend.load(load_scenario(Path(text)))  # in-process, so errors name the file
         elif "\n" in text or ":" in text:
-            self.control("PUT", "scenario", raw=text.encode())
+            self.control("PUT", "scenario", raw=text.encode(), content_type="application/yaml")
         else:
             self.control("PUT", "scenario", {"name": text})
         self.api_key = self.app.state.backend.ready_key()

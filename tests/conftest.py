@@ -15,6 +15,7 @@ from mockgen.testing import MockServer
 KEY = "sk-" + "a" * 32
 OTHER_KEY = "sk-" + "b" * 32
 AUTH = {"Authorization": f"Bearer {KEY}"}
+JSON = {"Content-Type": "application/json"}  # what a state-changing control request sends, a body or not
 
 
 def free_port() -> int:

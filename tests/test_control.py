@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .conftest import AUTH, KEY, Client
+from .conftest import AUTH, JSON, KEY, Client
 
 
 def test_health(client: Client) -> None:
@@ -75,7 +75,7 @@ def test_journal_records_requests_masks_keys_and_filters(client: Client) -> None
     assert len(only_create) == 1
     by_key = client.get("/_mock/requests", params={"key": KEY}).json()
     assert len(by_key) == 2
-    assert client.delete("/_mock/requests").status_code == 204
+    assert client.delete("/_mock/requests", headers=JSON).status_code == 204
     assert client.get("/_mock/requests").json() == []
 
 
@@ -104,7 +104,7 @@ def test_scenario_get_put_keeps_old_on_error(client: Client) -> None:
 def test_reset_goes_back_to_the_starting_state(client: Client) -> None:
     client.submit()
     client.advance(100)
-    r = client.post("/_mock/reset")
+    r = client.post("/_mock/reset", headers=JSON)
     assert r.status_code == 200
     assert client.get("/_mock/tasks").json() == []
     assert client.get("/_mock/accounts").json() == []
@@ -127,7 +127,7 @@ def test_state_export_and_restore(client: Client) -> None:
     client.advance(100)
     waiting = client.submit(prompt="[slow]")["data"]["task_id"]
     state = client.get("/_mock/state").json()
-    client.post("/_mock/reset")
+    client.post("/_mock/reset", headers=JSON)
     assert client.get("/_mock/tasks").json() == []
     assert client.put("/_mock/state", json=state).status_code == 200
     assert client.poll(done)["data"]["task_status"] == 3

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -298,3 +301,139 @@ def test_a_task_created_behind_a_lost_answer_is_marked(page: Any) -> None:
         expect(answered.locator('[data-role="lost-answer"]')).to_have_count(0)
         assert page.locator('img[src="x"]').count() == 0 and page.dialogs == []
         _shoot(page, "dashboard-lost-answer.png")
+
+
+# --- a page of another origin cannot change the world (README, Who can drive the control API) -----------
+
+ATTACK_PAGE = """<!doctype html><html><body>
+<iframe name="sink1"></iframe><iframe name="sink2"></iframe><iframe name="sink3"></iframe>
+<form id="f1" method="POST" enctype="text/plain" target="sink1" action="MOCK/_mock/clock/advance">
+  <input name='{"seconds": 86400, "x": "' value='"}'></form>
+<form id="f2" method="POST" target="sink2" action="MOCK/_mock/accounts/KEY/credits">
+  <input name="delta" value="1000000"></form>
+<form id="f3" method="POST" enctype="multipart/form-data" target="sink3" action="MOCK/_mock/next">
+  <input name="outcome" value="failed"></form>
+<script>
+const results = {};
+async function attempt(name, url, init) {
+  try {
+    const r = await fetch("MOCK" + url, init);
+    results[name] = `${r.type}:${r.status}`;
+  } catch (e) {
+    results[name] = `blocked:${e.name}`;
+  }
+}
+(async () => {
+  const simple = { method: "POST", mode: "no-cors", headers: { "Content-Type": "text/plain" } };
+  await attempt("reset", "/_mock/reset", { method: "POST", mode: "no-cors" });  // first: it would undo the rest
+  await attempt("topup", "/_mock/accounts/KEY/credits", { ...simple, body: '{"delta": 1000000}' });
+  await attempt("advance", "/_mock/clock/advance", { ...simple, body: '{"seconds": 86400}' });
+  await attempt("next", "/_mock/next", { ...simple, body: '{"outcome": "failed", "count": 5}' });
+  const json = { method: "POST", headers: { "Content-Type": "application/json" }, body: '{"delta": 1000000}' };
+  await attempt("json_topup", "/_mock/accounts/KEY/credits", json);  // needs a preflight
+  await attempt("read_state", "/_mock/state", {});
+  for (const [form, frame] of [["f1", "sink1"], ["f2", "sink2"], ["f3", "sink3"]]) {
+    const sink = document.getElementsByName(frame)[0];
+    const loaded = new Promise((resolve) => sink.addEventListener("load", resolve, { once: true }));
+    document.getElementById(form).submit();
+    await loaded;
+    results[form] = "submitted";
+  }
+  window.results = results;
+  document.title = "done";
+})();
+</script></body></html>"""
+
+
+@contextlib.contextmanager
+def _attacker(page_html: str) -> Iterator[str]:
+    """Another origin (another loopback address and port) serving one page, as any site the user visits."""
+    body = page_html.encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.2:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.mark.browser
+def test_a_page_of_another_origin_cannot_change_the_world(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    with MockServer("ci") as mock:
+        mock.advance(7)  # a world away from its start, which a reset would undo
+        mock.topup(5, CI_KEY)
+        before = mock.state()
+        html = ATTACK_PAGE.replace("MOCK", mock.base_url).replace("KEY", CI_KEY)
+        with _attacker(html) as evil:
+            page.goto(evil)
+            page.wait_for_function("document.title === 'done'")
+            results = page.evaluate("window.results")
+        # Every simple request reached the server (an opaque answer, not a network error) and was refused;
+        # the JSON one and the read need CORS, which the server never grants.
+        assert results == {
+            "topup": "opaque:0", "advance": "opaque:0", "next": "opaque:0", "reset": "opaque:0",
+            "json_topup": "blocked:TypeError", "read_state": "blocked:TypeError",
+            "f1": "submitted", "f2": "submitted", "f3": "submitted",
+        }  # fmt: skip
+        assert mock.state() == before
+        assert mock.balance(CI_KEY) == 1005 and mock.now() == before["clock"]["now"]
+        assert mock.control("GET", "next") == {"queued": []}
+
+        # ... while the dashboard, on the server's own origin, drives it as before.
+        page.goto(mock.base_url)
+        expect(_balance(page, CI_KEY)).to_have_text("1005")
+        _advance(page, 5)
+        expect(page.locator("#clock-now")).to_have_text("2026-01-01 00:00:12 UTC")
+        assert mock.now() == before["clock"]["now"] + 5
+
+
+@pytest.mark.browser
+def test_a_dns_rebinding_page_reads_and_changes_nothing(browser: Any) -> None:
+    """The attacker's name now resolves to 127.0.0.1: to the browser the mock is then the page's own origin."""
+    rebinding = browser.browser_type.launch(
+        executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP rebind.test 127.0.0.1"]
+    )
+    try:
+        with MockServer("ci") as mock:
+            before = mock.state()
+            page = rebinding.new_page()
+            page.set_default_timeout(10_000)
+            origin = f"http://rebind.test:{mock.port}"
+            assert page.goto(f"{origin}/").status == 403  # no dashboard under a foreign name
+            seen = page.evaluate(
+                """async (key) => {
+                    const json = { "Content-Type": "application/json" };
+                    const state = await fetch("/_mock/state");
+                    const topup = await fetch(`/_mock/accounts/${key}/credits`,
+                        { method: "POST", headers: json, body: '{"delta": 1000000}' });
+                    const spend = await fetch("/api/v1/tasks/create", { method: "POST",
+                        headers: { ...json, Authorization: `Bearer ${key}` },
+                        body: '{"model_id": "seedance-2", "prompt": "on the user\\'s credits"}' });
+                    return [state.status, await state.text(), topup.status, spend.status, await spend.text()];
+                }""",
+                CI_KEY,
+            )
+            state_status, state_text, topup_status, spend_status, spend_text = seen
+            assert (state_status, topup_status, spend_status) == (403, 403, 403), seen
+            assert CI_KEY not in state_text and "--allowed-host rebind.test" in state_text
+            assert json.loads(spend_text)["code"] == 403
+            assert mock.state() == before and mock.tasks() == []
+    finally:
+        rebinding.close()

@@ -7,7 +7,7 @@ from typing import Any
 from mockgen import create_app
 from mockgen.scenario import parse_scenario
 
-from .conftest import Client
+from .conftest import JSON, Client
 
 SCENARIO = """
 seed: 42
@@ -59,5 +59,5 @@ def test_different_seed_different_ids() -> None:
 def test_reset_replays_the_same_sequence(client: Client) -> None:
     client.app.state.backend.load(parse_scenario(SCENARIO, "seeded.yaml"))
     first = [client.submit()["data"]["task_id"] for _ in range(3)]
-    client.post("/_mock/reset")
+    client.post("/_mock/reset", headers=JSON)
     assert [client.submit()["data"]["task_id"] for _ in range(3)] == first

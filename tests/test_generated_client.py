@@ -80,7 +80,7 @@ def gen(generation: tuple[Path, str]) -> Iterator[Generated]:
 @pytest.fixture()
 def client(gen: Generated, live: MockServer) -> Iterator[Any]:
     """An authenticated client of the generated package, on a world back at its start."""
-    httpx.post(live.url("/_mock/reset")).raise_for_status()
+    httpx.post(live.url("/_mock/reset"), headers={"Content-Type": "application/json"}).raise_for_status()
     with gen.module("client").AuthenticatedClient(base_url=live.url(""), token=KEY) as c:
         yield c
 
@@ -209,7 +209,7 @@ def test_the_control_answers_parse(gen: Generated, client: Any) -> None:
     assert call("get_state").to_dict() == state.to_dict()
     loaded = call("load_scenario", body=m.ScenarioName(name=m.ScenarioNameName.DEFAULT))
     assert isinstance(loaded, m.ScenarioLoaded) and loaded.loaded is True
-    reset = call("reset")
+    reset = call("reset", body={})  # a change is sent as JSON, also when it carries nothing
     assert isinstance(reset, m.ResetDone) and reset.reset is True
 
 

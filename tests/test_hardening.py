@@ -19,7 +19,7 @@ from mockgen.backend import Msg
 from mockgen.http import MAX_BODY_BYTES, dumps
 from mockgen.media import ASPECT_RATIOS
 
-from .conftest import AUTH, KEY, Client
+from .conftest import AUTH, JSON, KEY, Client
 
 RICH = {"credits": 10**12, "key": KEY}
 
@@ -547,7 +547,7 @@ def test_the_masked_authorization_header_keeps_its_scheme(client: Client) -> Non
         ("Bearer", "Bearer"),
         ("weird:token", "***"),
     ]:
-        client.delete("/_mock/requests")
+        client.delete("/_mock/requests", headers=JSON)
         client.get("/api/v1/tasks/x", headers={"Authorization": value})
         [entry] = client.get("/_mock/requests").json()
         assert entry["headers"]["authorization"] == shown

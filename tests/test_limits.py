@@ -31,7 +31,7 @@ from mockgen.scenario import (
     parse_scenario,
 )
 
-from .conftest import AUTH, KEY, Client
+from .conftest import AUTH, JSON, KEY, Client
 
 
 def refused(text: str) -> ScenarioIssue:
@@ -237,7 +237,7 @@ def test_control_numbers_past_their_bounds_are_a_400_naming_the_field(
     client: Client, method: str, path: str, body: dict[str, Any], fragment: str
 ) -> None:
     before = client.get("/_mock/state").json()
-    r = client.request(method, path, content=json.dumps(body))
+    r = client.request(method, path, content=json.dumps(body), headers=JSON)
     assert r.status_code == 400 and fragment in r.json()["error"], r.text
     assert len(r.json()["error"]) < 300
     assert client.get("/_mock/state").json() == before
@@ -255,7 +255,7 @@ def test_a_top_up_past_the_balance_bound_is_a_409_and_changes_nothing(client: Cl
     [b'{"seconds": 1e400}', b'{"seconds": -1e400}', b'{"seconds": NaN}', b'{"seconds": Infinity}'],
 )
 def test_json_infinities_and_nan_are_a_400(client: Client, raw: bytes) -> None:
-    r = client.post("/_mock/clock/advance", content=raw)
+    r = client.post("/_mock/clock/advance", content=raw, headers=JSON)
     assert r.status_code == 400 and "seconds" in r.json()["error"] or "not allowed" in r.json()["error"]
 
 
@@ -295,7 +295,7 @@ def test_a_state_with_numbers_past_their_bounds_is_refused_naming_the_field(
         target = target[int(step)] if step.isdigit() else target[step]
     target[last] = value
     raw = json.dumps(state).replace("Infinity", "1e400").encode()
-    r = client.put("/_mock/state", content=raw)
+    r = client.put("/_mock/state", content=raw, headers=JSON)
     where = "accounts[0]." + field.replace(".0.", "[0].")
     assert r.status_code == 400 and r.json()["error"].startswith(f"state is malformed: {where} must be"), r.text
 
@@ -305,7 +305,7 @@ def test_a_rules_extra_with_infinity_in_a_state_is_refused(client: Client) -> No
     state = client.get("/_mock/state").json()
     state["tasks"][0]["extra"] = {"deep": [{"x": 1}, {"y": "INF"}]}
     raw = json.dumps(state).replace('"INF"', "1e400").encode()
-    r = client.put("/_mock/state", content=raw)
+    r = client.put("/_mock/state", content=raw, headers=JSON)
     assert r.status_code == 400 and "tasks[0].extra must be an object (of finite numbers)" in r.json()["error"]
 
 

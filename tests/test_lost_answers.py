@@ -13,7 +13,7 @@ import pytest
 from mockgen.scenario import parse_scenario
 from mockgen.testing import MockServer
 
-from .conftest import AUTH, Client
+from .conftest import AUTH, JSON, Client
 
 BODY = {"model_id": "gpt-image-2", "prompt": "a fox"}
 CREATE = "/api/v1/tasks/create"
@@ -115,7 +115,7 @@ def test_the_lost_marker_survives_a_state_export_and_import(client: Client) -> N
     client.submit()
     state = client.get("/_mock/state").json()
     assert [t["lost_answer"] for t in state["tasks"]] == ["header:lost", None]
-    client.post("/_mock/reset")
+    client.post("/_mock/reset", headers=JSON)
     assert client.put("/_mock/state", json=state).status_code == 200
     assert [t["lost_answer"] for t in client.get("/_mock/tasks").json()] == ["header:lost", None]
     old = json.loads(json.dumps(state))

@@ -43,7 +43,10 @@ def test_the_curl_walk_through_runs_as_written(tmp_path: Path) -> None:
     assert not [line for line in commands.splitlines() if "k3m9x0a1b2c3" in line and not line.startswith("#")]
     with Serve("--port", "0", "--clock", "manual") as served:
         # On the manual clock the waits are the clock's, not the test's: the same 2 s, at once.
-        advance = f"curl -s -X POST {served.base}/_mock/clock/advance -d '{{\"seconds\": 2}}' >/dev/null\n"
+        advance = (
+            f"curl -s -X POST {served.base}/_mock/clock/advance -H 'Content-Type: application/json' "
+            "-d '{\"seconds\": 2}' >/dev/null\n"
+        )
         runnable = commands.replace("http://127.0.0.1:8000", served.base).replace("sleep 2\n", advance)
         done = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", runnable], cwd=tmp_path, capture_output=True, text=True, timeout=60

@@ -18,7 +18,7 @@ from mockgen.openapi import build_openapi, check, response_schema
 from mockgen.scenario import FAULT_STATUSES, bundled_names, load_scenario, parse_scenario
 from mockgen.testing import MockServer
 
-from .conftest import AUTH, KEY, Client
+from .conftest import AUTH, JSON, KEY, Client
 
 DOC = build_openapi()
 CREATE, QUERY = "/api/v1/tasks/create", "/api/v1/tasks/{task_id}"
@@ -155,7 +155,7 @@ def test_405_says_which_methods_the_path_has(client: Client) -> None:
 def test_the_control_api_takes_what_its_schemas_allow_and_refuses_the_rest(client: Client) -> None:
     task_id = client.submit()["data"]["task_id"]
     ok = [
-        ("POST", "/_mock/accounts", None, 201),  # every field optional: no body at all is {}
+        ("POST", "/_mock/accounts", None, 201),  # every field optional: no body at all (as JSON) is {}
         ("POST", "/_mock/accounts", {"credits": 3.0, "key": None, "name": None}, 201),  # 3.0 is an integer
         ("POST", "/_mock/next", {"outcome": "failed", "count": None, "model_id": None}, 201),
         ("POST", "/_mock/clock/advance", {"seconds": 0}, 200),
@@ -176,7 +176,8 @@ def test_the_control_api_takes_what_its_schemas_allow_and_refuses_the_rest(clien
         ("GET", "/_mock/requests/wait?timeout=%205", None, 400),
     ]
     for method, path, body, status in ok + refused:
-        r = client.request(method, path, json=body) if body is not None else client.request(method, path)
+        headers = JSON if method != "GET" else None  # a change, with a body or not, is sent as JSON
+        r = client.request(method, path, headers=headers, **({} if body is None else {"json": body}))
         assert r.status_code == status, (method, path, body, r.text)
 
 

@@ -307,7 +307,9 @@ def test_the_control_api_shows_the_envelope_in_force_and_the_override_outlives_a
 ) -> None:
     plain = make_client()
     assert plain.get("/_mock/scenario").json()["envelope"] == "documented"
-    loaded = plain.put("/_mock/scenario", content=b"name: shaped\nenvelope: compat\n")
+    loaded = plain.put(
+        "/_mock/scenario", content=b"name: shaped\nenvelope: compat\n", headers={"Content-Type": "application/yaml"}
+    )
     assert loaded.status_code == 200, loaded.text
     assert plain.get("/_mock/health").json()["envelope"] == "compat"
     assert "task_id" in plain.submit()

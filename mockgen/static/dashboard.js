@@ -53,10 +53,9 @@
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) headers.Authorization = `Bearer ${token}`;
     const init = { method, headers, cache: "no-store" };
-    if (body !== undefined) {
-      headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
-    }
+    // Every change is sent as JSON, a body or not: the server refuses what another page could send.
+    if (method !== "GET") headers["Content-Type"] = "application/json";
+    if (body !== undefined) init.body = JSON.stringify(body);
     const response = await fetch(`/_mock/${path}`, init);
     if (response.status === 401) {
       askForToken(Boolean(token));
