@@ -68,44 +68,24 @@ def test_healthcheck_against_a_running_server_and_a_dead_port() -> None:
 
 def test_serve_starts_a_real_server_prints_what_to_use_and_stops_on_sigterm() -> None:
     port = free_port()
-    env = {**os.environ, "MOCKGEN_PORT": str(port), "MOCKGEN_CLOCK": "manual"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mockgen", "serve", "--scenario", "default"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        text=True,
-    )
+    served = Serve("--scenario", "default", env={"MOCKGEN_PORT": str(port), "MOCKGEN_CLOCK": "manual"})
     try:
-        banner = [proc.stdout.readline() for _ in range(5)]  # type: ignore[union-attr]
-        text = "".join(banner)
-        assert f"http://127.0.0.1:{port}/api/v1/tasks/create" in text
-        key = next(line.split()[1] for line in banner if line.strip().startswith("key"))
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_mock/health", timeout=1) as r:
-                    health = json.loads(r.read())
-                break
-            except OSError:
-                assert time.monotonic() < deadline, proc.stderr.read()  # type: ignore[union-attr]
-                time.sleep(0.05)
-        assert health["clock"] == "manual"
+        assert f"http://127.0.0.1:{port}/api/v1/tasks/create" in "".join(served.banner)
+        served.wait_ready()
+        with urllib.request.urlopen(f"{served.base}/_mock/health", timeout=1) as r:
+            assert json.loads(r.read())["clock"] == "manual"
         req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/api/v1/tasks/create",
+            f"{served.base}/api/v1/tasks/create",
             data=json.dumps({"model_id": "gpt-image-2", "prompt": "hello"}).encode(),
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            headers={"Authorization": f"Bearer {served.key}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=5) as r:
             assert json.loads(r.read())["code"] == 200
     finally:
-        proc.terminate()
-        # uvicorn shuts down gracefully, then re-raises the signal, as a well-behaved server does
-        assert proc.wait(timeout=10) in (0, -signal.SIGTERM)
-        errors = proc.stderr.read()  # type: ignore[union-attr]
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
-        assert "Traceback" not in errors and "ERROR" not in errors, errors
+        errors = served.stop()
+    # uvicorn shuts down gracefully, then re-raises the signal, as a well-behaved server does
+    assert served.proc.returncode in (0, -signal.SIGTERM)
+    assert "Traceback" not in errors and "ERROR" not in errors, errors
 
 
 def test_serve_warns_when_the_control_api_is_open_to_the_network() -> None:

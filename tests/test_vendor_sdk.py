@@ -8,11 +8,7 @@ and the SDK's failure against it is asserted too, exactly as the README describe
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,7 +33,8 @@ from mockgen.openapi import build_openapi, response_schema
 from mockgen.scenario import DEFAULT_FAILURE_MESSAGE, bundled_dir, parse_scenario
 from mockgen.testing import MockServer
 
-from .conftest import AUTH, KEY, Client, free_port
+from .conftest import AUTH, KEY, Client
+from .serving import Serve
 from .test_openapi import jsonschema_errors
 
 FAIL_MESSAGE = "Generation failed ([fail] test prompt). Credits were refunded."
@@ -328,31 +325,13 @@ def test_serve_refuses_an_unknown_envelope_without_a_traceback() -> None:
 def test_mockgen_envelope_beats_the_scenario_in_a_real_serve_and_the_sdk_runs(tmp_path: Path) -> None:
     scenario = tmp_path / "fast.yaml"
     scenario.write_text(f"{FAST}envelope: documented\n")
-    port = free_port()
-    env = {**os.environ, "MOCKGEN_PORT": str(port), "MOCKGEN_ENVELOPE": "compat"}
-    command = [sys.executable, "-m", "mockgen", "serve", "--scenario", str(scenario)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/_mock/health", timeout=1) as r:
-                    health = json.loads(r.read())
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()  # type: ignore[union-attr]
-                time.sleep(0.05)
-        assert health["envelope"] == "compat"
+    with Serve("--scenario", str(scenario), "--port", "0", env={"MOCKGEN_ENVELOPE": "compat"}) as served:
+        base = served.base
+        with urllib.request.urlopen(f"{base}/_mock/health", timeout=1) as r:
+            assert json.loads(r.read())["envelope"] == "compat"
         task = OmniVideo(KEY, base_url=f"{base}/api/v1", timeout=10).run("gpt-image-2", "a cat", poll_interval=0)
         assert task.task_status == TaskStatus.SUCCESS and task.image_url and task.image_url.startswith(base)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        errors = proc.stderr.read()  # type: ignore[union-attr]
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
-        assert "Traceback" not in errors, errors
+    assert "Traceback" not in served.errors, served.errors
 
 
 # --- the OpenAPI document and `mockgen contract` -----------------------------------------------------
