@@ -26,14 +26,15 @@ from .errors import ApiError, ControlError, ScenarioError
 from .faults import fault_response, find_fault, lost_response
 from .guard import Guard, HostPolicy
 from .http import envelope, json_response, note, noted_fault
-from .journal import Headers, KeyId, Record, mask_headers, scrub, scrub_notes
+from .journal import ENTRY_BYTES, PART_BYTES, Journal, Record, kept, scrub, scrub_notes
+from .journal import MAX_BYTES as JOURNAL_BYTES
 from .models import SUCCEEDED
 from .openapi import build_openapi
 from .scenario import Scenario, load_scenario
 from .store import MemoryStore
 
 log = logging.getLogger("mockgen")
-JOURNAL_BODY_BYTES = 4096
+JOURNAL_BODY_BYTES = PART_BYTES
 # An endpoint that answers and returns what the journal records: the status sent and the body read.
 Answer = Callable[[Scope, Receive, Send], Awaitable[tuple[int, bytes]]]
 UNJOURNALED = ("/_mock/", "/static/", "/favicon.ico", "/openapi.json")
@@ -148,7 +149,6 @@ class JournalMiddleware:
     def __init__(self, app: ASGIApp, backend: Backend) -> None:
         self.app = app
         self.backend = backend
-        self._seen: dict[tuple[Any, ...], tuple[Headers, KeyId | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -207,46 +207,35 @@ class JournalMiddleware:
             self.record(scope, body[:JOURNAL_BODY_BYTES], status or 500, time.perf_counter() - started)
 
     def record(self, scope: Scope, raw_body: bytes, status: int, elapsed: float) -> None:
-        """Add this request to the journal, holding no whole key."""
-        headers, key = self._headers(scope["headers"])
+        """Add this request to the journal, holding no whole key and no part past PART_BYTES."""
+        journal = self.backend.store.journal
+        headers, key, size = journal.headers(scope["headers"])
         # A key may come in the path, the query, the body or a note's error (which may quote the path);
         # the checks inline here are what every request pays (scrub itself only finds, no regex).
         path: str = scope["path"]  # percent-decoded already: 'sk%2D…' in the URL is 'sk-…' here
-        if path.find("sk-") >= 0:
-            path = scrub(path)
+        if path.find("sk-") >= 0 or len(path) > PART_BYTES:
+            path = kept(path)
         notes = scope.get("mockgen")
         if notes and "error" in notes:
+            size += min(len(notes["error"] or ""), PART_BYTES)
             notes = scrub_notes(notes)
+        query = scope.get("query_string", b"")
+        if query:
+            query = kept(query)
+        body = scrub(raw_body, "utf-8") if raw_body else raw_body
         entry: Record = (
             self.backend.now(),
             scope["method"],
             path,
-            scrub(query) if (query := scope.get("query_string", b"")) else query,
+            query,
             headers,
             key,
-            scrub(raw_body, "utf-8") if raw_body else raw_body,
+            body,
             status,
             elapsed,
             notes,
         )
-        self.backend.store.journal.append(entry)
-
-    def _headers(self, raw: Any) -> tuple[Headers, KeyId | None]:
-        """The request's headers as the journal keeps them (no whole key), and the masked key.
-
-        Clients send the same few header sets over and over, so each is masked once and its
-        masked form shared by every entry. The cache holds whole keys, in memory only, like the
-        accounts do; entries only ever get the masked forms.
-        """
-        try:
-            seen = self._seen.get(as_tuple := tuple(raw))
-        except TypeError:  # header pairs as lists (the ASGI spec allows any iterable): no cache
-            return mask_headers(raw)
-        if seen is None:
-            if len(self._seen) >= 256:
-                self._seen.clear()
-            seen = self._seen[as_tuple] = mask_headers(as_tuple)
-        return seen
+        journal.append(entry, size + len(path) + len(query) + len(body) + ENTRY_BYTES)
 
 
 async def openapi_document(request: Request) -> Response:
@@ -425,6 +414,7 @@ def create_app(
     admin_token: str | None = None,
     max_tasks: int = 1_000_000,
     journal_limit: int = 10_000,
+    journal_bytes: int = JOURNAL_BYTES,
     watch: bool = False,
     watch_interval: float = 0.5,
     state_file: str | Path | None = None,
@@ -437,6 +427,7 @@ def create_app(
     With ``watch``, a scenario loaded from a file is reloaded whenever the file changes. With
     ``state_file``, the world is restored from it (if it exists) and written back at shutdown;
     it must be writable, and saved under the same scenario unless ``state_any_scenario``.
+    The journal keeps the newest ``journal_limit`` requests within about ``journal_bytes`` (README, Limits).
     Requests are answered when their Host is a loopback name, the address they reached, ``public_url``'s
     host or one of ``allowed_hosts`` (``"*"``: any); README, Who can drive the control API.
     """
@@ -460,7 +451,9 @@ def create_app(
             if state_path is not None:
                 save_at_shutdown(app.state.backend, state_path)
 
-    backend = Backend(scenario, clock=clock, envelope=envelope, store=MemoryStore(max_tasks, journal_limit))
+    store = MemoryStore(max_tasks, journal_limit)
+    store.journal = Journal(journal_limit, journal_bytes)  # bounded in bytes too (README, Limits)
+    backend = Backend(scenario, clock=clock, envelope=envelope, store=store)
     routes = [
         *api.routes,
         Route("/files/{name}", result_file, methods=["GET", "HEAD"]),

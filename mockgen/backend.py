@@ -8,7 +8,8 @@ import random
 import re
 import string
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, NoReturn
 
@@ -47,6 +48,15 @@ class Msg:
     NO_CREDITS = "Insufficient credits: this task costs {cost} and the balance is {balance}. Top up to continue."
     NOT_FOUND = "Task not found: {task_id}. Check the task_id returned by /api/v1/tasks/create."
     BAD_STEER = "{header} must be {expected}, not {value!r}."
+    # ...and two of the control API, whose bounds a person meets
+    WAITERS_FULL = (
+        "{limit} long-polls are waiting already (the limit): retry after Retry-After seconds, or wait for "
+        "several requests in one long-poll (count=N, path=/api/v1/*)."
+    )
+    NEXT_FULL = (
+        "The queue of next outcomes holds {limit} entries (the limit): submits use them up, "
+        "DELETE /_mock/next empties it, and so does POST /_mock/reset."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +135,70 @@ NO_PROBE = Probe()  # a body that is not a JSON object: nothing can be read
 
 @dataclass(slots=True)
 class NextOutcome:
+    """An outcome for the next ``count`` submits of ``model_id`` with ``key`` (None: any)."""
+
     outcome: str
     count: int
     model_id: str | None = None
     key: str | None = None
     message: str | None = None
+
+
+NEXT_LIMIT = 1_000  # entries in the queue of next outcomes (README, Limits)
+
+
+class NextQueue:
+    """The outcomes queued for the next submits (``POST /_mock/next``), oldest first, at most ``limit``.
+
+    Kept in buckets by what they match (a model or any, a key or any), each in the order they came,
+    so a submit looks only at the oldest entry of the four buckets that can match it and takes the
+    oldest of those: what a scan of the whole queue in order finds, at a cost that does not grow with it.
+    """
+
+    def __init__(self, entries: Iterable[NextOutcome] = (), limit: int = NEXT_LIMIT) -> None:
+        self.limit = limit
+        self._seq = 0
+        self._order: dict[int, NextOutcome] = {}  # the whole queue, in the order it came
+        self._buckets: dict[tuple[str | None, str | None], deque[tuple[int, NextOutcome]]] = {}
+        for entry in entries:
+            self._add(entry)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __iter__(self) -> Iterator[NextOutcome]:
+        return iter(list(self._order.values()))
+
+    def append(self, entry: NextOutcome) -> None:
+        """Queue ``entry`` last; ControlError 409 when the queue is full."""
+        if len(self._order) >= self.limit:
+            raise ControlError(Msg.NEXT_FULL.format(limit=self.limit), 409)
+        self._add(entry)
+
+    def _add(self, entry: NextOutcome) -> None:
+        self._seq += 1
+        self._order[self._seq] = entry
+        self._buckets.setdefault((entry.model_id, entry.key), deque()).append((self._seq, entry))
+
+    def take(self, model_id: str, key: str) -> NextOutcome | None:
+        """The oldest entry for a submit of ``model_id`` with ``key``, one of its count used (gone at 0)."""
+        buckets = self._buckets
+        best: deque[tuple[int, NextOutcome]] | None = None
+        where: tuple[str | None, str | None] = (None, None)
+        for candidate in ((model_id, key), (model_id, None), (None, key), (None, None)):
+            bucket = buckets.get(candidate)
+            if bucket is not None and (best is None or bucket[0][0] < best[0][0]):
+                best, where = bucket, candidate
+        if best is None:
+            return None
+        seq, entry = best[0]
+        entry.count -= 1
+        if entry.count <= 0:
+            best.popleft()
+            del self._order[seq]
+            if not best:
+                del buckets[where]
+        return entry
 
 
 class Backend:
@@ -169,7 +238,7 @@ class Backend:
         self._faker: Any = None
         self.store.clear()
         self.counters: dict[tuple[str, str], int] = {}
-        self.next_outcomes: list[NextOutcome] = []
+        self.next_outcomes = NextQueue()
         self.buckets: dict[tuple[str, str], tuple[float, float]] = {}
         self._courses: dict[tuple[str, int], Course] = {}  # see _course
         self._rule_scopes = [f"rule:{i}" for i in range(len(s.rules))]
@@ -471,17 +540,14 @@ class Backend:
         return 1
 
     def _take_next(self, account: Account, req: Submit) -> NextOutcome | None:
-        for entry in self.next_outcomes:
-            if entry.model_id not in (None, req.model_id) or entry.key not in (None, account.key):
-                continue
-            entry.count -= 1
-            if entry.count <= 0:
-                self.next_outcomes.remove(entry)
-            return entry
-        return None
+        return self.next_outcomes.take(req.model_id, account.key)
 
     def queue_next(self, entry: NextOutcome) -> None:
+        """Queue an outcome for the next matching submits; ControlError 409 past NEXT_LIMIT entries."""
         self.next_outcomes.append(entry)
+
+    def clear_next(self) -> None:
+        self.next_outcomes = NextQueue()
 
     # --- time and settlement -------------------------------------------------------------------
 
@@ -695,7 +761,7 @@ def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
         store.add_task(task)
         if not task.final_status and task.finish_at != NEVER:
             store.schedule(task.finish_at, task.task_id)
-    backend.next_outcomes = nexts
+    backend.next_outcomes = NextQueue(nexts)
     if isinstance(backend.clock, ManualClock):
         backend.clock.set(state["clock"]["now"])
     backend.settle()
@@ -838,5 +904,7 @@ def check_state(state: Mapping[str, Any]) -> None:
     for i, row in enumerate(state["tasks"]):
         _check_object(f"tasks[{i}]", row, TASK_CHECKS, TASK_REQUIRED)
         _check_unique(f"tasks[{i}].task_id", row["task_id"], task_ids)
+    if len(state.get("next", ())) > NEXT_LIMIT:
+        _refuse(f"next has {len(state['next'])} entries, past the limit of {NEXT_LIMIT}")
     for i, entry in enumerate(state.get("next", ())):
         _check_object(f"next[{i}]", entry, NEXT_FIELDS, NEXT_REQUIRED)

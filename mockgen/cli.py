@@ -71,6 +71,13 @@ def option(*names: str, **kwargs: Any) -> Callable[[F], F]:
     help="Tasks kept; past it the oldest finished ones are dropped.",
 )
 @option(
+    "--journal-bytes",
+    envvar="MOCKGEN_JOURNAL_BYTES",
+    default=64 * 1024 * 1024,
+    type=click.IntRange(min=0),
+    help="Bytes the request journal may hold (about; each entry's parts cut to 4 KiB); past it the oldest go.",
+)
+@option(
     "--allowed-host",
     "allowed_hosts",
     envvar="MOCKGEN_ALLOWED_HOSTS",
@@ -108,6 +115,7 @@ def serve(
     public_url: str | None,
     admin_token: str | None,
     max_tasks: int,
+    journal_bytes: int,
     allowed_hosts: tuple[str, ...],
     watch: bool,
     access_log: bool,
@@ -130,6 +138,7 @@ def serve(
             public_url=public_url,
             admin_token=admin_token,
             max_tasks=max_tasks,
+            journal_bytes=journal_bytes,
             watch=watch,
             state_file=state_file,
             state_any_scenario=state_any_scenario,

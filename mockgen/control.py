@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import hmac
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -15,13 +15,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .backend import Backend, NextOutcome
+from .backend import Backend, Msg, NextOutcome
 from .errors import ControlError, ScenarioError
 from .http import json_response, read_body, read_control_json
-from .journal import Entry
+from .journal import Filter, WaitersFull
 from .scenario import MAX_INT, MAX_SECONDS, MAX_TIME, bundled_names, load_bundled, parse_scenario
 
 T = TypeVar("T")
+WAITERS_RETRY_AFTER = 1  # seconds: a long-poll's slot frees as soon as its requests arrive or it times out
 
 
 def _backend(request: Request) -> Backend:
@@ -211,31 +212,22 @@ async def advance_clock(request: Request) -> Response:
     return json_response({"now": b.advance(seconds)})
 
 
-def _journal_filter(request: Request) -> Callable[[Entry], bool]:
+def _journal_filter(request: Request) -> Filter:
     q = request.query_params
-    path, method = q.get("path"), q.get("method")
-    method = method.upper() if method else None
-    # errors=true: only the near misses (no such route, refused by validation or auth), each with its reason
-    errors = q.get("errors", "").lower() in ("1", "true", "yes")
-
-    def pred(e: Entry) -> bool:
-        return (
-            (path is None or e["path"] == path or (path.endswith("*") and e["path"].startswith(path[:-1])))
-            and (method is None or e["method"] == method)
-            and (not errors or e.get("error") is not None)
-        )
-
-    return pred
-
-
-def _key(request: Request) -> str | None:
-    """``?key=``: the requests sent with exactly this key (the journal shows it masked, and finds it whole)."""
-    return request.query_params.get("key") or None
+    method = q.get("method")
+    return Filter(
+        q.get("path"),
+        method.upper() if method else None,
+        # errors=true: only the near misses (no such route, refused by validation or auth), each with its reason
+        q.get("errors", "").lower() in ("1", "true", "yes"),
+        # key=: the requests sent with exactly this key (the journal shows it masked, and finds it whole)
+        q.get("key") or None,
+    )
 
 
 async def list_requests(request: Request) -> Response:
     journal = _backend(request).store.journal
-    return json_response(journal.select(_journal_filter(request), _key(request)))
+    return json_response(journal.select(_journal_filter(request)))
 
 
 async def clear_requests(request: Request) -> Response:
@@ -244,6 +236,7 @@ async def clear_requests(request: Request) -> Response:
 
 
 async def wait_requests(request: Request) -> Response:
+    """Long-poll: the journal is scanned once, then each new request alone is checked (``Journal.watch``)."""
     q = request.query_params
     count_text, timeout_text = q.get("count", "1"), q.get("timeout", "10")
     if not WHOLE.fullmatch(count_text) or not DECIMAL.fullmatch(timeout_text):
@@ -252,13 +245,18 @@ async def wait_requests(request: Request) -> Response:
     if count < 1 or not 0 <= timeout <= 300:
         raise ControlError("count must be >= 1 and timeout from 0 to 300 seconds")
     journal = _backend(request).store.journal
-    pred = _journal_filter(request)
+    try:
+        waiter = journal.watch(_journal_filter(request), count)
+    except WaitersFull:
+        msg = Msg.WAITERS_FULL.format(limit=journal.max_waiters)
+        return json_response({"error": msg}, 503, {"retry-after": str(WAITERS_RETRY_AFTER)})
     shutdown: Shutdown | None = getattr(request.app.state, "shutdown", None)
-    key = _key(request)
-    waiting = journal.wait_for(pred, count, timeout, key)
-    arrived = await (shutdown.race(waiting) if shutdown is not None else waiting)
-    matching = journal.select(pred, key)
-    answer: dict[str, Any] = {"arrived": bool(arrived), "count": len(matching), "requests": matching}
+    try:
+        waiting = waiter.wait(timeout)
+        arrived = await (shutdown.race(waiting) if shutdown is not None else waiting)
+    finally:
+        journal.release(waiter)
+    answer: dict[str, Any] = {"arrived": bool(arrived), "count": waiter.found, "requests": journal.found(waiter)}
     if arrived is None:  # the server is shutting down: answer now rather than hold it up
         return json_response({"error": "the server is shutting down", **answer}, 503)
     return json_response(answer, 200 if arrived else 408)
@@ -327,12 +325,21 @@ async def queue_next(request: Request) -> Response:
     if model_id is not None and model_id not in b.scenario.models:
         raise ControlError(f"unknown model_id {model_id!r}")
     entry = NextOutcome(_outcome(body), count, model_id, _optional_str(body, "key"), _optional_str(body, "msg"))
-    b.queue_next(entry)
-    return json_response({"queued": [vars_(e) for e in b.next_outcomes]}, 201)
+    b.queue_next(entry)  # 409 when the queue is full
+    return json_response({"queued": [vars_(entry)], "length": len(b.next_outcomes)}, 201)
 
 
 async def list_next(request: Request) -> Response:
-    return json_response({"queued": [vars_(e) for e in _backend(request).next_outcomes]})
+    queue = list(_backend(request).next_outcomes)
+    limit, total = _limit(request), len(queue)
+    if limit is not None:
+        queue = queue[max(total - limit, 0) :]
+    return json_response({"queued": [vars_(e) for e in queue]}, headers={"x-total-count": str(total)})
+
+
+async def clear_next(request: Request) -> Response:
+    _backend(request).clear_next()
+    return Response(status_code=204)
 
 
 def vars_(entry: NextOutcome) -> dict[str, Any]:
@@ -374,6 +381,7 @@ routes = [
     Route("/_mock/reset", reset, methods=["POST"]),
     Route("/_mock/next", queue_next, methods=["POST"]),
     Route("/_mock/next", list_next, methods=["GET"]),
+    Route("/_mock/next", clear_next, methods=["DELETE"]),
     Route("/_mock/state", get_state, methods=["GET"]),
     Route("/_mock/state", put_state, methods=["PUT"]),
 ]

@@ -12,6 +12,24 @@ from typing import Any, overload
 Entry = dict[str, Any]
 Headers = tuple[tuple[bytes, bytes | str], ...]  # a request's headers as the journal keeps them
 
+# The bounds (README, Limits). An entry keeps the first PART_BYTES of its path, query, body, error and
+# of each header's name and value, and its first ENTRY_HEADERS headers; the journal keeps its newest
+# LIMIT entries within MAX_BYTES (sizes counted from the lengths kept, plus ENTRY_BYTES each).
+PART_BYTES = 4096
+ENTRY_HEADERS = 64
+LIMIT = 10_000
+MAX_BYTES = 64 * 1024 * 1024
+ENTRY_BYTES = 512  # a Record's tuple, numbers and notes, beyond the strings counted by their lengths
+HEADER_BYTES = 136  # a header's pair and the two objects in it, beyond their lengths
+# Masked before it is cut, within a margin: a key that starts before the cut is still seen whole enough.
+KEY_MARGIN = 256
+# The header-set cache: at most HEADER_SETS sets of at most HEADER_SET_BYTES as sent (bigger ones are
+# masked each time), each with its masked form: so at most ~2 * 256 * 8 KiB = 4 MiB.
+HEADER_SETS = 256
+HEADER_SET_BYTES = 8192
+WAITERS = 64  # long-polls parked at once; past it a 503
+WAIT_ENTRIES = 100  # the entries a long-poll's answer lists: the first ones it found (its count: all)
+
 
 def mask_key(key: str) -> str:
     """Never keep a whole key: 'sk-abcd…wxyz'."""
@@ -47,17 +65,29 @@ def mask_authorization(value: bytes) -> tuple[str, KeyId | None]:
     return f"{scheme} {key}".strip(), (key, key_digest(token))  # the digest of what was sent, exactly
 
 
-def mask_headers(raw: Any) -> tuple[Headers, KeyId | None]:
-    """Request headers with every key masked (in Authorization or anywhere else), and the key's ``KeyId``."""
+def mask_headers(raw: Any) -> tuple[Headers, KeyId | None, int]:
+    """Request headers as the journal keeps them, their ``KeyId`` and their approximate size in bytes.
+
+    Every key is masked (in Authorization or anywhere else); only the first ENTRY_HEADERS headers are
+    kept, each name and value cut to PART_BYTES. The key is found in Authorization wherever it comes.
+    """
     key = None
     headers: list[tuple[bytes, bytes | str]] = []
+    size = 40
     for name, value in raw:
+        shown: bytes | str
         if name == b"authorization":
+            # The whole value: the digest is of the key as sent (a cut one would match no key).
             shown, key = mask_authorization(value)
-            headers.append((name, shown))
+        elif len(headers) >= ENTRY_HEADERS:
+            continue
         else:
-            headers.append((name, scrub(value)))  # a key sent in another header is masked too
-    return tuple(headers), key
+            shown = scrub(value[: PART_BYTES + KEY_MARGIN])  # a key sent in another header is masked too
+        if len(headers) < ENTRY_HEADERS:
+            name, shown = name[:PART_BYTES], shown[:PART_BYTES]
+            headers.append((name, shown))
+            size += HEADER_BYTES + len(name) + len(shown)
+    return tuple(headers), key, size
 
 
 # A key-like 'sk-…' in any form a client may send it: each character as itself, percent-encoded
@@ -102,10 +132,22 @@ def scrub(raw: bytes | str, encoding: str = "latin-1") -> bytes | str:
     return masked if found else raw
 
 
+@overload
+def kept(raw: str, encoding: str = ...) -> str: ...
+@overload
+def kept(raw: bytes, encoding: str = ...) -> bytes | str: ...
+def kept(raw: bytes | str, encoding: str = "latin-1") -> bytes | str:
+    """``raw`` as the journal keeps it: ``scrub``bed, and cut to its first PART_BYTES."""
+    if len(raw) <= PART_BYTES:
+        return scrub(raw, encoding)
+    return scrub(raw[: PART_BYTES + KEY_MARGIN], encoding)[:PART_BYTES]
+
+
 def scrub_notes(notes: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A request's notes for the journal with any key in them masked: an ``error`` may quote what the
-    client sent (the path's task id); the other notes are the server's own (task ids, fault names)."""
-    if not notes or (error := notes.get("error")) is None or (masked := scrub(error)) is error:
+    """A request's notes for the journal with any key in them masked and its ``error`` cut to PART_BYTES:
+    an ``error`` may quote what the client sent (the path, a task id); the other notes are the server's
+    own (task ids, fault names)."""
+    if not notes or (error := notes.get("error")) is None or (masked := kept(error)) is error:
         return notes
     return {**notes, "error": masked}
 
@@ -120,6 +162,8 @@ def _text(value: bytes | str, encoding: str = "latin-1") -> str:
 # thousand of these never make the full collections that walk the whole heap come more often.
 # It holds no whole key: the Authorization header is masked before it is stored.
 Record = tuple[float, str, str, bytes | str, Headers, KeyId | None, bytes | str, int, float, Any]
+Item = Record | Entry  # what the journal holds: a Record, or a ready Entry dict
+Pred = Callable[[Item], bool]  # which items a reader wants, asked of each item as kept (before rendering)
 
 
 def render(record: Record) -> Entry:
@@ -141,81 +185,215 @@ def render(record: Record) -> Entry:
     }
 
 
-class Journal:
-    """Newest last; bounded (the oldest entries go first); waiters are woken when an entry arrives."""
+class Filter:
+    """Which entries a reader wants: to ``path`` (ending in '*': a prefix), with ``method``, only the near
+    misses (``errors``: those with an ``error``), only those sent with exactly ``key`` (found by its digest).
 
-    def __init__(self, limit: int = 10_000) -> None:
-        self._items: deque[tuple[int, Record | Entry]] = deque(maxlen=limit)
-        self.seq = 0
-        self._waiters: list[tuple[Callable[[Entry], bool], bytes | None, int, asyncio.Future[None]]] = []
+    Asked of each entry as kept, before any rendering: a scan of the journal renders only what it finds.
+    """
+
+    __slots__ = ("path", "prefix", "method", "errors", "digest")
+
+    def __init__(
+        self, path: str | None = None, method: str | None = None, errors: bool = False, key: str | None = None
+    ) -> None:
+        self.path = path
+        self.prefix = path[:-1] if path is not None and path.endswith("*") else None
+        self.method = method
+        self.errors = errors
+        self.digest = key_digest(key) if key is not None else None
+
+    def __call__(self, item: Item) -> bool:
+        method: Any
+        path: Any
+        if isinstance(item, tuple):
+            method, path, key, notes = item[1], item[2], item[5], item[9]
+            error = notes.get("error") if notes else None
+        else:
+            method, path, key, error = item.get("method"), item.get("path"), item.get("key_id"), item.get("error")
+        if self.path is not None and path != self.path:
+            if self.prefix is None or not isinstance(path, str) or not path.startswith(self.prefix):
+                return False
+        if self.method is not None and method != self.method:
+            return False
+        if self.errors and error is None:
+            return False
+        if self.digest is not None:
+            return key is not None and (key[1] if isinstance(key, tuple) else key) == self.digest
+        return True
+
+
+class WaitersFull(Exception):
+    """A long-poll refused: ``Journal.max_waiters`` of them are parked already."""
+
+
+class Waiter:
+    """One long-poll: how many entries matching ``pred`` it wants, how many it has found (keeping the
+    ids of the first WAIT_ENTRIES), and what it awaits. It is shown each entry once: those in the journal
+    when it came, then each new one as it is added."""
+
+    __slots__ = ("pred", "wanted", "found", "ids", "_future")
+
+    def __init__(self, pred: Pred, wanted: int) -> None:
+        self.pred = pred
+        self.wanted = wanted
+        self.found = 0
+        self.ids: list[int] = []
+        self._future: asyncio.Future[None] | None = None
 
     @property
-    def limit(self) -> int | None:
-        return self._items.maxlen
+    def satisfied(self) -> bool:
+        return self.found >= self.wanted
+
+    def see(self, seq: int, item: Item) -> bool:
+        """Count ``item`` if it matches; True when the waiter has found enough (it is then woken)."""
+        if not self.pred(item):
+            return False
+        self.found += 1
+        if len(self.ids) < WAIT_ENTRIES:
+            self.ids.append(seq)
+        if self.found < self.wanted:
+            return False
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+        return True
+
+    async def wait(self, timeout: float) -> bool:
+        """Until enough entries have been found (True) or ``timeout`` seconds have passed (False)."""
+        if self.satisfied:
+            return True
+        self._future = future = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+class Journal:
+    """Newest last; bounded in entries and in bytes (the oldest entries go first); long-polls are shown
+    each new entry as it arrives.
+
+    Sizes are counted from the lengths an entry keeps (headers shared by many entries are counted in
+    each): an upper bound on what the entries hold, in O(1) per entry.
+    """
+
+    def __init__(self, limit: int = LIMIT, max_bytes: int = MAX_BYTES, max_waiters: int = WAITERS) -> None:
+        self._items: deque[tuple[int, Item, int]] = deque()  # (id, item, size), oldest first; ids consecutive
+        self._limit = limit
+        self.max_bytes = max_bytes
+        self.max_waiters = max_waiters
+        self.bytes = 0  # the entries' sizes, summed
+        self.seq = 0
+        self._waiters: list[Waiter] = []
+        # Header sets as sent -> as kept (``headers``). It holds whole keys, in memory only, like the
+        # accounts do; entries only ever get the masked forms.
+        self._seen: dict[tuple[Any, ...], tuple[Headers, KeyId | None, int]] = {}
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def waiting(self) -> int:
+        """How many long-polls are parked."""
+        return len(self._waiters)
+
+    @property
+    def cached_header_sets(self) -> int:
+        return len(self._seen)
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def append(self, entry: Record | Entry) -> None:
-        """Add a ``Record`` (cheap: rendered only when read) or a ready ``Entry`` dict."""
-        self.seq += 1
-        self._items.append((self.seq, entry))
+    def headers(self, raw: Any) -> tuple[Headers, KeyId | None, int]:
+        """``mask_headers(raw)``, each distinct small set of headers masked once and then shared by every
+        entry that has it: clients send the same few sets over and over. Sets of more than
+        HEADER_SET_BYTES are not kept; at HEADER_SETS sets, the cache starts again."""
+        try:
+            seen = self._seen.get(as_tuple := tuple(raw))
+        except TypeError:  # header pairs as lists (the ASGI spec allows any iterable): no cache
+            return mask_headers(raw)
+        if seen is None:
+            seen = mask_headers(as_tuple)
+            if sum(len(name) + len(value) for name, value in as_tuple) <= HEADER_SET_BYTES:
+                if len(self._seen) >= HEADER_SETS:
+                    self._seen.clear()
+                self._seen[as_tuple] = seen
+        return seen
+
+    def append(self, entry: Item, size: int = ENTRY_BYTES) -> None:
+        """Add a ``Record`` (cheap: rendered only when read) or a ready ``Entry`` dict, of about ``size`` bytes."""
+        self.seq = seq = self.seq + 1
+        items = self._items
+        items.append((seq, entry, size))
+        self.bytes += size
+        if len(items) > self._limit or self.bytes > self.max_bytes:
+            self._trim()
         if self._waiters:
-            self._wake(self.seq, entry)
+            self._wake(seq, entry)
+
+    def _trim(self) -> None:
+        items = self._items
+        while items and (len(items) > self._limit or self.bytes > self.max_bytes):
+            self.bytes -= items.popleft()[2]
 
     @staticmethod
-    def _render(seq: int, item: Record | Entry) -> Entry:
+    def _render(seq: int, item: Item) -> Entry:
         entry = render(item) if isinstance(item, tuple) else dict(item)
         entry["id"] = seq
         return entry
 
-    @staticmethod
-    def _sent_by(item: Record | Entry, digest: bytes | None) -> bool:
-        """Whether ``item`` came with the key of this digest (any item, when there is no digest)."""
-        if digest is None:
-            return True
-        key = item[5] if isinstance(item, tuple) else item.get("key_id")
-        return key is not None and (key[1] if isinstance(key, tuple) else key) == digest
-
     @property
     def entries(self) -> list[Entry]:
         """Every entry, oldest first."""
-        return [self._render(seq, item) for seq, item in self._items]
-
-    def _wake(self, seq: int, item: Record | Entry) -> None:
-        entry = None
-        remaining = []
-        for pred, digest, count, fut in self._waiters:
-            if fut.done():
-                continue
-            if self._sent_by(item, digest):
-                entry = entry or self._render(seq, item)
-                if pred(entry):
-                    count -= 1
-            if count <= 0:
-                fut.set_result(None)
-            else:
-                remaining.append((pred, digest, count, fut))
-        self._waiters = remaining
+        return [self._render(seq, item) for seq, item, _ in self._items]
 
     def clear(self) -> None:
+        """Forget every entry and every header set seen (parked long-polls go on waiting for new ones)."""
         self._items.clear()
+        self.bytes = 0
+        self._seen.clear()
 
-    def select(self, pred: Callable[[Entry], bool], key: str | None = None) -> list[Entry]:
-        """The entries matching ``pred``, oldest first; with ``key``, only those sent with exactly that key."""
-        digest = key_digest(key) if key is not None else None
-        rendered = (self._render(seq, item) for seq, item in self._items if self._sent_by(item, digest))
-        return [e for e in rendered if pred(e)]
+    def select(self, pred: Pred) -> list[Entry]:
+        """The entries matching ``pred`` (a ``Filter``), oldest first; only those are rendered."""
+        return [self._render(seq, item) for seq, item, _ in self._items if pred(item)]
 
-    async def wait_for(self, pred: Callable[[Entry], bool], count: int, timeout: float, key: str | None = None) -> bool:
-        """Wait until ``count`` entries matching ``pred`` (and ``key``) are in the journal; False on timeout."""
-        missing = count - len(self.select(pred, key))
-        if missing <= 0:
-            return True
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((pred, key_digest(key) if key is not None else None, missing, fut))
-        try:
-            await asyncio.wait_for(fut, timeout)
-            return True
-        except TimeoutError:
-            return False
+    def watch(self, pred: Pred, count: int) -> Waiter:
+        """A long-poll for ``count`` entries matching ``pred``: those in the journal now are counted, in one
+        scan, and from then on each new entry alone is shown to it. Unless it has found enough already it
+        is parked until ``release``; WaitersFull when ``max_waiters`` are parked already."""
+        if len(self._waiters) >= self.max_waiters:
+            raise WaitersFull(self.max_waiters)
+        waiter = Waiter(pred, count)
+        for seq, item, _ in self._items:
+            waiter.see(seq, item)
+        if not waiter.satisfied:
+            self._waiters.append(waiter)
+        return waiter
+
+    def release(self, waiter: Waiter) -> None:
+        """Unpark ``waiter`` (answered, timed out or cancelled); its slot is free again."""
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+
+    def found(self, waiter: Waiter) -> list[Entry]:
+        """The first entries ``waiter`` found (at most WAIT_ENTRIES) that are still in the journal, rendered."""
+        items = self._items
+        if not items:
+            return []
+        first, total = items[0][0], len(items)
+        shown = []
+        for seq in waiter.ids:
+            if 0 <= seq - first < total:
+                shown.append(self._render(seq, items[seq - first][1]))
+        return shown
+
+    def _wake(self, seq: int, item: Item) -> None:
+        satisfied = False
+        for waiter in self._waiters:
+            if waiter.see(seq, item):
+                satisfied = True
+        if satisfied:  # their slots are free at once, before their answers go out
+            self._waiters = [w for w in self._waiters if not w.satisfied]
