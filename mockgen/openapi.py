@@ -243,7 +243,11 @@ def _control_schemas(models: list[str], ratios: list[str], scenarios: list[str])
             key=_null(s),
             msg=_null(s),
         ),
-        "NextQueue": _obj(("queued",), queued={"type": "array", "items": _ref("NextOutcome")}),
+        "NextQueue": _obj(
+            ("queued",),
+            queued={"type": "array", "items": _ref("NextOutcome")},
+            length={**count, "description": "POST: the entries in the queue now (it answers only what it queued)"},
+        ),
         "ClockNow": _obj(("now",), now=n),
         "ResetDone": _obj(("reset", "scenario", "now"), reset={"type": "boolean"}, scenario=s, now=n),
         "StateRestored": _obj(("restored", "now"), restored={"type": "boolean"}, now=n),
@@ -515,6 +519,11 @@ def _control_paths() -> dict[str, Any]:
         "description": "the timeout passed first; what did arrive",
         **_content(_ref("WaitResult")),
     }
+    wait["responses"]["503"] = {
+        "description": "64 long-polls are waiting already (retry after Retry-After seconds), or the server is stopping",
+        "headers": {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"}}},
+        **_content(_ref("ControlError")),
+    }
 
     def array(name: str) -> Schema:
         return {"type": "array", "items": _ref(name)}
@@ -618,14 +627,16 @@ def _control_paths() -> dict[str, Any]:
             "post": _control_op("reset", "Back to the scenario's starting state.", _ref("ResetDone"), changes=True)
         },
         "/_mock/next": {
-            "get": _control_op("listNext", "The queued outcomes.", _ref("NextQueue")),
+            "get": _control_op("listNext", "The queued outcomes, oldest first.", _ref("NextQueue"), params=("?limit",)),
             "post": _control_op(
                 "queueNext",
-                "Queue outcomes for the next matching submits.",
+                "Queue outcomes for the next matching submits (409 past 1,000 entries): what it queued, the length.",
                 _ref("NextQueue"),
                 body=_ref("QueueNext"),
                 ok="201",
+                errors=("409",),
             ),
+            "delete": _control_op("clearNext", "Empty the queue.", None, ok="204", changes=True),
         },
         "/_mock/state": {
             "get": _control_op(
