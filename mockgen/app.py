@@ -424,6 +424,7 @@ def create_app(
     public_url: str | None = None,
     admin_token: str | None = None,
     max_tasks: int = 1_000_000,
+    max_accounts: int = 100_000,
     journal_limit: int = 10_000,
     watch: bool = False,
     watch_interval: float = 0.5,
@@ -437,6 +438,7 @@ def create_app(
     With ``watch``, a scenario loaded from a file is reloaded whenever the file changes. With
     ``state_file``, the world is restored from it (if it exists) and written back at shutdown;
     it must be writable, and saved under the same scenario unless ``state_any_scenario``.
+    ``max_tasks`` (unfinished ones included) and ``max_accounts`` bound the world (README, Limits).
     Requests are answered when their Host is a loopback name, the address they reached, ``public_url``'s
     host or one of ``allowed_hosts`` (``"*"``: any); README, Who can drive the control API.
     """
@@ -460,7 +462,9 @@ def create_app(
             if state_path is not None:
                 save_at_shutdown(app.state.backend, state_path)
 
-    backend = Backend(scenario, clock=clock, envelope=envelope, store=MemoryStore(max_tasks, journal_limit))
+    backend = Backend(
+        scenario, clock=clock, envelope=envelope, store=MemoryStore(max_tasks, journal_limit, max_accounts=max_accounts)
+    )
     routes = [
         *api.routes,
         Route("/files/{name}", result_file, methods=["GET", "HEAD"]),

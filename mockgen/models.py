@@ -5,7 +5,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, overload
+from typing import Any, ClassVar, NamedTuple, overload
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = 1, 2, 3, 4
 NEVER = float("inf")
@@ -29,9 +29,10 @@ class Ledger:
     """An account's ledger entries, oldest first, kept by column: a charge per task costs about 32
     bytes here, not the 72 of a LedgerEntry in a list. Reads as a sequence of LedgerEntry."""
 
-    __slots__ = ("_kinds", "_amounts", "_ats", "_task_ids")
+    __slots__ = ("_kinds", "_amounts", "_ats", "_task_ids", "queued")
 
     def __init__(self, entries: Iterable[LedgerEntry] = ()) -> None:
+        self.queued = 0  # the store's bookkeeping for its bound on entries in all ledgers (store.py)
         self._kinds: list[str] = []
         self._amounts: list[int] = []
         self._ats = array("d")  # a float's value, without a float object each
@@ -91,6 +92,16 @@ class Account:
     def __post_init__(self) -> None:
         if not isinstance(self.ledger, Ledger):  # e.g. a list of LedgerEntry from a state import
             self.ledger = Ledger(self.ledger)
+
+    stored: ClassVar[bool] = True
+
+
+@dataclass(slots=True)
+class OpenAccount(Account):
+    """An open-mode key's account before anything changed it: used and shown, not stored, so a
+    request that changes nothing (a poll, a refused submit) costs no memory (Backend._keep)."""
+
+    stored: ClassVar[bool] = False
 
 
 class Plan(NamedTuple):
