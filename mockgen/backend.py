@@ -487,7 +487,7 @@ class Backend:
         now = self.now()
         rate = rl.limit / rl.per_seconds
         buckets = self.buckets
-        tokens, last = buckets.pop((scope, key), None) or (float(rl.burst), now)
+        tokens, last = buckets.pop((scope, key), (float(rl.burst), now))
         tokens = min(float(rl.burst), tokens + (now - last) * rate)
         taken = tokens >= 1
         buckets[(scope, key)] = (tokens - 1 if taken else tokens, now)  # (last: the most recently used)
