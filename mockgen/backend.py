@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, NoReturn
 from .clock import Clock, ManualClock, SystemClock
 from .errors import ApiError, ControlError
 from .media import ASPECT_RATIOS
-from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Ledger, LedgerEntry, OpenAccount, Plan, Task
+from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Ledger, LedgerEntry, Plan, Task
 from .scenario import ENVELOPES, KEY_RE, MAX_INT, Behaviour, Fault, Match, ModelSpec, Scenario
 from .store import MemoryStore, Store
 
@@ -233,19 +233,19 @@ class Backend:
     def _open_account(self, key: str, create: bool = False) -> Account | None:
         """The account of ``key``; in open mode a well-formed new key gets one with default credits.
 
-        That new account is an OpenAccount, not stored (looking, polling or a refused submit creates
-        nothing): it is stored at its first charge (``submit``), or here with ``create`` (a top-up).
+        That new account is not stored (looking, polling or a refused submit creates nothing): it is
+        stored at its first charge (``submit``), or here with ``create`` (a top-up).
         """
         account = self.store.get_account(key)
         if account is None and self.scenario.auth_mode == "open" and KEY_RE.fullmatch(key):
-            account = OpenAccount(key, self.scenario.default_credits)
+            account = Account(key, self.scenario.default_credits, stored=False)
             if create:
                 account = self._keep(account, control=True)
         return account
 
     def _keep(self, account: Account, control: bool = False) -> Account:
-        """The stored account of an OpenAccount's key: stored now, unless another request stored it
-        first. Past the store's ``max_accounts`` a new key is refused (ApiError, or ControlError 409
+        """The stored account of a new key: ``account`` itself, stored now, unless another request
+        stored one first. Past the store's ``max_accounts`` a new key is refused (ApiError, or ControlError 409
         for the control API) rather than an old account dropped: that would lose a balance silently."""
         store = self.store
         kept = store.get_account(account.key)
@@ -253,8 +253,9 @@ class Backend:
             if store.account_count() >= store.max_accounts:
                 msg = Msg.TOO_MANY_ACCOUNTS.format(limit=store.max_accounts)
                 raise ControlError(msg, 409) if control else ApiError(msg)
-            kept = Account(account.key, account.credits, account.name)
-            store.add_account(kept)
+            account.stored = True
+            store.add_account(account)
+            kept = account
         return kept
 
     # --- the public contract -------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple, overload
+from typing import Any, NamedTuple, overload
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = 1, 2, 3, 4
 NEVER = float("inf")
@@ -88,20 +88,13 @@ class Account:
     credits: int
     name: str | None = None
     ledger: Ledger = field(default_factory=Ledger)
+    # False for an open-mode key's account before anything changed it: used and shown, not stored, so
+    # a request that changes nothing (a poll, a refused submit) costs no memory (Backend._keep).
+    stored: bool = field(default=True, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.ledger, Ledger):  # e.g. a list of LedgerEntry from a state import
             self.ledger = Ledger(self.ledger)
-
-    stored: ClassVar[bool] = True
-
-
-@dataclass(slots=True)
-class OpenAccount(Account):
-    """An open-mode key's account before anything changed it: used and shown, not stored, so a
-    request that changes nothing (a poll, a refused submit) costs no memory (Backend._keep)."""
-
-    stored: ClassVar[bool] = False
 
 
 class Plan(NamedTuple):
