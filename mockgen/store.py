@@ -72,10 +72,9 @@ class MemoryStore:
         self._tasks: dict[str, Task] = {}
         self._finished: deque[str] = deque()  # ids of finished tasks, in the order they finished
         self._due: list[tuple[float, str]] = []
-        # One item per ledger entry logged and not yet dropped by the total bound, oldest first: the
-        # ledger it went to (see _drop_oldest_entries). About 8 bytes an entry.
+        # One item per ledger entry logged, oldest first: the ledger it went to (see _drop_oldest_entries).
+        # About 8 bytes an entry; at most ledger_total, so entries kept (fewer: some were trimmed) are too.
         self._entries: deque[Ledger] = deque()
-        self._entry_count = 0  # ledger entries kept, across all accounts
 
     def clear(self) -> None:
         self._accounts.clear()
@@ -83,7 +82,6 @@ class MemoryStore:
         self._finished.clear()
         self._due.clear()
         self._entries.clear()
-        self._entry_count = 0
         self.journal.clear()
 
     # accounts and credits
@@ -97,8 +95,7 @@ class MemoryStore:
         if len(ledger):
             ledger.queued = len(ledger)
             self._entries.extend(repeat(ledger, len(ledger)))
-            self._entry_count += len(ledger)
-            if self._entry_count > self.ledger_total:
+            if len(self._entries) > self.ledger_total:
                 self._drop_oldest_entries()
 
     def accounts(self, newest: int | None = None) -> Iterator[Account]:
@@ -132,33 +129,30 @@ class MemoryStore:
         ledger = account.ledger
         ledger.add(kind, amount, at, task_id)
         ledger.queued += 1
-        self._entries.append(ledger)
-        self._entry_count += 1
+        entries = self._entries
+        entries.append(ledger)
         if len(ledger) > self.ledger_limit:
-            trimmed = len(ledger) - self.ledger_limit + min(self._batch, self.ledger_limit) - 1
-            del ledger[:trimmed]
-            self._entry_count -= trimmed
-        if self._entry_count > self.ledger_total:
+            del ledger[: len(ledger) - self.ledger_limit + min(self._batch, self.ledger_limit) - 1]
+        if len(entries) > self.ledger_total:
             self._drop_oldest_entries()
 
     def _drop_oldest_entries(self) -> None:
-        """Drop the oldest ledger entries of all accounts, down to a batch under the total bound
-        (the balances they explained stay as they are).
+        """Drop the oldest items of ``_entries``, down to a batch under the total bound, and with each
+        the oldest ledger entry of all accounts (the balances they explained stay as they are).
 
         ``_entries`` holds a ledger once per entry logged to it, in order, so its head names the ledger
         of the oldest entry -- unless that entry was already trimmed by the per-account bound: a ledger
         with more items queued here than entries kept has lost its oldest ones already, and the item
         only goes. Each item goes once, and each ledger's head is cut once per batch: O(1) amortized.
         """
-        goal = self.ledger_total - min(self._total_batch, self.ledger_total)
         entries = self._entries
+        goal = self.ledger_total - min(self._total_batch, self.ledger_total)
         cut: dict[int, tuple[Ledger, int]] = {}  # id(ledger) -> (ledger, entries to cut from its head)
-        while self._entry_count > goal and entries:
+        while len(entries) > goal:
             ledger = entries.popleft()
             _, n = cut.get(id(ledger), (ledger, 0))
             if ledger.queued <= len(ledger) - n:  # this item is the ledger's oldest entry still kept
                 cut[id(ledger)] = (ledger, n + 1)
-                self._entry_count -= 1
             ledger.queued -= 1
         for ledger, n in cut.values():
             del ledger[:n]

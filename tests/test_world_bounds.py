@@ -217,6 +217,19 @@ def test_both_ledger_bounds_together_keep_the_newest() -> None:
     assert sum(len(a.ledger) for a in store.accounts()) >= 100 - 100 // 64 - 30
 
 
+def test_the_bookkeeping_of_the_total_bound_is_bounded_too() -> None:
+    """One busy account trimmed by its own bound: what the store keeps to order entries stays bounded."""
+    store = MemoryStore(max_tasks=1_000, ledger_limit=10, ledger_total=100)
+    store.add_account(Account(KEY, 0))
+    for n in range(10_000):
+        store.credit(KEY, 1, float(n), "topup", None)
+        assert len(store._entries) <= 100
+    account = store.get_account(KEY)
+    assert account is not None and account.credits == 10_000
+    assert [e.at for e in account.ledger] == [float(n) for n in range(10_000 - len(account.ledger), 10_000)]
+    assert 1 <= len(account.ledger) <= 10
+
+
 def test_the_total_ledger_bound_follows_max_tasks(make_client: Callable[..., Client], bounds: Path) -> None:
     client = make_client(bounds, max_tasks=3)
     store = client.app.state.backend.store
