@@ -413,6 +413,7 @@ def create_app(
     public_url: str | None = None,
     admin_token: str | None = None,
     max_tasks: int = 1_000_000,
+    max_accounts: int = 100_000,
     journal_limit: int = 10_000,
     journal_bytes: int = JOURNAL_BYTES,
     watch: bool = False,
@@ -427,7 +428,8 @@ def create_app(
     With ``watch``, a scenario loaded from a file is reloaded whenever the file changes. With
     ``state_file``, the world is restored from it (if it exists) and written back at shutdown;
     it must be writable, and saved under the same scenario unless ``state_any_scenario``.
-    The journal keeps the newest ``journal_limit`` requests within about ``journal_bytes`` (README, Limits).
+    ``max_tasks`` (unfinished ones included) and ``max_accounts`` bound the world, ``journal_limit`` and
+    ``journal_bytes`` the request journal (README, Limits).
     Requests are answered when their Host is a loopback name, the address they reached, ``public_url``'s
     host or one of ``allowed_hosts`` (``"*"``: any); README, Who can drive the control API.
     """
@@ -451,8 +453,7 @@ def create_app(
             if state_path is not None:
                 save_at_shutdown(app.state.backend, state_path)
 
-    store = MemoryStore(max_tasks, journal_limit)
-    store.journal = Journal(journal_limit, journal_bytes)  # bounded in bytes too (README, Limits)
+    store = MemoryStore(max_tasks, journal_limit, max_accounts=max_accounts, journal_bytes=journal_bytes)
     backend = Backend(scenario, clock=clock, envelope=envelope, store=store)
     routes = [
         *api.routes,

@@ -8,7 +8,7 @@ import random
 import re
 import string
 import sys
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, NoReturn
@@ -26,6 +26,7 @@ ID_BYTES = bytes(ord(ID_ALPHABET[b % len(ID_ALPHABET)]) for b in range(256))
 KEY_ALPHABET = string.ascii_letters + string.digits
 URL_RE = re.compile(r"https?://[^\s/$.?#][^\s]*", re.IGNORECASE)
 DEFAULT_RATIO = {"image": "1:1", "video": "16:9"}
+MAX_BUCKETS = 100_000  # rate-limit buckets kept (fault, key); see Backend._take_token
 
 
 class Msg:
@@ -56,6 +57,13 @@ class Msg:
     NEXT_FULL = (
         "The queue of next outcomes holds {limit} entries (the limit): submits use them up, "
         "DELETE /_mock/next empties it, and so does POST /_mock/reset."
+    TOO_MANY_ACCOUNTS = (
+        "The mock holds {limit} accounts, its limit: a new key cannot be charged or topped up (existing accounts"
+        " keep working). Restart with a higher --max-accounts (MOCKGEN_MAX_ACCOUNTS), or reset the world."
+    )
+    TOO_MANY_TASKS = (
+        "The mock holds {limit} unfinished tasks, its limit (--max-tasks): none can be dropped while a client"
+        " may still poll it. Let some finish, resolve them, or restart with a higher --max-tasks (MOCKGEN_MAX_TASKS)."
     )
 
 
@@ -239,7 +247,8 @@ class Backend:
         self.store.clear()
         self.counters: dict[tuple[str, str], int] = {}
         self.next_outcomes = NextQueue()
-        self.buckets: dict[tuple[str, str], tuple[float, float]] = {}
+        # Rate-limit buckets, least recently used first, at most MAX_BUCKETS (see _take_token).
+        self.buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
         self._courses: dict[tuple[str, int], Course] = {}  # see _course
         self._rule_scopes = [f"rule:{i}" for i in range(len(s.rules))]
         for spec in s.accounts:
@@ -283,22 +292,38 @@ class Backend:
             raise ApiError(Msg.BAD_KEY, code=401, status=401)
         # Found by the key's hash (SipHash, keyed per process), so a wrong key is never compared
         # character by character with a stored one: refusing it takes the same time whatever it shares.
-        account = self.store.get_account(key) or self._open_account(key)
+        account = self.store.get_account(key) or self._open_account(key)  # (not stored: see _keep)
         if account is None:
             raise ApiError(Msg.UNKNOWN_KEY, code=401, status=401)
         return account
 
-    def _open_account(self, key: str, create: bool = True) -> Account | None:
+    def _open_account(self, key: str, create: bool = False) -> Account | None:
         """The account of ``key``; in open mode a well-formed new key gets one with default credits.
 
-        With ``create=False`` that new account is only shown, not stored: looking never creates.
+        That new account is not stored (looking, polling or a refused submit creates nothing): it is
+        stored at its first charge (``submit``), or here with ``create`` (a top-up).
         """
         account = self.store.get_account(key)
         if account is None and self.scenario.auth_mode == "open" and KEY_RE.fullmatch(key):
-            account = Account(key, self.scenario.default_credits)
+            account = Account(key, self.scenario.default_credits, stored=False)
             if create:
-                self.store.add_account(account)
+                account = self._keep(account, control=True)
         return account
+
+    def _keep(self, account: Account, control: bool = False) -> Account:
+        """The stored account of a new key: ``account`` itself, stored now, unless another request
+        stored one first. Past the store's ``max_accounts`` a new key is refused (ApiError, or ControlError 409
+        for the control API) rather than an old account dropped: that would lose a balance silently."""
+        store = self.store
+        kept = store.get_account(account.key)
+        if kept is None:
+            if store.account_count() >= store.max_accounts:
+                msg = Msg.TOO_MANY_ACCOUNTS.format(limit=store.max_accounts)
+                raise ControlError(msg, 409) if control else ApiError(msg)
+            account.stored = True
+            store.add_account(account)
+            kept = account
+        return kept
 
     # --- the public contract -------------------------------------------------------------------
 
@@ -406,6 +431,10 @@ class Backend:
             now + queued_for + running_for if course.by_time else NEVER,
         )
         store = self.store
+        if not store.make_room():
+            raise ApiError(Msg.TOO_MANY_TASKS.format(limit=store.task_count()))
+        if not account.stored:  # an open key's first charge: its account is stored now
+            account = self._keep(account)
         if not store.charge(account.key, cost, now, task_id):
             raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=account.credits))
         store.add_task(task)
@@ -517,18 +546,22 @@ class Backend:
         return None
 
     def _take_token(self, scope: str, key: str, fault: Fault) -> bool:
-        """Token bucket per key: True when a token was available (the request may pass)."""
+        """Token bucket per key: True when a token was available (the request may pass).
+
+        At most MAX_BUCKETS are kept: past it the least recently used goes, and a bucket that is not
+        there is a full one. Unused that long, it has almost always refilled: nothing changes."""
         rl = fault.rate_limit
         assert rl is not None
         now = self.now()
         rate = rl.limit / rl.per_seconds
-        tokens, last = self.buckets.get((scope, key), (float(rl.burst), now))
+        buckets = self.buckets
+        tokens, last = buckets.pop((scope, key), (float(rl.burst), now))
         tokens = min(float(rl.burst), tokens + (now - last) * rate)
-        if tokens >= 1:
-            self.buckets[(scope, key)] = (tokens - 1, now)
-            return True
-        self.buckets[(scope, key)] = (tokens, now)
-        return False
+        taken = tokens >= 1
+        buckets[(scope, key)] = (tokens - 1 if taken else tokens, now)  # (last: the most recently used)
+        if len(buckets) > MAX_BUCKETS:
+            buckets.popitem(last=False)
+        return taken
 
     def retry_after(self, fault: Fault, account: Account | None) -> int:
         """Seconds a client should wait: the fault's own, or until the bucket has a token."""
@@ -568,6 +601,7 @@ class Backend:
             return
         task.final_status = SUCCEEDED if outcome == "success" else FAILED
         task.settled_at = at
+        self.store.task_finished(task)
         if task.final_status == FAILED:
             task.message = message or task.failure_message
             if task.credits and self.store.get_account(task.key) is not None:
@@ -599,8 +633,7 @@ class Backend:
             raise ControlError("key must be 'sk-' followed by 32 letters or digits")
         if self.store.get_account(key) is not None:
             raise ControlError(f"an account with key {key} already exists", 409)
-        account = Account(key, 0, name)
-        self.store.add_account(account)
+        account = self._keep(Account(key, 0, name), control=True)
         if credits:
             self.store.credit(key, credits, self.now(), "topup", None)
         return account

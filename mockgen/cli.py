@@ -68,7 +68,15 @@ def option(*names: str, **kwargs: Any) -> Callable[[F], F]:
     envvar="MOCKGEN_MAX_TASKS",
     default=1_000_000,
     type=click.IntRange(min=1),
-    help="Tasks kept; past it the oldest finished ones are dropped.",
+    help="Tasks kept, unfinished ones included; past it the oldest finished ones are dropped "
+    "(a submit is refused when none has finished).",
+)
+@option(
+    "--max-accounts",
+    envvar="MOCKGEN_MAX_ACCOUNTS",
+    default=100_000,
+    type=click.IntRange(min=1),
+    help="Accounts kept; past it a new key's first charge or top-up is refused (existing ones keep working).",
 )
 @option(
     "--journal-bytes",
@@ -116,6 +124,7 @@ def serve(
     admin_token: str | None,
     max_tasks: int,
     journal_bytes: int,
+    max_accounts: int,
     allowed_hosts: tuple[str, ...],
     watch: bool,
     access_log: bool,
@@ -139,6 +148,7 @@ def serve(
             admin_token=admin_token,
             max_tasks=max_tasks,
             journal_bytes=journal_bytes,
+            max_accounts=max_accounts,
             watch=watch,
             state_file=state_file,
             state_any_scenario=state_any_scenario,

@@ -122,7 +122,10 @@ async def health(request: Request) -> Response:
 async def list_accounts(request: Request) -> Response:
     b = _backend(request)
     b.settle()
-    return json_response([b.account_view(a) for a in b.store.accounts()])
+    limit = _limit(request)
+    accounts = b.store.accounts(limit)
+    total = b.store.account_count()
+    return json_response([b.account_view(a) for a in accounts], headers={"x-total-count": str(total)})
 
 
 async def create_account(request: Request) -> Response:

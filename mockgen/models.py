@@ -29,9 +29,10 @@ class Ledger:
     """An account's ledger entries, oldest first, kept by column: a charge per task costs about 32
     bytes here, not the 72 of a LedgerEntry in a list. Reads as a sequence of LedgerEntry."""
 
-    __slots__ = ("_kinds", "_amounts", "_ats", "_task_ids")
+    __slots__ = ("_kinds", "_amounts", "_ats", "_task_ids", "queued")
 
     def __init__(self, entries: Iterable[LedgerEntry] = ()) -> None:
+        self.queued = 0  # the store's bookkeeping for its bound on entries in all ledgers (store.py)
         self._kinds: list[str] = []
         self._amounts: list[int] = []
         self._ats = array("d")  # a float's value, without a float object each
@@ -87,6 +88,9 @@ class Account:
     credits: int
     name: str | None = None
     ledger: Ledger = field(default_factory=Ledger)
+    # False for an open-mode key's account before anything changed it: used and shown, not stored, so
+    # a request that changes nothing (a poll, a refused submit) costs no memory (Backend._keep).
+    stored: bool = field(default=True, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.ledger, Ledger):  # e.g. a list of LedgerEntry from a state import

@@ -533,7 +533,7 @@ def _control_paths() -> dict[str, Any]:
             "get": _control_op("getHealth", "Status, scenario, clock kind and the time now.", _ref("Health"))
         },
         "/_mock/accounts": {
-            "get": _control_op("listAccounts", "Every account and its balance.", array("Account")),
+            "get": _control_op("listAccounts", "Every account and its balance.", array("Account"), params=("?limit",)),
             "post": _control_op(
                 "createAccount",
                 "Create an account (a new key unless one is given).",

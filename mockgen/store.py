@@ -9,24 +9,31 @@ touching the backend's logic.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Iterator
+from itertools import islice, repeat
 from typing import Protocol
 
+from .journal import MAX_BYTES as JOURNAL_BYTES
 from .journal import Journal
-from .models import Account, Task
+from .models import Account, Ledger, Task
 
 
 class Store(Protocol):
     journal: Journal
+    max_accounts: int
 
     def clear(self) -> None: ...
     def get_account(self, key: str) -> Account | None: ...
     def add_account(self, account: Account) -> None: ...
-    def accounts(self) -> Iterator[Account]: ...
+    def accounts(self, newest: int | None = None) -> Iterator[Account]: ...
+    def account_count(self) -> int: ...
     def charge(self, key: str, amount: int, at: float, task_id: str) -> bool: ...
     def credit(self, key: str, amount: int, at: float, kind: str, task_id: str | None) -> int: ...
     def get_task(self, task_id: str) -> Task | None: ...
+    def make_room(self) -> bool: ...
     def add_task(self, task: Task) -> None: ...
+    def task_finished(self, task: Task) -> None: ...
     def tasks(self) -> Iterator[Task]: ...
     def task_count(self) -> int: ...
     def schedule(self, at: float, task_id: str) -> None: ...
@@ -36,31 +43,47 @@ class Store(Protocol):
 class MemoryStore:
     """The default store: plain dicts and a heap in this process (the fastest).
 
-    Bounded, so a server left running for days stays flat: past ``max_tasks`` the oldest finished
-    tasks are dropped (unfinished ones are kept: a client may still poll them), each account keeps
-    its newest ``ledger_limit`` ledger entries (balances are kept whole), and the journal its
-    newest ``journal_limit`` requests.
+    Bounded, so a server left running for days stays flat: it holds at most ``max_tasks`` tasks
+    (past it the oldest finished task goes, in the order they finished; when every task kept is
+    unfinished ``make_room`` says no and the submit is refused), at most ``max_accounts`` accounts
+    (the backend refuses a new key past it), and ledger entries at most ``ledger_limit`` per account
+    and ``ledger_total`` in all (oldest first; a balance is never changed by a dropped entry). The
+    journal keeps its newest ``journal_limit`` requests.
     """
 
     def __init__(
-        self, max_tasks: int = 1_000_000, journal_limit: int = 10_000, ledger_limit: int | None = None
+        self,
+        max_tasks: int = 1_000_000,
+        journal_limit: int = 10_000,
+        ledger_limit: int | None = None,
+        *,
+        max_accounts: int = 100_000,
+        ledger_total: int | None = None,
+        journal_bytes: int = JOURNAL_BYTES,
     ) -> None:
         self.max_tasks = max_tasks
+        self.max_accounts = max_accounts
         self.ledger_limit = ledger_limit or max_tasks
-        # Evicting scans from the oldest task; doing it for a batch at a time (a 64th of the limit,
-        # 1 under 128) keeps a submit past the limit O(1) on average instead of a scan each.
-        self._batch = max(1, max_tasks // 64)
-        self._scan_at = 0  # after a scan that found too few finished tasks, wait for this many
-        self.journal = Journal(journal_limit)
+        # A task's charge and its refund: two entries for each task kept, across all accounts.
+        self.ledger_total = ledger_total or 2 * max_tasks
+        # Trimming an account's ledger a batch at a time (deleting a list's head moves the rest).
+        self._batch = max(1, self.ledger_limit // 64)
+        self._total_batch = max(1, self.ledger_total // 64)
+        self.journal = Journal(journal_limit, journal_bytes)
         self._accounts: dict[str, Account] = {}
         self._tasks: dict[str, Task] = {}
+        self._finished: deque[str] = deque()  # ids of finished tasks, in the order they finished
         self._due: list[tuple[float, str]] = []
+        # One item per ledger entry logged, oldest first: the ledger it went to (see _drop_oldest_entries).
+        # About 8 bytes an entry; at most ledger_total, so entries kept (fewer: some were trimmed) are too.
+        self._entries: deque[Ledger] = deque()
 
     def clear(self) -> None:
         self._accounts.clear()
         self._tasks.clear()
+        self._finished.clear()
         self._due.clear()
-        self._scan_at = 0
+        self._entries.clear()
         self.journal.clear()
 
     # accounts and credits
@@ -68,10 +91,24 @@ class MemoryStore:
         return self._accounts.get(key)
 
     def add_account(self, account: Account) -> None:
+        """Store ``account`` (the backend checks ``max_accounts`` first, where the door is known)."""
         self._accounts[account.key] = account
+        ledger = account.ledger  # e.g. from a state import: its entries count towards the total
+        if len(ledger):
+            ledger.queued = len(ledger)
+            self._entries.extend(repeat(ledger, len(ledger)))
+            if len(self._entries) > self.ledger_total:
+                self._drop_oldest_entries()
 
-    def accounts(self) -> Iterator[Account]:
-        return iter(list(self._accounts.values()))
+    def accounts(self, newest: int | None = None) -> Iterator[Account]:
+        """Every account, oldest first; or only the ``newest`` ones (still oldest first)."""
+        values = self._accounts.values()
+        if newest is None or newest >= len(values):
+            return iter(list(values))
+        return reversed(list(islice(reversed(values), newest)))
+
+    def account_count(self) -> int:
+        return len(self._accounts)
 
     def charge(self, key: str, amount: int, at: float, task_id: str) -> bool:
         """Debit ``amount`` if the balance covers it; atomic (no await between check and debit)."""
@@ -93,34 +130,70 @@ class MemoryStore:
     def _log(self, account: Account, kind: str, amount: int, at: float, task_id: str | None) -> None:
         ledger = account.ledger
         ledger.add(kind, amount, at, task_id)
+        ledger.queued += 1
+        entries = self._entries
+        entries.append(ledger)
         if len(ledger) > self.ledger_limit:
-            # Trim a batch at once (deleting a list's head moves the rest).
             del ledger[: len(ledger) - self.ledger_limit + min(self._batch, self.ledger_limit) - 1]
+        if len(entries) > self.ledger_total:
+            self._drop_oldest_entries()
+
+    def _drop_oldest_entries(self) -> None:
+        """Drop the oldest items of ``_entries``, down to a batch under the total bound, and with each
+        the oldest ledger entry of all accounts (the balances they explained stay as they are).
+
+        ``_entries`` holds a ledger once per entry logged to it, in order, so its head names the ledger
+        of the oldest entry -- unless that entry was already trimmed by the per-account bound: a ledger
+        with more items queued here than entries kept has lost its oldest ones already, and the item
+        only goes. Each item goes once, and each ledger's head is cut once per batch: O(1) amortized.
+        """
+        entries = self._entries
+        goal = self.ledger_total - min(self._total_batch, self.ledger_total)
+        cut: dict[int, tuple[Ledger, int]] = {}  # id(ledger) -> (ledger, entries to cut from its head)
+        while len(entries) > goal:
+            ledger = entries.popleft()
+            _, n = cut.get(id(ledger), (ledger, 0))
+            if ledger.queued <= len(ledger) - n:  # this item is the ledger's oldest entry still kept
+                cut[id(ledger)] = (ledger, n + 1)
+            ledger.queued -= 1
+        for ledger, n in cut.values():
+            del ledger[:n]
 
     # tasks
     def get_task(self, task_id: str) -> Task | None:
         return self._tasks.get(task_id)
 
+    def make_room(self) -> bool:
+        """Room for one more task: at ``max_tasks`` the oldest finished task goes; False when every
+        task kept is unfinished (nothing may go: a client may still poll them)."""
+        tasks = self._tasks
+        if len(tasks) < self.max_tasks:
+            return True
+        return self._evict() and len(tasks) < self.max_tasks
+
+    def _evict(self) -> bool:
+        """Drop the task that finished first, if any; O(1) amortized (each id is queued once)."""
+        tasks, finished = self._tasks, self._finished
+        while finished:
+            task_id = finished.popleft()
+            task = tasks.get(task_id)
+            if task is not None and task.final_status:  # (not a newer task that reused an evicted id)
+                del tasks[task_id]
+                return True
+        return False
+
     def add_task(self, task: Task) -> None:
+        """Keep ``task``; past ``max_tasks`` (a state import) the oldest finished ones go first."""
         tasks = self._tasks
         tasks[task.task_id] = task
-        if len(tasks) > self.max_tasks and len(tasks) >= self._scan_at:
-            self._evict()
+        if task.final_status:
+            self._finished.append(task.task_id)
+        while len(tasks) > self.max_tasks and self._evict():
+            pass
 
-    def _evict(self) -> None:
-        """Drop the oldest finished tasks, down to a batch under the limit, so the next scan waits."""
-        tasks = self._tasks
-        wanted = len(tasks) - self.max_tasks + self._batch - 1
-        doomed = []
-        for task_id, task in tasks.items():  # a dict keeps insertion order: oldest first
-            if task.final_status:
-                doomed.append(task_id)
-                if len(doomed) >= wanted:
-                    break
-        for task_id in doomed:
-            del tasks[task_id]
-        # Too few finished tasks to drop (many still running): scan again only a batch later.
-        self._scan_at = 0 if len(doomed) >= wanted else len(tasks) + self._batch
+    def task_finished(self, task: Task) -> None:
+        """``task`` has just finished: it may now be evicted, after those that finished before it."""
+        self._finished.append(task.task_id)
 
     def tasks(self) -> Iterator[Task]:
         return iter(list(self._tasks.values()))

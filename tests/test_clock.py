@@ -50,8 +50,7 @@ def test_real_clock_cannot_be_advanced(make_client) -> None:
 
 def test_ten_thousand_tasks_finish_in_one_advance(client: Client) -> None:
     backend = client.app.state.backend
-    account = backend.authenticate(f"Bearer {client.key}")
-    backend.store.credit(account.key, 10_000 * 15, backend.now(), "topup", None)
+    account = backend.topup(client.key, 10_000 * 15)  # (stores the open key's account)
     for i in range(10_000):
         backend.submit(account, {"model_id": "gpt-image-2", "prompt": f"p{i} [fail]" if i % 2 else f"p{i}"})
     client.advance(10)

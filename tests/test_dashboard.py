@@ -437,3 +437,19 @@ def test_a_dns_rebinding_page_reads_and_changes_nothing(browser: Any) -> None:
             assert mock.state() == before and mock.tasks() == []
     finally:
         rebinding.close()
+
+
+@pytest.mark.browser
+def test_the_page_asks_for_the_newest_accounts_only(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    with MockServer("ci") as mock:
+        keys = [mock.create_account(credits=i, name=f"n{i}") for i in range(30)]  # and the ci scenario's two
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if "/_mock/accounts?" in r.url else None)
+        page.goto(mock.base_url)
+        expect(page.locator("article.account")).to_have_count(24)
+        expect(page.locator("#accounts-more")).to_have_text("8 more accounts are not shown.")
+        shown = [page.locator("article.account").nth(i).get_attribute("data-key") for i in range(24)]
+        assert shown == keys[-24:]  # the newest, oldest first
+        assert asked and all(url.endswith("/_mock/accounts?limit=24") for url in asked)

@@ -1,4 +1,4 @@
-"""Retention: finished tasks past --max-tasks, ledgers and the journal are bounded, so memory stays flat."""
+"""Retention: tasks (unfinished ones included) past --max-tasks, ledgers and the journal are bounded."""
 
 from __future__ import annotations
 
@@ -10,29 +10,34 @@ from mockgen.store import MemoryStore
 from .conftest import AUTH, Client
 
 
-def test_oldest_finished_tasks_are_dropped_past_the_limit(make_client: Callable[..., Client]) -> None:
+def test_the_first_finished_tasks_are_dropped_past_the_limit(make_client: Callable[..., Client]) -> None:
     client = make_client(max_tasks=5)
     first = [client.submit(prompt=f"old {i}")["data"]["task_id"] for i in range(5)]
-    client.advance(60)  # all five finished
+    client.advance(60)  # all five finished, each at its own time
+    views = client.get("/_mock/tasks").json()
+    by_finish = [t["task_id"] for t in sorted(views, key=lambda t: (t["timeline"]["settled_at"], t["task_id"]))]
+    assert sorted(by_finish) == sorted(first)
     newer = [client.submit(prompt=f"new {i}")["data"]["task_id"] for i in range(3)]
     kept = {t["task_id"] for t in client.get("/_mock/tasks").json()}
-    assert kept == set(first[3:]) | set(newer)
-    gone = client.get(f"/api/v1/tasks/{first[0]}", headers=AUTH).json()
+    assert kept == set(by_finish[3:]) | set(newer)  # in the order they finished, not the order submitted
+    gone = client.get(f"/api/v1/tasks/{by_finish[0]}", headers=AUTH).json()
     assert gone["code"] == 0 and "Task not found" in gone["msg"]
-    assert client.poll(first[4])["data"]["task_status"] == 3
+    assert client.poll(by_finish[4])["data"]["task_status"] == 3
     assert client.balance() == 1000 - 8 * 15  # dropping a task never touches a balance
 
 
-def test_unfinished_tasks_are_kept_even_past_the_limit(make_client: Callable[..., Client]) -> None:
+def test_unfinished_tasks_count_against_the_limit(make_client: Callable[..., Client]) -> None:
     client = make_client(max_tasks=3)
-    running = [client.submit(prompt=f"run {i}")["data"]["task_id"] for i in range(6)]  # manual clock: unfinished
-    assert len(client.get("/_mock/tasks").json()) == 6
+    running = [client.submit(prompt=f"run {i}")["data"]["task_id"] for i in range(3)]  # manual clock: unfinished
+    refused = client.submit(prompt="one too many")
+    assert refused["code"] == 0 and refused["data"] is None
+    assert "3 unfinished tasks" in refused["msg"] and "--max-tasks" in refused["msg"]
+    assert client.balance() == 1000 - 3 * 15 and len(client.ledger()) == 3  # nothing charged
     for task_id in running:
-        assert client.poll(task_id)["data"]["task_status"] == 1
-    client.advance(60)
-    latest = client.submit(prompt="after")["data"]["task_id"]
-    kept = [t["task_id"] for t in client.get("/_mock/tasks").json()]
-    assert kept == [*running[-2:], latest]
+        assert client.poll(task_id)["data"]["task_status"] == 1  # every one still there
+    assert client.post(f"/_mock/tasks/{running[1]}/resolve", json={"outcome": "success"}).status_code == 200
+    latest = client.submit(prompt="after one finished")["data"]["task_id"]  # the finished one made room
+    assert [t["task_id"] for t in client.get("/_mock/tasks").json()] == [running[0], running[2], latest]
 
 
 def _task(i: int, finished: bool) -> Task:
@@ -43,38 +48,80 @@ def _task(i: int, finished: bool) -> Task:
     )  # fmt: skip
 
 
-def count_evictions(store: MemoryStore) -> list[int]:
-    """Wrap the store's eviction; the returned list's one item counts the scans."""
-    scans = [0]
-    evict = store._evict
+class CountingDict(dict[str, Task]):
+    """The store's tasks, counting every lookup and every walk over them."""
 
-    def counting() -> None:
-        scans[0] += 1
-        evict()
+    lookups = 0
+    walks = 0
 
-    store._evict = counting  # type: ignore[method-assign]
-    return scans
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        CountingDict.lookups += 1
+        return super().get(key, default)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        CountingDict.walks += 1
+        return super().__iter__()
+
+    def items(self):  # type: ignore[no-untyped-def]
+        CountingDict.walks += 1
+        return super().items()
+
+    def values(self):  # type: ignore[no-untyped-def]
+        CountingDict.walks += 1
+        return super().values()
 
 
-def test_a_large_limit_evicts_in_batches_not_on_every_submit() -> None:
-    store = MemoryStore(max_tasks=6400)  # a batch is 100 tasks
-    scans = count_evictions(store)
+def counting_store(max_tasks: int) -> MemoryStore:
+    store = MemoryStore(max_tasks=max_tasks)
+    store._tasks = CountingDict()
+    CountingDict.lookups = CountingDict.walks = 0
+    return store
+
+
+def submit(store: MemoryStore, task: Task) -> bool:
+    """What Backend.submit asks of the store: room, then the task."""
+    if not store.make_room():
+        return False
+    store.add_task(task)
+    return True
+
+
+def test_eviction_is_constant_work_per_submit() -> None:
+    store = counting_store(max_tasks=1_000)
     for i in range(20_000):
-        store.add_task(_task(i, finished=True))
-        assert store.task_count() <= 6400
-    assert store.task_count() > 6400 - 100
-    assert scans[0] <= (20_000 - 6400) // 100 + 1
+        task = _task(i, finished=False)
+        assert submit(store, task)
+        task.final_status = 3  # it finishes before the next submit, as a quick task does
+        store.task_finished(task)
+        assert store.task_count() <= 1_000
+    assert CountingDict.walks == 0
+    assert CountingDict.lookups <= 20_000  # one per task dropped, never a scan
     ids = [t.task_id for t in store.tasks()]
-    assert ids == [f"t{i:011d}" for i in range(20_000 - len(ids), 20_000)]  # the newest, in order
+    assert ids == [f"t{i:011d}" for i in range(19_000, 20_000)]  # the newest, in order
 
 
-def test_a_store_of_unfinished_tasks_does_not_rescan_on_every_submit() -> None:
-    store = MemoryStore(max_tasks=640)  # a batch is 10 tasks
-    scans = count_evictions(store)
-    for i in range(5_000):
-        store.add_task(_task(i, finished=False))
-    assert store.task_count() == 5_000  # nothing finished: nothing may go
-    assert scans[0] <= (5_000 - 640) // 10 + 1
+def test_a_store_full_of_unfinished_tasks_refuses_without_rescanning() -> None:
+    store = counting_store(max_tasks=640)
+    for i in range(640):
+        assert submit(store, _task(i, finished=False))
+    refused = sum(not submit(store, _task(640 + i, finished=False)) for i in range(5_000))
+    assert refused == 5_000 and store.task_count() == 640  # nothing finished: nothing may go, nothing added
+    assert CountingDict.walks == 0 and CountingDict.lookups == 0
+    stuck = store.get_task(f"t{7:011d}")
+    assert stuck is not None
+    stuck.final_status = 3
+    store.task_finished(stuck)
+    assert submit(store, _task(9_999, finished=False))  # the one finished task made room
+    assert store.get_task(f"t{7:011d}") is None and store.task_count() == 640
+
+
+def test_an_import_past_the_limit_keeps_the_newest_finished_and_every_unfinished() -> None:
+    store = MemoryStore(max_tasks=10)
+    for i in range(30):
+        store.add_task(_task(i, finished=i % 3 != 0))  # 10 unfinished, 20 finished
+    kept = [t.task_id for t in store.tasks()]
+    assert kept == [f"t{i:011d}" for i in range(0, 30, 3)]  # over the limit: only unfinished ones are left
+    assert not store.make_room()
 
 
 def test_ledger_keeps_the_newest_entries_and_the_whole_balance() -> None:
@@ -94,6 +141,7 @@ def test_ledger_limit_follows_max_tasks(make_client: Callable[..., Client]) -> N
     client = make_client(max_tasks=4)
     for i in range(10):
         client.submit(prompt=f"p {i}")
+        client.advance(60)  # finished: the next submit may drop it
     assert client.balance() == 1000 - 10 * 15
     assert len(client.ledger()) <= 4
 

@@ -430,7 +430,7 @@
   async function refresh() {
     const [health, accounts, tasks] = await Promise.all([
       control("GET", "health"),
-      control("GET", "accounts"),
+      call("GET", `accounts?limit=${ACCOUNT_LIMIT}`), // the newest: a world may hold 100,000
       call("GET", `tasks?limit=${TASK_LIMIT}`),
     ]);
     if (health.scenario !== view.scenarioName) {
@@ -440,16 +440,15 @@
       $("task-rows").replaceChildren();
       renderScenario(scenario, names);
     }
-    const shown = accounts.slice(0, ACCOUNT_LIMIT);
     const ledgers = await Promise.all(
-      shown.map(async (a) => {
+      accounts.data.map(async (a) => {
         const { data, headers } = await call("GET", `accounts/${encodeURIComponent(a.key)}?limit=${LEDGER_LIMIT}`);
         return { ...data, ledgerTotal: Number(headers.get("x-total-count") || data.ledger.length) };
       }),
     );
     // Balances come from the same answers as the ledgers, so the two always agree on the page.
     renderWorld(health);
-    renderAccounts(ledgers, accounts.length);
+    renderAccounts(ledgers, Number(accounts.headers.get("x-total-count") || accounts.data.length));
     renderTasks(tasks.data, Number(tasks.headers.get("x-total-count") || tasks.data.length));
   }
 
