@@ -26,7 +26,7 @@ from .errors import ApiError, ControlError, ScenarioError
 from .faults import fault_response, find_fault, lost_response
 from .guard import Guard, HostPolicy
 from .http import envelope, json_response, note, noted_fault
-from .journal import ENTRY_BYTES, PART_BYTES, Journal, Record, kept, scrub, scrub_notes
+from .journal import ENTRY_BYTES, PART_BYTES, Record, kept, scrub, scrub_notes
 from .journal import MAX_BYTES as JOURNAL_BYTES
 from .models import SUCCEEDED
 from .openapi import build_openapi

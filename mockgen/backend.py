@@ -57,6 +57,7 @@ class Msg:
     NEXT_FULL = (
         "The queue of next outcomes holds {limit} entries (the limit): submits use them up, "
         "DELETE /_mock/next empties it, and so does POST /_mock/reset."
+    )
     TOO_MANY_ACCOUNTS = (
         "The mock holds {limit} accounts, its limit: a new key cannot be charged or topped up (existing accounts"
         " keep working). Restart with a higher --max-accounts (MOCKGEN_MAX_ACCOUNTS), or reset the world."
@@ -401,6 +402,12 @@ class Backend:
         cost = course.cost
         if account.credits < cost:
             raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=account.credits))
+        store = self.store
+        # Refusals come before anything is used up (a queued outcome, a draw of the random source).
+        if not store.make_room():
+            raise ApiError(Msg.TOO_MANY_TASKS.format(limit=store.task_count()))
+        if not account.stored:  # an open key's first charge: its account is stored now
+            account = self._keep(account)
         rng = self.rng
         queued_for = behaviour.queued.sample(rng)  # type: ignore[union-attr]
         running_for = behaviour.running.sample(rng)  # type: ignore[union-attr]
@@ -430,11 +437,6 @@ class Backend:
             now + queued_for,
             now + queued_for + running_for if course.by_time else NEVER,
         )
-        store = self.store
-        if not store.make_room():
-            raise ApiError(Msg.TOO_MANY_TASKS.format(limit=store.task_count()))
-        if not account.stored:  # an open key's first charge: its account is stored now
-            account = self._keep(account)
         if not store.charge(account.key, cost, now, task_id):
             raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=account.credits))
         store.add_task(task)
