@@ -47,6 +47,7 @@ class Msg:
     NO_CREDITS = "Insufficient credits: this task costs {cost} and the balance is {balance}. Top up to continue."
     NOT_FOUND = "Task not found: {task_id}. Check the task_id returned by /api/v1/tasks/create."
     BAD_STEER = "{header} must be {expected}, not {value!r}."
+    RESET = "The mock was reset while this request was in flight; retry."
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,10 @@ class Backend:
             raise ValueError(f"envelope must be one of {', '.join(ENVELOPES)}, not {envelope!r}")
         self.envelope_override = envelope  # like the clock: a flag or MOCKGEN_ENVELOPE beats the scenario
         self.store: Store = store or MemoryStore()
+        # The world's number: one more each time a reset, a state load or a scenario swap replaces
+        # the world. A request notes it when it authenticates, and a submit that finds another one
+        # (it awaited its body or a fault's delay meanwhile) is told to retry: see ``submit``.
+        self.world = 0
         self.load(scenario)
 
     # --- setup ---------------------------------------------------------------------------------
@@ -158,6 +163,8 @@ class Backend:
         self.reset()
 
     def reset(self) -> None:
+        """Back to the scenario's starting state: a new world (``world`` moves on)."""
+        self.world += 1
         s = self.scenario
         kind = self.clock_override or s.clock
         self.clock: Clock = ManualClock(s.start_time) if kind == "manual" else SystemClock()
@@ -290,13 +297,23 @@ class Backend:
         )
 
     def submit(
-        self, account: Account, body: object, steering: Steering = NO_STEERING, lost_answer: str | None = None
+        self,
+        account: Account,
+        body: object,
+        steering: Steering = NO_STEERING,
+        lost_answer: str | None = None,
+        world: int | None = None,
     ) -> Task:
         """Create a task: validate (unless given a Submit), apply the scenario, charge, schedule.
 
         Nothing is charged on error. ``lost_answer`` names the fault that will lose the answer
-        (the task is marked with it).
+        (the task is marked with it). ``world`` is ``self.world`` when ``account`` was authenticated:
+        if a reset, a state load or a scenario swap has replaced the world since, the submit gets
+        code 0 "retry" (Msg.RESET), and nothing of the old world (its account, its validated body,
+        its fault) is charged to the new one.
         """
+        if world is not None and world != self.world:
+            raise ApiError(Msg.RESET)
         req = body if isinstance(body, Submit) else self.validate(body)
         now = self.clock.now()
         self.settle(now)
@@ -687,6 +704,7 @@ def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
             fields["finish_at"] = NEVER
         tasks.append(Task(**fields))
     nexts = [NextOutcome(**n) for n in state.get("next", [])]
+    backend.world += 1  # a new world: submits authenticated in the old one are told to retry
     store = backend.store
     store.clear()
     for account in accounts:
