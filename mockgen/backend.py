@@ -16,7 +16,7 @@ from .clock import Clock, ManualClock, SystemClock
 from .errors import ApiError, ControlError
 from .media import ASPECT_RATIOS
 from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Ledger, LedgerEntry, Plan, Task
-from .scenario import ENVELOPES, KEY_RE, MAX_INT, Behaviour, Fault, Match, ModelSpec, Scenario
+from .scenario import ENVELOPES, KEY_RE, MAX_INT, MAX_TIME, Behaviour, Fault, Match, ModelSpec, Scenario
 from .store import MemoryStore, Store
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -774,6 +774,8 @@ STR = _Expect(lambda v: isinstance(v, str), "a string")
 INT = _Expect(_integer, f"an integer from {-MAX_INT} to {MAX_INT}")
 COUNT = _Expect(lambda v: _integer(v, 0), f"an integer from 0 to {MAX_INT}")
 NUMBER = _Expect(_finite, f"a finite number from {-MAX_INT} to {MAX_INT}")
+# The manual clock's bound (README, Limits): past it every advance is refused and a date cannot be shown.
+TIME = _Expect(lambda v: _finite(v) and 0 <= v <= MAX_TIME, f"Unix seconds from 0 to {MAX_TIME} (the end of 9999)")
 KEY = _matching(KEY_RE, "'sk-' followed by 32 letters or digits")
 TASK_ID = _matching(TASK_ID_RE, "1 to 64 letters, digits, '-' or '_'")
 ARRAY = _Expect(lambda v: isinstance(v, list), "an array")
@@ -786,7 +788,7 @@ STATE_FIELDS = {
     "version": INT, "scenario": STR, "clock": OBJECT, "accounts": ARRAY, "tasks": ARRAY, "next": ARRAY,
 }  # fmt: skip
 STATE_REQUIRED = {"version", "clock", "accounts", "tasks"}
-CLOCK_FIELDS = {"kind": _one_of("real", "manual"), "now": NUMBER}
+CLOCK_FIELDS = {"kind": _one_of("real", "manual"), "now": TIME}
 ACCOUNT_FIELDS = {"key": KEY, "name": _or_null(STR), "credits": COUNT, "ledger": ARRAY}
 ACCOUNT_REQUIRED = {"key", "credits", "ledger"}
 LEDGER_FIELDS = {"kind": _one_of("charge", "refund", "topup"), "amount": INT, "at": NUMBER, "task_id": _or_null(STR)}
