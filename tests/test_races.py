@@ -327,3 +327,24 @@ def test_on_a_real_server_submits_polls_and_top_ups_racing_resets_state_loads_an
     assert {(s, c) for (kind, s, c) in seen if kind == "poll"} <= POLL_ANSWERS, seen
     assert {s for (kind, s, _) in seen if kind == "topup"} <= CONTROL_STATUSES, seen
     assert set(messages) <= {Msg.RESET.split(":")[0], "Insufficient credits"}, messages
+
+
+def test_after_a_reset_a_result_file_is_the_new_worlds_even_when_its_task_id_repeats(make_client: Any) -> None:
+    """A seeded scenario hands out the same task ids after a reset: the file shows the new task's prompt
+    (before: the old world's image, from the cache of rendered files)."""
+    key = {"Authorization": "Bearer sk-ci000000000000000000000000000001"}
+    client, fresh = make_client("ci"), make_client("ci")
+
+    def png(c: Any, prompt: str) -> tuple[str, bytes]:
+        r = c.post(CREATE, json={"model_id": "gpt-image-2", "prompt": prompt}, headers=key)
+        task_id = r.json()["data"]["task_id"]
+        c.post("/_mock/clock/advance", json={"seconds": 60}, headers=JSON)
+        r = c.get(f"/files/{task_id}.png")
+        assert r.status_code == 200
+        return task_id, r.content
+
+    old_id, old_png = png(client, "a red square")
+    assert client.post("/_mock/reset", headers=JSON).status_code == 200
+    new_id, new_png = png(client, "a blue circle")
+    assert new_id == old_id and new_png != old_png
+    assert png(fresh, "a blue circle") == (new_id, new_png)
