@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -348,3 +349,20 @@ def test_after_a_reset_a_result_file_is_the_new_worlds_even_when_its_task_id_rep
     new_id, new_png = png(client, "a blue circle")
     assert new_id == old_id and new_png != old_png
     assert png(fresh, "a blue circle") == (new_id, new_png)
+
+
+def test_mock_server_changes_the_world_on_the_servers_loop_never_from_the_tests_thread(tmp_path: Any) -> None:
+    """``use_scenario(path)`` and the ready key are run between requests on the server's own loop: from the
+    test's thread they could run in the middle of a submit being handled (threads switch at any point)."""
+    path = tmp_path / "other.yaml"
+    path.write_text(OTHER)
+    with MockServer("default", clock="manual") as mock:
+        assert mock._thread is not None and mock._on_server(threading.get_ident) == mock._thread.ident
+        mock.use_scenario(path, clock="real")
+        with httpx.Client(base_url=mock.base_url, timeout=10) as client:
+            scenario = client.get("/_mock/scenario").json()
+            assert (scenario["name"], scenario["path"]) == ("other", str(path)), scenario
+            assert client.get("/_mock/health").json()["clock"] == "real"
+            r = client.post(CREATE, json={"model_id": "other-model", "prompt": "a cat"}, headers=mock.headers())
+            assert r.json()["code"] == 200, r.text
+    assert MockServer("default")._on_server(lambda: 42) == 42  # not started: simply called
