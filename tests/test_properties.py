@@ -206,7 +206,8 @@ class World(RuleBasedStateMachine):
 
     @rule(seconds=st.sampled_from([0.25, 1, 2, 5, 60, 3600, 0]) | st.floats(0, 1e4))
     def advance(self, seconds: float) -> None:
-        self.control("POST", "/_mock/clock/advance", (200,), json={"seconds": seconds})
+        answer = self.control("POST", "/_mock/clock/advance", (200,), json={"seconds": seconds})
+        assert set(answer) == {"now"} and isinstance(answer["now"], float | int), answer
 
     @rule(task=tasks, outcome=st.sampled_from(["success", "failed"]), msg=st.none() | st.text(max_size=10))
     def resolve(self, task: tuple[str, str], outcome: str, msg: str | None) -> None:
@@ -218,7 +219,7 @@ class World(RuleBasedStateMachine):
         known = self.scenario.auth_mode == "open" or key in self.opening
         answer = self.control("POST", f"/_mock/accounts/{key}/credits", (200, 400, 404, 409), json={"delta": delta})
         if "error" not in answer:
-            assert known and answer["key"] == key, answer
+            assert known and answer["key"] == key and set(answer) == {"key", "name", "credits", "ledger"}, answer
             self.opened(key)
 
     @rule(
@@ -252,10 +253,12 @@ class World(RuleBasedStateMachine):
     def replace(self, how: str, name: str) -> None:
         """Replace the world (reset, another scenario, a saved state), or save it."""
         if how == "reset":
-            self.control("POST", "/_mock/reset", (200,))
+            answer = self.control("POST", "/_mock/reset", (200,))
+            assert answer["reset"] is True and answer["scenario"] == self.scenario.name, answer
             self.new_world()
         elif how == "swap":
-            self.control("PUT", "/_mock/scenario", (200,), json={"name": name})
+            answer = self.control("PUT", "/_mock/scenario", (200,), json={"name": name})
+            assert answer == {"name": name, "loaded": True}, answer
             self.scenario = load_bundled(name)
             self.new_world()
         elif how == "save":
