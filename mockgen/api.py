@@ -236,6 +236,7 @@ class CreateTask:
             if incoming.host not in (hosts := scope["app"].hosts).ok:  # the guard's Host check, in one lookup
                 hosts.check(incoming.host, scope)
             account = backend.authenticate(incoming.authorization)
+            world = backend.world  # the world may be replaced while the body or a fault's delay is awaited
             raw = await receive_body(receive, incoming.content_length)
             # Faults come from an X-Mockgen-Fault header or the scenario; with neither, skip building a Request.
             if incoming.steered or backend.scenario.faults:
@@ -247,13 +248,13 @@ class CreateTask:
                 if refused is not None:
                     raise refused
                 lost = fault.name if fault is not None and fault.lose_answer is not None else None
-                task = backend.submit(account, req, steer, lost)
+                task = backend.submit(account, req, steer, lost, world)
             else:
                 try:
                     body = parse_json(raw)
                 except ValueError as exc:
                     raise ApiError(Msg.NOT_JSON.format(detail=exc)) from None
-                task = backend.submit(account, backend.validate(body))
+                task = backend.submit(account, body, world=world)  # (submit validates it)
         except ApiError as exc:
             # A refused create loses its answer too: the fault is the gateway's, not the service's.
             status = await _send_error(scope, receive, send, backend, exc, fault)

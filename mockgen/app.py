@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -96,17 +96,17 @@ class MediaCache:
     """The last few rendered result files, so a client downloading twice pays once."""
 
     def __init__(self, size: int = 64) -> None:
-        self.items: OrderedDict[str, bytes] = OrderedDict()
+        self.items: OrderedDict[Hashable, bytes] = OrderedDict()
         self.size = size
 
-    def get(self, name: str, render: Any) -> bytes:
-        data = self.items.get(name)
+    def get(self, key: Hashable, render: Any) -> bytes:
+        data = self.items.get(key)
         if data is None:
-            data = self.items[name] = render()
+            data = self.items[key] = render()
             if len(self.items) > self.size:
                 self.items.popitem(last=False)
         else:
-            self.items.move_to_end(name)
+            self.items.move_to_end(key)
         return data
 
 
@@ -133,7 +133,10 @@ def _result_file(request: Request, backend: Backend) -> Response:
         note(request, error="no such result file")
         return envelope(404, f"No result file {name}: the task does not exist or has not succeeded.", None, 404)
     render = media.render_mp4 if ext == "mp4" else media.render_png
-    data = request.app.state.media_cache.get(name, lambda: render(task.prompt, task.aspect_ratio))
+    # Keyed by what the file is made of, not its name: after a reset a seeded scenario hands out the
+    # same task ids again, for other prompts.
+    key = (ext, task.prompt, task.aspect_ratio)
+    data = request.app.state.media_cache.get(key, lambda: render(task.prompt, task.aspect_ratio))
     note(request, task_id=task_id)
     media_type = "video/mp4" if ext == "mp4" else "image/png"
     return Response(data, media_type=media_type, headers={"cache-control": "public, max-age=3600"})

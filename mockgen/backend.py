@@ -17,7 +17,7 @@ from .clock import Clock, ManualClock, SystemClock
 from .errors import ApiError, ControlError
 from .media import ASPECT_RATIOS
 from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Ledger, LedgerEntry, Plan, Task
-from .scenario import ENVELOPES, KEY_RE, MAX_INT, Behaviour, Fault, Match, ModelSpec, Scenario
+from .scenario import ENVELOPES, KEY_RE, MAX_INT, MAX_TIME, Behaviour, Fault, Match, ModelSpec, Scenario
 from .store import MemoryStore, Store
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -66,6 +66,7 @@ class Msg:
         "The mock holds {limit} unfinished tasks, its limit (--max-tasks): none can be dropped while a client"
         " may still poll it. Let some finish, resolve them, or restart with a higher --max-tasks (MOCKGEN_MAX_TASKS)."
     )
+    RESET = "The mock was reset while this request was in flight; retry."
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +227,10 @@ class Backend:
             raise ValueError(f"envelope must be one of {', '.join(ENVELOPES)}, not {envelope!r}")
         self.envelope_override = envelope  # like the clock: a flag or MOCKGEN_ENVELOPE beats the scenario
         self.store: Store = store or MemoryStore()
+        # The world's number: one more each time a reset, a state load or a scenario swap replaces
+        # the world. A request notes it when it authenticates, and a submit that finds another one
+        # (it awaited its body or a fault's delay meanwhile) is told to retry: see ``submit``.
+        self.world = 0
         self.load(scenario)
 
     # --- setup ---------------------------------------------------------------------------------
@@ -236,6 +241,8 @@ class Backend:
         self.reset()
 
     def reset(self) -> None:
+        """Back to the scenario's starting state: a new world (``world`` moves on)."""
+        self.world += 1
         s = self.scenario
         kind = self.clock_override or s.clock
         self.clock: Clock = ManualClock(s.start_time) if kind == "manual" else SystemClock()
@@ -385,13 +392,23 @@ class Backend:
         )
 
     def submit(
-        self, account: Account, body: object, steering: Steering = NO_STEERING, lost_answer: str | None = None
+        self,
+        account: Account,
+        body: object,
+        steering: Steering = NO_STEERING,
+        lost_answer: str | None = None,
+        world: int | None = None,
     ) -> Task:
         """Create a task: validate (unless given a Submit), apply the scenario, charge, schedule.
 
         Nothing is charged on error. ``lost_answer`` names the fault that will lose the answer
-        (the task is marked with it).
+        (the task is marked with it). ``world`` is ``self.world`` when ``account`` was authenticated:
+        if a reset, a state load or a scenario swap has replaced the world since, the submit gets
+        code 0 "retry" (Msg.RESET), and nothing of the old world (its account, its validated body,
+        its fault) is charged to the new one.
         """
+        if world is not None and world != self.world:
+            raise ApiError(Msg.RESET)
         req = body if isinstance(body, Submit) else self.validate(body)
         now = self.clock.now()
         self.settle(now)
@@ -788,6 +805,7 @@ def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
             fields["finish_at"] = NEVER
         tasks.append(Task(**fields))
     nexts = [NextOutcome(**n) for n in state.get("next", [])]
+    backend.world += 1  # a new world: submits authenticated in the old one are told to retry
     store = backend.store
     store.clear()
     for account in accounts:
@@ -857,6 +875,8 @@ STR = _Expect(lambda v: isinstance(v, str), "a string")
 INT = _Expect(_integer, f"an integer from {-MAX_INT} to {MAX_INT}")
 COUNT = _Expect(lambda v: _integer(v, 0), f"an integer from 0 to {MAX_INT}")
 NUMBER = _Expect(_finite, f"a finite number from {-MAX_INT} to {MAX_INT}")
+# The manual clock's bound (README, Limits): past it every advance is refused and a date cannot be shown.
+TIME = _Expect(lambda v: _finite(v) and 0 <= v <= MAX_TIME, f"Unix seconds from 0 to {MAX_TIME} (the end of 9999)")
 KEY = _matching(KEY_RE, "'sk-' followed by 32 letters or digits")
 TASK_ID = _matching(TASK_ID_RE, "1 to 64 letters, digits, '-' or '_'")
 ARRAY = _Expect(lambda v: isinstance(v, list), "an array")
@@ -869,7 +889,7 @@ STATE_FIELDS = {
     "version": INT, "scenario": STR, "clock": OBJECT, "accounts": ARRAY, "tasks": ARRAY, "next": ARRAY,
 }  # fmt: skip
 STATE_REQUIRED = {"version", "clock", "accounts", "tasks"}
-CLOCK_FIELDS = {"kind": _one_of("real", "manual"), "now": NUMBER}
+CLOCK_FIELDS = {"kind": _one_of("real", "manual"), "now": TIME}
 ACCOUNT_FIELDS = {"key": KEY, "name": _or_null(STR), "credits": COUNT, "ledger": ARRAY}
 ACCOUNT_REQUIRED = {"key", "credits", "ledger"}
 LEDGER_FIELDS = {"kind": _one_of("charge", "refund", "topup"), "amount": INT, "at": NUMBER, "task_id": _or_null(STR)}

@@ -12,10 +12,12 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from .journal import mask_key
 from .scenario import Scenario
+
+T = TypeVar("T")
 
 __all__ = ["MockServer", "RequestMatch"]
 
@@ -142,7 +144,7 @@ class MockServer:
                 raise RuntimeError(f"mockgen server did not start on {self.host}:{self.port} within {timeout} s")
             time.sleep(0.01)  # waiting for a real socket to listen, not for emulated time
         self.base_url = f"http://{self.host}:{self.port}"
-        self.api_key = self.app.state.backend.ready_key()
+        self.api_key = self._on_server(self.app.state.backend.ready_key)
         return self
 
     def stop(self) -> None:
@@ -176,6 +178,21 @@ class MockServer:
     def headers(self, key: str | None = None) -> dict[str, str]:
         """The Authorization header of ``key`` (default: the ready ``api_key``)."""
         return {"Authorization": f"Bearer {key or self.api_key}"}
+
+    def _on_server(self, fn: Callable[[], T]) -> T:
+        """``fn()`` run on the server's event loop, between requests, and its result.
+
+        The world is changed only there: called from this (the test's) thread, it could run in the
+        middle of a submit being handled and break it (a 500). Before ``start``, it is simply called.
+        """
+        servers = getattr(self._server, "servers", None)
+        if not servers or self._thread is None or threading.get_ident() == self._thread.ident:
+            return fn()
+
+        async def call() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), servers[0].get_loop()).result(timeout=60)
 
     # --- control API helpers -------------------------------------------------------------------
 
@@ -258,12 +275,12 @@ class MockServer:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.control("PUT", "state", state)
-        self.api_key = self.app.state.backend.ready_key()
+        self.api_key = self._on_server(self.app.state.backend.ready_key)
 
     def reset(self) -> None:
         """Back to the scenario's starting state: accounts, tasks, journal, clock and seed."""
         self.control("POST", "reset")
-        self.api_key = self.app.state.backend.ready_key()
+        self.api_key = self._on_server(self.app.state.backend.ready_key)
 
     def use_scenario(self, name_or_yaml: str | Path, *, clock: str | None = None) -> None:
         """Load a bundled scenario by name, a YAML file, or YAML text, and reset to its starting state.
@@ -272,15 +289,17 @@ class MockServer:
         """
         from .scenario import load_scenario
 
-        self.app.state.backend.clock_override = clock
+        backend = self.app.state.backend
+        self._on_server(lambda: setattr(backend, "clock_override", clock))
         text = str(name_or_yaml)
         if isinstance(name_or_yaml, Path) or text.endswith((".yaml", ".yml")) and "\n" not in text:
-            self.app.state.backend.load(load_scenario(Path(text)))  # in-process, so errors name the file
+            scenario = load_scenario(Path(text))  # in-process, so errors name the file
+            self._on_server(lambda: backend.load(scenario))
         elif "\n" in text or ":" in text:
             self.control("PUT", "scenario", raw=text.encode(), content_type="application/yaml")
         else:
             self.control("PUT", "scenario", {"name": text})
-        self.api_key = self.app.state.backend.ready_key()
+        self.api_key = self._on_server(self.app.state.backend.ready_key)
 
     # --- verification (WireMock's verify) ------------------------------------------------------
 

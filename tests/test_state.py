@@ -18,6 +18,7 @@ from mockgen.scenario import MAX_INT, parse_scenario
 from .conftest import KEY, OTHER_KEY, Client
 
 NUMS, COUNT, POSITIVE = (f"from {low} to {MAX_INT}" for low in (-MAX_INT, 0, 1))  # the bounds of numbers
+TIMES = "Unix seconds from 0 to 253402300799 (the end of 9999)"  # the manual clock's bound
 
 SCENARIO = parse_scenario(
     "clock: manual\n"
@@ -147,9 +148,11 @@ CORRUPTIONS: list[tuple[tuple[Any, ...], Any, Any]] = [
     (("next", 0, "outcome"), "maybe", "next[0].outcome must be one of 'success', 'failed', got 'maybe'"),
     (("next", 0, "model_id"), 5, "next[0].model_id must be a string or null, got 5"),
     (("next", 0, "msg"), "no", "unknown field 'msg' in next[0]"),
-    (("clock", "now"), "noon", f"clock.now must be a finite number {NUMS}, got 'noon'"),
-    (("clock", "now"), 10**400, f"clock.now must be a finite number {NUMS}, got a huge number"),
-    (("clock", "now"), INF, f"clock.now must be a finite number {NUMS}, got a huge number"),
+    (("clock", "now"), "noon", f"clock.now must be {TIMES}, got 'noon'"),
+    (("clock", "now"), 10**400, f"clock.now must be {TIMES}, got a huge number"),
+    (("clock", "now"), INF, f"clock.now must be {TIMES}, got a huge number"),
+    (("clock", "now"), 9e14, f"clock.now must be {TIMES}, got 900000000000000.0"),  # past 9999: no advance, no date
+    (("clock", "now"), -1, f"clock.now must be {TIMES}, got -1"),
     (("clock", "kind"), "fast", "clock.kind must be one of 'real', 'manual', got 'fast'"),
     (("taks",), [], "unknown field 'taks' in the top level"),
 ]  # fmt: skip
