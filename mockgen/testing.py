@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .clock import Clock, check_clock
 from .journal import mask_key
 from .scenario import Scenario
 
@@ -104,7 +105,7 @@ class MockServer:
         self,
         scenario: Scenario | str | Path | None = None,
         *,
-        clock: str | None = None,
+        clock: Clock | str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         admin_token: str | None = None,
@@ -265,14 +266,15 @@ class MockServer:
         self.control("POST", "reset")
         self.api_key = self.app.state.backend.ready_key()
 
-    def use_scenario(self, name_or_yaml: str | Path, *, clock: str | None = None) -> None:
+    def use_scenario(self, name_or_yaml: str | Path, *, clock: Clock | str | None = None) -> None:
         """Load a bundled scenario by name, a YAML file, or YAML text, and reset to its starting state.
 
-        ``clock`` ("real" or "manual") overrides the scenario's clock, as in the constructor.
+        ``clock`` ("real", "manual" or a Clock) overrides the scenario's clock, as in the constructor;
+        None: the scenario's own.
         """
         from .scenario import load_scenario
 
-        self.app.state.backend.clock_override = clock
+        self.app.state.backend.clock_override = check_clock(clock)
         text = str(name_or_yaml)
         if isinstance(name_or_yaml, Path) or text.endswith((".yaml", ".yml")) and "\n" not in text:
             self.app.state.backend.load(load_scenario(Path(text)))  # in-process, so errors name the file
