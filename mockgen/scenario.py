@@ -944,7 +944,8 @@ def _read_faults(r: _Reader, value: object, models: Mapping[str, ModelSpec]) -> 
 def _read_results(r: _Reader, value: object) -> str | None:
     """``results``: the base URL of result files when a rule says ``results: cdn``."""
     results = r.mapping(value, ("results",), ("cdn_base",))
-    return r.string(results, "cdn_base", ("results",))  # type: ignore[no-any-return]
+    cdn_base: str | None = r.string(results, "cdn_base", ("results",))
+    return cdn_base
 
 
 def _read_limits(r: _Reader, value: object) -> Limits:
@@ -964,10 +965,10 @@ def _read_clock(r: _Reader, top: Mapping[str, Any]) -> tuple[Literal["real", "ma
 
 def _read_seed(r: _Reader, value: object) -> int | None:
     """``seed``: the random source's seed (None: a fresh one at every start)."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        r.issue(("seed",), f"must be an integer, not {value!r}")
-        return None
-    return value  # type: ignore[return-value]
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    r.issue(("seed",), f"must be an integer, not {value!r}")
+    return None
 
 
 def _dotted(path: Path_) -> str:
