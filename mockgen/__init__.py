@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .clock import Clock, ManualClock, SystemClock
+
 __version__ = "0.1.0"
-__all__ = ["__version__", "create_app"]
+__all__ = ["Clock", "ManualClock", "SystemClock", "__version__", "create_app"]
 
 if TYPE_CHECKING:
     from .app import create_app

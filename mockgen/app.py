@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import api, control, media
 from .backend import Backend
+from .clock import Clock
 from .errors import ApiError, ControlError, ScenarioError
 from .faults import fault_response, find_fault, lost_response
 from .guard import Guard, HostPolicy
@@ -32,6 +33,8 @@ from .models import SUCCEEDED
 from .openapi import build_openapi
 from .scenario import Scenario, load_scenario
 from .store import MemoryStore
+
+__all__ = ["create_app"]
 
 log = logging.getLogger("mockgen")
 JOURNAL_BODY_BYTES = PART_BYTES
@@ -411,7 +414,7 @@ class MockgenApp(Starlette):
 def create_app(
     scenario: Scenario | str | Path | None = None,
     *,
-    clock: str | None = None,
+    clock: Clock | str | None = None,
     envelope: str | None = None,
     public_url: str | None = None,
     admin_token: str | None = None,
@@ -427,7 +430,8 @@ def create_app(
 ) -> Starlette:
     """The ASGI app of one emulated world. ``scenario`` is a Scenario, a bundled name or a path.
 
-    ``clock`` and ``envelope`` override the scenario's (``envelope="compat"``: README, Known clients).
+    ``clock`` and ``envelope`` override the scenario's (``envelope="compat"``: README, Known clients);
+    ``clock`` is "real", "manual" or a Clock of the caller's, which the world then reads as it is.
     With ``watch``, a scenario loaded from a file is reloaded whenever the file changes. With
     ``state_file``, the world is restored from it (if it exists) and written back at shutdown;
     it must be writable, and saved under the same scenario unless ``state_any_scenario``.

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, NoReturn
 
-from .clock import Clock, ManualClock, SystemClock
+from .clock import Clock, ManualClock, check_clock, make_clock
 from .errors import ApiError, ControlError
 from .media import ASPECT_RATIOS
 from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Ledger, LedgerEntry, Plan, Task
@@ -218,11 +218,11 @@ class Backend:
         self,
         scenario: Scenario,
         *,
-        clock: str | None = None,
+        clock: Clock | str | None = None,
         store: Store | None = None,
         envelope: str | None = None,
     ) -> None:
-        self.clock_override = clock
+        self.clock_override = check_clock(clock)  # a Clock given is kept: reset and load never replace it
         if envelope is not None and envelope not in ENVELOPES:
             raise ValueError(f"envelope must be one of {', '.join(ENVELOPES)}, not {envelope!r}")
         self.envelope_override = envelope  # like the clock: a flag or MOCKGEN_ENVELOPE beats the scenario
@@ -244,8 +244,7 @@ class Backend:
         """Back to the scenario's starting state: a new world (``world`` moves on)."""
         self.world += 1
         s = self.scenario
-        kind = self.clock_override or s.clock
-        self.clock: Clock = ManualClock(s.start_time) if kind == "manual" else SystemClock()
+        self.clock: Clock = make_clock(self.clock_override, s.clock, s.start_time)
         self.envelope = self.envelope_override or s.envelope
         self.compat = self.envelope == "compat"  # read on every answer of the contract's two routes
         seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(8), "big")

@@ -10,6 +10,8 @@ import pytest
 if TYPE_CHECKING:
     from .testing import MockServer
 
+__all__ = ["mockgen", "mockgen_session", "pytest_addoption", "pytest_configure"]
+
 MARKER = (
     "mockgen(scenario=None, clock=None): the mockgen scenario (bundled name, YAML path or text) and clock "
     "('manual', 'real' or 'scenario') for a test, a class or a module"

@@ -534,11 +534,27 @@ class _Reader:
 
         return self.convert(m, key, path, parse)
 
+    def sequence(self, value: object, path: Path_, what: str) -> list[Any]:
+        """A section's list of items (none when empty or absent); anything else is an issue, and no items."""
+        if not value:
+            return []
+        if not isinstance(value, list):
+            self.issue(path, f"must be a list of {what}")
+            return []
+        return value
+
 
 def _parse_key(v: object) -> str:
     if not isinstance(v, str) or not KEY_RE.fullmatch(v):
         raise ValueError(f"{v!r} is not an API key (sk- followed by 32 letters or digits)")
     return v
+
+
+def _parse_keys(v: object) -> tuple[str, ...]:
+    items = [v] if isinstance(v, str) else v
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"must be an API key or a non-empty list of them, not {v!r}")
+    return tuple(_parse_key(k) for k in items)
 
 
 class Pattern(Protocol):
@@ -637,7 +653,7 @@ def _read_match(r: _Reader, value: object, path: Path_, models: Mapping[str, Mod
             raise ValueError(f"must be a number from 0 to 1, not {v!r}")
         return float(v)
 
-    keys = r.convert(m, "key", path, lambda v: tuple(_parse_key(k) for k in ([v] if isinstance(v, str) else v)))
+    keys = r.convert(m, "key", path, _parse_keys)
     as_set = lambda xs: frozenset(xs) if xs is not None else None  # noqa: E731
     return Match(
         route=r.string(m, "route", path, ROUTES) or "any",
@@ -752,18 +768,64 @@ _TOP_KEYS = (
     "name", "description", "seed", "clock", "start_time", "auth", "accounts", "models",
     "defaults", "rules", "faults", "results", "limits", "envelope",
 )  # fmt: skip
+_RULE_ONLY = ("cost", "reject", "extra")
+_DEFAULT = Scenario(name="")
 
 
 def parse_scenario(text: str, file: str = "<scenario>", *, name: str | None = None) -> Scenario:
     """Parse and validate scenario YAML; raise ScenarioError listing every problem at once.
 
-    Bounded in cost whatever the text: see MAX_SCENARIO_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES."""
+    Bounded in cost whatever the text: see MAX_SCENARIO_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES.
+    Each section has a reader below that notes its issues in ``r`` and goes on, so that one error
+    lists them all; the issues come section by section, in the order read here."""
+    doc, node, lines = _read_document(text, file)
+    r = _Reader(file, lines)
+    if node is not None:
+        for path, line in _duplicate_keys(node):
+            r.issues.append(ScenarioIssue(file, line, ".".join(map(str, path)), "duplicate key"))
+    top = r.mapping(doc, (), _TOP_KEYS)
+    auth_mode, default_credits = _read_auth(r, top.get("auth"))
+    models = _read_models(r, top.get("models"))
+    accounts = _read_accounts(r, top.get("accounts"))
+    defaults = _read_defaults(r, top.get("defaults"))
+    rules = _read_rules(r, top.get("rules"), models)
+    faults = _read_faults(r, top.get("faults"), models)
+    cdn_base = _read_results(r, top.get("results"))
+    limits = _read_limits(r, top.get("limits"))
+    seed = _read_seed(r, top.get("seed"))
+    scenario_name = r.string(top, "name", ())
+    clock, start_time = _read_clock(r, top)
+    envelope: Envelope = r.string(top, "envelope", (), ENVELOPES) or "documented"
+    if r.issues:
+        raise ScenarioError(r.issues)
+    return Scenario(
+        name=scenario_name or name or Path(file).stem,
+        description=str(top.get("description") or "").strip(),
+        source=text,
+        path=None if file.startswith("<") else file,
+        seed=seed,
+        clock=clock,
+        envelope=envelope,
+        start_time=start_time,
+        auth_mode=auth_mode,
+        default_credits=default_credits,
+        accounts=accounts,
+        models=models,
+        defaults=defaults,
+        rules=rules,
+        faults=faults,
+        cdn_base=cdn_base,
+        limits=limits,
+    )
+
+
+def _read_document(text: str, file: str) -> tuple[Any, yaml.Node | None, dict[Path_, int]]:
+    """The document's value, its node graph and its line map; ScenarioError for what is too big or not YAML."""
     size = len(text) if len(text) * 4 <= MAX_SCENARIO_BYTES else len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_SCENARIO_BYTES:
         message = f"the scenario is {size:,} bytes, over the limit of {MAX_SCENARIO_BYTES:,}: make it smaller"
         raise ScenarioError([ScenarioIssue(file, None, "", message)])
     node: yaml.Node | None = None
-    lines: dict[Path_, int] = {}
     try:
         node = _compose(text)
         lines = _line_map(node) if node is not None else {}
@@ -783,45 +845,56 @@ def parse_scenario(text: str, file: str = "<scenario>", *, name: str | None = No
         raise ScenarioError([ScenarioIssue(file, line, "", f"not valid YAML: {problem}")]) from None
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp like 2024-02-30
         raise ScenarioError([ScenarioIssue(file, None, "", f"not valid YAML: {exc}")]) from None
-    r = _Reader(file, lines)
-    if node is not None:
-        for path, line in _duplicate_keys(node):
-            r.issues.append(ScenarioIssue(file, line, ".".join(map(str, path)), "duplicate key"))
-    top = r.mapping(doc, (), _TOP_KEYS)
+    return doc, node, lines
 
-    auth = r.mapping(top.get("auth"), ("auth",), ("mode", "default_credits"))
+
+def _read_auth(r: _Reader, value: object) -> tuple[Literal["open", "strict"], int]:
+    """``auth``: the mode and the credits of an account that open mode makes on first use."""
+    auth = r.mapping(value, ("auth",), ("mode", "default_credits"))
+    mode: Literal["open", "strict"] = r.string(auth, "mode", ("auth",), ("open", "strict")) or "open"
+    return mode, _or(r.integer(auth, "default_credits", ("auth",)), _DEFAULT.default_credits)
+
+
+def _read_models(r: _Reader, value: object) -> dict[str, ModelSpec]:
+    """``models``: the default models, each changed, removed (``false``) or joined by a new one."""
     models: dict[str, ModelSpec] = dict(DEFAULT_MODELS)
-    raw_models = r.mapping(top.get("models"), ("models",), top.get("models") or {})
-    for mid, spec in raw_models.items():
-        p: Path_ = ("models", mid)
+    given = value if isinstance(value, dict) else {}
+    for mid, spec in r.mapping(value, ("models",), given).items():
         if spec is False:
             models.pop(mid, None)
             continue
-        ms = r.mapping(spec, p, ("task_type", "cost", "queued", "running"))
-        base = models.get(mid)
-        task_type = r.string(ms, "task_type", p, ("image", "video")) or (base.task_type if base else None)
-        if task_type is None:
-            r.issue(p, "a new model needs task_type: image or video")
-            continue
-        cost = r.integer(ms, "cost", p)
-        models[str(mid)] = ModelSpec(
-            str(mid),
-            task_type,
-            cost if cost is not None else (base.cost if base else 10),
-            r.convert(ms, "queued", p, parse_duration),
-            r.convert(ms, "running", p, parse_duration),
-        )
+        model = _read_model(r, mid, spec, models.get(mid))
+        if model is not None:
+            models[model.model_id] = model
     if not models:
         r.issue(("models",), "at least one model must stay enabled")
+    return models
 
+
+def _read_model(r: _Reader, mid: str | int, value: object, base: ModelSpec | None) -> ModelSpec | None:
+    """One entry of ``models``: a new model needs its task_type; a known one keeps what is not given."""
+    p: Path_ = ("models", mid)
+    ms = r.mapping(value, p, ("task_type", "cost", "queued", "running"))
+    task_type = r.string(ms, "task_type", p, ("image", "video")) or (base.task_type if base else None)
+    if task_type is None:
+        r.issue(p, "a new model needs task_type: image or video")
+        return None
+    cost = r.integer(ms, "cost", p)
+    return ModelSpec(
+        str(mid),
+        task_type,
+        cost if cost is not None else (base.cost if base else 10),
+        r.convert(ms, "queued", p, parse_duration),
+        r.convert(ms, "running", p, parse_duration),
+    )
+
+
+def _read_accounts(r: _Reader, value: object) -> tuple[AccountSpec, ...]:
+    """``accounts``: listed keys (each once) with their starting credits and an optional name."""
     accounts: list[AccountSpec] = []
-    raw_accounts = top.get("accounts") or []
-    if not isinstance(raw_accounts, list):
-        r.issue(("accounts",), "must be a list of {key, credits, name}")
-        raw_accounts = []
     seen_keys: set[str] = set()
-    for i, acc in enumerate(raw_accounts):
-        p = ("accounts", i)
+    for i, acc in enumerate(r.sequence(value, ("accounts",), "{key, credits, name}")):
+        p: Path_ = ("accounts", i)
         am = r.mapping(acc, p, ("key", "credits", "name"))
         key = r.convert(am, "key", p, _parse_key)
         if "key" not in am:
@@ -831,79 +904,71 @@ def parse_scenario(text: str, file: str = "<scenario>", *, name: str | None = No
             r.issue((*p, "key"), f"key {key} is listed twice")
         if key:
             seen_keys.add(key)
-            accounts.append(AccountSpec(key, credits if credits is not None else 0, r.string(am, "name", p)))
+            accounts.append(AccountSpec(key, _or(credits, 0), r.string(am, "name", p)))
+    return tuple(accounts)
 
-    default = Scenario(name="")
-    rule_only = ("cost", "reject", "extra")
-    dm = r.mapping(top.get("defaults"), ("defaults",), [k for k in _BEHAVIOUR_KEYS if k not in rule_only])
+
+def _read_defaults(r: _Reader, value: object) -> Behaviour:
+    """``defaults``: how every task behaves unless a rule says otherwise (what is not given stays built in)."""
+    dm = r.mapping(value, ("defaults",), [k for k in _BEHAVIOUR_KEYS if k not in _RULE_ONLY])
     given = _read_behaviour(r, dm, ("defaults",), in_rule=False)
-    defaults = Behaviour(
+    built_in = _DEFAULT.defaults
+    return Behaviour(
         **{
-            f: getattr(given, f) if getattr(given, f) is not None else getattr(default.defaults, f)
+            f: getattr(given, f) if getattr(given, f) is not None else getattr(built_in, f)
             for f in Behaviour.__slots__  # type: ignore[attr-defined]
         }
     )
 
+
+def _read_rules(r: _Reader, value: object, models: Mapping[str, ModelSpec]) -> tuple[Rule, ...]:
+    """``rules``: what a matching submit does instead of the defaults (first match wins)."""
     rules: list[Rule] = []
-    raw_rules = top.get("rules") or []
-    if not isinstance(raw_rules, list):
-        r.issue(("rules",), "must be a list of rules")
-        raw_rules = []
-    for i, raw in enumerate(raw_rules):
-        p = ("rules", i)
+    for i, raw in enumerate(r.sequence(value, ("rules",), "rules")):
+        p: Path_ = ("rules", i)
         rm = r.mapping(raw, p, ("name", "match", *_BEHAVIOUR_KEYS))
         match = _read_match(r, rm.get("match"), (*p, "match"), models)
         if match.route not in ("any", "create"):
             r.issue((*p, "match", "route"), "rules apply to submits; use faults for other routes")
         rules.append(Rule(r.string(rm, "name", p) or f"rule-{i}", match, _read_behaviour(r, rm, p, True)))
+    return tuple(rules)
 
-    faults: list[Fault] = []
-    raw_faults = top.get("faults") or []
-    if not isinstance(raw_faults, list):
-        r.issue(("faults",), "must be a list of faults")
-        raw_faults = []
-    for i, raw in enumerate(raw_faults):
-        faults.append(_read_fault(r, raw, ("faults", i), models))
 
-    results = r.mapping(top.get("results"), ("results",), ("cdn_base",))
-    limits_m = r.mapping(top.get("limits"), ("limits",), ("max_prompt_length", "max_image_urls"))
-    limits = Limits(
-        r.integer(limits_m, "max_prompt_length", ("limits",), 1) or default.limits.max_prompt_length,
-        _or(r.integer(limits_m, "max_image_urls", ("limits",), 0), default.limits.max_image_urls),
+def _read_faults(r: _Reader, value: object, models: Mapping[str, ModelSpec]) -> tuple[Fault, ...]:
+    """``faults``: what goes wrong on the wire for matching requests, on any route."""
+    return tuple(
+        _read_fault(r, raw, ("faults", i), models) for i, raw in enumerate(r.sequence(value, ("faults",), "faults"))
     )
-    seed = top.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        r.issue(("seed",), f"must be an integer, not {seed!r}")
-        seed = None
 
-    scenario_name = r.string(top, "name", ())
+
+def _read_results(r: _Reader, value: object) -> str | None:
+    """``results``: the base URL of result files when a rule says ``results: cdn``."""
+    results = r.mapping(value, ("results",), ("cdn_base",))
+    cdn_base: str | None = r.string(results, "cdn_base", ("results",))
+    return cdn_base
+
+
+def _read_limits(r: _Reader, value: object) -> Limits:
+    """``limits``: the longest prompt and the most image_urls a submit may send."""
+    m = r.mapping(value, ("limits",), ("max_prompt_length", "max_image_urls"))
+    return Limits(
+        r.integer(m, "max_prompt_length", ("limits",), 1) or _DEFAULT.limits.max_prompt_length,
+        _or(r.integer(m, "max_image_urls", ("limits",), 0), _DEFAULT.limits.max_image_urls),
+    )
+
+
+def _read_clock(r: _Reader, top: Mapping[str, Any]) -> tuple[Literal["real", "manual"], float | None]:
+    """``clock`` and ``start_time``: real or manual, and where a manual clock starts (None: now)."""
     clock: Literal["real", "manual"] = r.string(top, "clock", (), ("real", "manual")) or "real"
-    start_time = r.convert(top, "start_time", (), _parse_instant)
-    envelope: Envelope = r.string(top, "envelope", (), ENVELOPES) or "documented"
-    auth_mode: Literal["open", "strict"] = r.string(auth, "mode", ("auth",), ("open", "strict")) or "open"
-    default_credits = r.integer(auth, "default_credits", ("auth",))
-    cdn_base = r.string(results, "cdn_base", ("results",))
-    if r.issues:
-        raise ScenarioError(r.issues)
-    return Scenario(
-        name=scenario_name or name or Path(file).stem,
-        description=str(top.get("description") or "").strip(),
-        source=text,
-        path=None if file.startswith("<") else file,
-        seed=seed,
-        clock=clock,
-        envelope=envelope,
-        start_time=start_time,
-        auth_mode=auth_mode,
-        default_credits=default.default_credits if default_credits is None else default_credits,
-        accounts=tuple(accounts),
-        models=models,
-        defaults=defaults,
-        rules=tuple(rules),
-        faults=tuple(faults),
-        cdn_base=cdn_base,
-        limits=limits,
-    )
+    return clock, r.convert(top, "start_time", (), _parse_instant)
+
+
+def _read_seed(r: _Reader, value: object) -> int | None:
+    """``seed``: the random source's seed (None: a fresh one at every start)."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    r.issue(("seed",), f"must be an integer, not {value!r}")
+    return None
 
 
 def _dotted(path: Path_) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from .clock import Clock, check_clock
 from .journal import mask_key
 from .scenario import Scenario
 
@@ -106,7 +107,7 @@ class MockServer:
         self,
         scenario: Scenario | str | Path | None = None,
         *,
-        clock: str | None = None,
+        clock: Clock | str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         admin_token: str | None = None,
@@ -282,15 +283,17 @@ class MockServer:
         self.control("POST", "reset")
         self.api_key = self._on_server(self.app.state.backend.ready_key)
 
-    def use_scenario(self, name_or_yaml: str | Path, *, clock: str | None = None) -> None:
+    def use_scenario(self, name_or_yaml: str | Path, *, clock: Clock | str | None = None) -> None:
         """Load a bundled scenario by name, a YAML file, or YAML text, and reset to its starting state.
 
-        ``clock`` ("real" or "manual") overrides the scenario's clock, as in the constructor.
+        ``clock`` ("real", "manual" or a Clock) overrides the scenario's clock, as in the constructor;
+        None: the scenario's own.
         """
         from .scenario import load_scenario
 
         backend = self.app.state.backend
-        self._on_server(lambda: setattr(backend, "clock_override", clock))
+        checked = check_clock(clock)
+        self._on_server(lambda: setattr(backend, "clock_override", checked))
         text = str(name_or_yaml)
         if isinstance(name_or_yaml, Path) or text.endswith((".yaml", ".yml")) and "\n" not in text:
             scenario = load_scenario(Path(text))  # in-process, so errors name the file

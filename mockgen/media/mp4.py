@@ -1,27 +1,21 @@
-"""Deterministic placeholder result media: indexed-colour PNG stills and tiny H.264 MP4 clips."""
+"""MP4 clips: deterministic, prompt-dependent 2-second clips from a tiny H.264 Constrained Baseline encoder.
+
+Frame 0 (IDR) paints a design in which every macroblock row is horizontally invariant except
+a few macroblocks (the first column, the moving shapes, the caption): those are I_PCM, every
+other macroblock is I_16x16 horizontal prediction with no residual, which reproduces the design
+exactly. Later frames are P frames whose macroblock rows are either skipped or shifted
+horizontally by an integer motion vector (P_L0_16x16, no residual): shapes bounce, a progress
+bar grows from the left edge. No transforms, no drift, a few bytes per P frame.
+"""
 
 from __future__ import annotations
 
-import colorsys
-import hashlib
 import math
 import re
 import struct
-import zlib
-from collections.abc import Callable
 from functools import lru_cache
 
-ASPECT_RATIOS: dict[str, tuple[int, int]] = {
-    "1:1": (1024, 1024),
-    "16:9": (1280, 720),
-    "9:16": (720, 1280),
-    "4:3": (1024, 768),
-    "3:4": (768, 1024),
-    "3:2": (1152, 768),
-    "2:3": (768, 1152),
-    "21:9": (1680, 720),
-}
-DEFAULT_ASPECT_RATIO = "1:1"
+from .common import RGB, Theme, hsv, mix, prompt_digest, ratio_of, sanitize, text_masks
 
 # Video frames are much smaller than stills but keep exactly the same ratio (even sizes for 4:2:0).
 _VIDEO_SIZES: dict[str, tuple[int, int]] = {
@@ -35,365 +29,11 @@ _VIDEO_SIZES: dict[str, tuple[int, int]] = {
     "21:9": (336, 144),
 }
 
-_RGB = tuple[int, int, int]
-
-
-def _ratio(aspect_ratio: str | None) -> str:
-    if aspect_ratio is None:
-        return DEFAULT_ASPECT_RATIO
-    if not isinstance(aspect_ratio, str) or aspect_ratio not in ASPECT_RATIOS:
-        raise ValueError(f"unknown aspect ratio {aspect_ratio!r}; expected one of {', '.join(ASPECT_RATIOS)}")
-    return aspect_ratio
-
-
-def image_size(aspect_ratio: str | None) -> tuple[int, int]:
-    """Pixel (width, height) of a generated image; None means the default ratio."""
-    return ASPECT_RATIOS[_ratio(aspect_ratio)]
-
 
 def video_size(aspect_ratio: str | None) -> tuple[int, int]:
     """Displayed pixel (width, height) of a generated video; None means the default ratio."""
-    return _VIDEO_SIZES[_ratio(aspect_ratio)]
+    return _VIDEO_SIZES[ratio_of(aspect_ratio)]
 
-
-# --------------------------------------------------------------------------------------------
-# Shared helpers: hashing, colours, a 5x7 bitmap font
-# --------------------------------------------------------------------------------------------
-
-
-def _digest(prompt: str) -> bytes:
-    return hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).digest()
-
-
-def _hsv(h: float, s: float, v: float) -> _RGB:
-    r, g, b = colorsys.hsv_to_rgb(h % 1.0, min(1.0, max(0.0, s)), min(1.0, max(0.0, v)))
-    return round(r * 255), round(g * 255), round(b * 255)
-
-
-def _mix(a: _RGB, b: _RGB, t: float) -> _RGB:
-    return (
-        round(a[0] + (b[0] - a[0]) * t),
-        round(a[1] + (b[1] - a[1]) * t),
-        round(a[2] + (b[2] - a[2]) * t),
-    )
-
-
-class _Theme:
-    """Colours derived from the prompt hash (shared by stills and clips)."""
-
-    def __init__(self, digest: bytes) -> None:
-        hue = digest[0] / 256
-        hue2 = hue + 0.10 + digest[1] / 255 * 0.40
-        sat = 0.50 + digest[2] / 255 * 0.35
-        self.dark = _hsv(hue, sat, 0.28 + digest[5] / 255 * 0.12)
-        self.light = _hsv(hue2, sat * 0.80, 0.92)
-        self.gradient = [_mix(self.dark, self.light, i / 7) for i in range(8)]
-        self.accent = _hsv(hue2 + 0.5, 0.70, 1.0)
-        self.accent2 = _hsv(hue + 0.33, 0.75, 0.98)
-        self.ink = _mix((250, 250, 248), self.light, 0.08)
-
-
-# Classic 5x7 font for ASCII 0x20..0x5F: five column bytes per glyph, bit 0 is the top row.
-_FONT_HEX = (
-    "000000000000005f00000007000700147f147f14242a7f2a12231308646236495522500005030000"
-    "001c2241000041221c00142a1c2a1408083e08080050300000080808080800606000002010080402"
-    "3e5149453e00427f400042615149462141454b311814127f1027454545393c4a4949300171090503"
-    "3649494936064949291e003636000000563600000814224100141414141400412214080201510906"
-    "324979413e7e1111117e7f494949363e414141227f4141221c7f494949417f090901013e41415132"
-    "7f0808087f00417f41002040413f017f081422417f404040407f0204027f7f0408107f3e4141413e"
-    "7f090909063e4151215e7f09192946464949493101017f01013f4040403f1f2040201f7f2018207f"
-    "631408146303047804036151494543007f41410002040810200041417f0004020102044040404040"
-)
-
-
-def _build_glyphs() -> list[tuple[int, ...]]:
-    data = bytes.fromhex(_FONT_HEX)
-    glyphs: list[tuple[int, ...]] = []
-    for i in range(len(data) // 5):
-        cols = data[i * 5 : i * 5 + 5]
-        glyphs.append(tuple(sum(((cols[c] >> row) & 1) << (4 - c) for c in range(5)) for row in range(7)))
-    return glyphs
-
-
-_GLYPHS = _build_glyphs()
-_GLYPH_W = 6  # five columns of ink plus one column of spacing
-_GLYPH_H = 7
-
-
-def _sanitize(text: str, limit: int) -> str:
-    """Upper-case ASCII the font can draw; anything else becomes '?'."""
-    cleaned = "".join(ch if 32 <= ord(ch) < 96 else "?" for ch in " ".join(text.split()).upper())
-    if len(cleaned) > limit:
-        cleaned = cleaned[: max(1, limit - 3)].rstrip() + "..."
-    return cleaned
-
-
-def _text_masks(text: str, scale: int) -> list[bytes]:
-    """Seven rows (one per font row) of 0xFF/0x00 bytes covering ``text`` at ``scale``."""
-    on, off = b"\xff" * scale, b"\x00" * scale
-    pieces: dict[int, bytes] = {}
-    masks: list[bytes] = []
-    for row in range(_GLYPH_H):
-        parts: list[bytes] = []
-        for ch in text:
-            bits = _GLYPHS[ord(ch) - 32][row]
-            piece = pieces.get(bits)
-            if piece is None:
-                piece = b"".join(on if bits >> (4 - c) & 1 else off for c in range(5)) + off
-                pieces[bits] = piece
-            parts.append(piece)
-        masks.append(b"".join(parts))
-    return masks
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    lines: list[str] = []
-    line = ""
-    for word in text.split(" "):
-        while len(word) > width:
-            if line:
-                lines.append(line)
-                line = ""
-            lines.append(word[:width])
-            word = word[width:]
-        if not line:
-            line = word
-        elif len(line) + 1 + len(word) <= width:
-            line += " " + word
-        else:
-            lines.append(line)
-            line = word
-    if line:
-        lines.append(line)
-    return lines or [""]
-
-
-# --------------------------------------------------------------------------------------------
-# PNG stills
-# --------------------------------------------------------------------------------------------
-
-_PING_PONG = (0, 1, 2, 3, 4, 5, 6, 7, 6, 5, 4, 3, 2, 1)
-# Palette layout: 0-7 gradient, 8-15 glass (panel), 16-23 shadow, then solid colours.
-_GLASS = bytes((i + 8 if i < 8 else i) for i in range(256))
-_SHADOW = bytes((i + 16 if i < 8 else i) for i in range(256))
-_INK, _ACCENT, _ACCENT2, _BORDER = 24, 25, 26, 27
-
-_Rows = list[bytes]
-
-
-def _pattern_bands(w: int, h: int, d: bytes) -> _Rows:
-    band = max(8, h // (9 + d[4] % 9))
-    solid = [bytes([i]) * w for i in range(8)]
-    return [solid[_PING_PONG[(y // band) % 14]] for y in range(h)]
-
-
-def _pattern_checker(w: int, h: int, d: bytes) -> _Rows:
-    tile = max(16, w // (6 + d[4] % 9))
-    reps = w // (2 * tile) + 2
-    rows: _Rows = []
-    cache: dict[int, bytes] = {}
-    for y in range(h):
-        j = y // tile
-        row = cache.get(j)
-        if row is None:
-            a = bytes([_PING_PONG[j % 14]]) * tile
-            b = bytes([(_PING_PONG[j % 14] + 4) % 8]) * tile
-            row = ((a + b) if j % 2 == 0 else (b + a)) * reps
-            row = row[:w]
-            cache[j] = row
-        rows.append(row)
-    return rows
-
-
-def _pattern_stripes(w: int, h: int, d: bytes) -> _Rows:
-    stripe = max(24, w // (8 + d[4] % 10))
-    unit = b"".join(bytes([c]) * stripe for c in _PING_PONG)
-    period = len(unit)
-    long = unit * (w // period + 2)
-    step = 1 if d[6] % 2 else period - 1
-    # Rows come in identical pairs: cheaper to compress, and still a 45 degree slope.
-    offsets = [(y // 2 * 2 * step) % period for y in range(h)]
-    return [long[o : o + w] for o in offsets]
-
-
-def _pattern_rings(w: int, h: int, d: bytes) -> _Rows:
-    ring = max(40, min(w, h) // (5 + d[4] % 6))
-    cx = w * (25 + d[6] % 51) // 100
-    cy = h * (25 + d[7] % 51) // 100
-    half_len = max(cx + 1, w - cx)
-    count = (half_len + h) // ring + 2
-    colours = [bytes([_PING_PONG[k % 14]]) for k in range(count)]
-    radii2 = [(k * ring) ** 2 for k in range(1, count + 1)]
-    isqrt = math.isqrt
-    cache: dict[int, bytes] = {}
-    rows: _Rows = []
-    for y in range(h):
-        dy = abs(y - cy) // 2 * 2  # identical pairs of rows
-        row = cache.get(dy)
-        if row is None:
-            # Ring k covers horizontal offsets i with k*ring <= sqrt(i*i + dy*dy) < (k+1)*ring.
-            k0 = dy // ring
-            dy2 = dy * dy
-            parts: list[bytes] = []
-            start = 0
-            for k, r2 in enumerate(radii2[k0:], k0):
-                end = isqrt(r2 - dy2 - 1) + 1
-                if end >= half_len:
-                    parts.append(colours[k] * (half_len - start))
-                    break
-                parts.append(colours[k] * (end - start))
-                start = end
-            half = b"".join(parts)
-            row = cache[dy] = half[cx:0:-1] + half[: w - cx]
-        rows.append(row)
-    return rows
-
-
-def _pattern_diamonds(w: int, h: int, d: bytes) -> _Rows:
-    ring = max(40, min(w, h) // (5 + d[4] % 6))
-    cx = w * (25 + d[6] % 51) // 100
-    cy = h * (25 + d[7] % 51) // 100
-    half_len = max(cx + 1, w - cx)
-    # With the L1 distance, the half row at vertical offset dy is a slice of one ramp.
-    ramp = b"".join(bytes([_PING_PONG[k % 14]]) * ring for k in range((half_len + h) // ring + 2))
-    rows: _Rows = []
-    for y in range(h):
-        dy = abs(y - cy) // 2 * 2
-        half = ramp[dy : dy + half_len]
-        rows.append(half[cx:0:-1] + half[: w - cx])
-    return rows
-
-
-_PATTERNS: tuple[Callable[[int, int, bytes], _Rows], ...] = (
-    _pattern_bands,
-    _pattern_checker,
-    _pattern_stripes,
-    _pattern_rings,
-    _pattern_diamonds,
-)
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _png_palette(theme: _Theme) -> bytes:
-    glass_base = (14, 14, 20)
-    colours: list[_RGB] = list(theme.gradient)
-    colours += [_mix(c, glass_base, 0.84) for c in theme.gradient]
-    colours += [_mix(c, (0, 0, 0), 0.50) for c in theme.gradient]
-    colours += [theme.ink, theme.accent, theme.accent2, _mix(theme.accent, (255, 255, 255), 0.25)]
-    return bytes(v for c in colours for v in c)
-
-
-def _layout_prompt(text: str, avail_w: int, avail_h: int) -> tuple[list[str], int]:
-    best: tuple[int, int, list[str]] | None = None
-    for width in range(6, 41):
-        lines = _wrap(text, width)
-        if len(lines) > 4:
-            continue
-        longest = max(len(line) for line in lines)
-        scale = min(avail_w // max(1, longest * _GLYPH_W), avail_h // (len(lines) * 10), 12)
-        key = (scale, -len(lines))
-        if best is None or key > (best[0], best[1]):
-            best = (scale, -len(lines), lines)
-    assert best is not None
-    return best[2], max(2, best[0])
-
-
-def render_png(prompt: str, aspect_ratio: str | None) -> bytes:
-    """A deterministic, prompt-dependent placeholder PNG of ``image_size(aspect_ratio)`` pixels."""
-    w, h = image_size(aspect_ratio)
-    d = _digest(prompt)
-    theme = _Theme(d)
-    rows = _PATTERNS[d[3] % len(_PATTERNS)](w, h, d)
-
-    # Card text: a small header, the prompt (wrapped, large) and a small footer with the seed.
-    body = _sanitize(prompt, 40) or "(EMPTY PROMPT)"
-    lines, scale = _layout_prompt(body, w * 80 // 100, h * 45 // 100)
-    header = "MOCKGEN PREVIEW"
-    footer = f"SEED {d[:4].hex().upper()} - {w}X{h}"
-    small = max(2, min(round(scale / 2.6), w * 80 // 100 // (len(footer) * _GLYPH_W)))
-    items: list[tuple[str, int, int]] = [(header, small, _ACCENT)]
-    items += [(line, scale, _INK) for line in lines]
-    items.append((footer, small, _ACCENT2))
-    gaps = [small * 6] + [scale * 3] * (len(lines) - 1) + [scale * 4]
-    text_w = max(len(t) * _GLYPH_W * s - s for t, s, _ in items)
-    text_h = sum(_GLYPH_H * s for _, s, _ in items) + sum(gaps)
-    pad = max(16, scale * 4)
-    border = max(2, scale // 2)
-    pw, ph = min(w - 8, text_w + 2 * pad), min(h - 8, text_h + 2 * pad)
-    px0, py0 = (w - pw) // 2, (h - ph) // 2
-    px1, py1 = px0 + pw, py0 + ph
-    off = max(6, scale * 2)
-
-    # Per-row list of (x0, mask, colour) text overlays.
-    overlays: dict[int, tuple[int, bytes, int]] = {}
-    y = py0 + pad
-    for (text, s, colour), gap in zip(items, gaps + [0], strict=True):
-        masks = _text_masks(text, s)
-        tw = len(text) * _GLYPH_W * s - s
-        x0 = (w - tw) // 2
-        for r, mask in enumerate(masks):
-            for yy in range(y + r * s, y + (r + 1) * s):
-                overlays[yy] = (x0, mask[:tw], colour)
-        y += _GLYPH_H * s + gap
-
-    border_seg = bytes([_BORDER]) * pw
-    edge = bytes([_BORDER]) * border
-    for y in range(py0, min(h, py1 + off)):
-        row = bytearray(rows[y])
-        if y >= py0 + off:  # drop shadow, right of and below the card
-            sx0, sx1 = (px1 if y < py1 else px0 + off), min(w, px1 + off)
-            row[sx0:sx1] = row[sx0:sx1].translate(_SHADOW)
-        if y < py1:
-            if y < py0 + border or y >= py1 - border:
-                row[px0:px1] = border_seg
-            else:
-                row[px0:px1] = row[px0:px1].translate(_GLASS)
-                row[px0 : px0 + border] = edge
-                row[px1 - border : px1] = edge
-                over = overlays.get(y)
-                if over is not None:
-                    x0, mask, colour = over
-                    n = len(mask)
-                    seg = int.from_bytes(row[x0 : x0 + n], "big")
-                    m = int.from_bytes(mask, "big")
-                    ink = int.from_bytes(bytes([colour]) * n, "big")
-                    row[x0 : x0 + n] = ((seg & ~m) | (ink & m)).to_bytes(n, "big")
-        rows[y] = bytes(row)
-
-    # Filter type 0 (None) except rows equal to the previous one: type 2 (Up) turns those into
-    # zeros. Run-length deflate is fast and suits these flat colour runs.
-    zero_row = b"\x02" + bytes(w)
-    parts: list[bytes] = []
-    prev: bytes | None = None
-    for line in rows:
-        parts.append(zero_row if line == prev else b"\x00" + line)
-        prev = line
-    packer = zlib.compressobj(6, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
-    idat = packer.compress(b"".join(parts)) + packer.flush()
-    return b"".join(
-        (
-            b"\x89PNG\r\n\x1a\n",
-            _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0)),
-            _png_chunk(b"PLTE", _png_palette(theme)),
-            _png_chunk(b"IDAT", idat),
-            _png_chunk(b"IEND", b""),
-        )
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# MP4 clips: a tiny H.264 Constrained Baseline encoder
-# --------------------------------------------------------------------------------------------
-#
-# Frame 0 (IDR) paints a design in which every macroblock row is horizontally invariant except
-# a few macroblocks (the first column, the moving shapes, the caption): those are I_PCM, every
-# other macroblock is I_16x16 horizontal prediction with no residual, which reproduces the design
-# exactly. Later frames are P frames whose macroblock rows are either skipped or shifted
-# horizontally by an integer motion vector (P_L0_16x16, no residual): shapes bounce, a progress
-# bar grows from the left edge. No transforms, no drift, a few bytes per P frame.
 
 _FPS = 24
 _FRAMES = 48
@@ -542,7 +182,7 @@ class _Planes:
         self.cb = [bytearray(w // 2) for _ in range(h // 2)]
         self.cr = [bytearray(w // 2) for _ in range(h // 2)]
 
-    def fill(self, x0: int, x1: int, y0: int, y1: int, ycc: _RGB) -> None:
+    def fill(self, x0: int, x1: int, y0: int, y1: int, ycc: RGB) -> None:
         """Fill a rectangle given in luma coordinates (even bounds keep chroma exact)."""
         yv, cbv, crv = ycc
         for y in range(max(0, y0), min(self.h, y1)):
@@ -584,7 +224,7 @@ class _Planes:
         return False
 
 
-def _ycc(rgb: _RGB) -> _RGB:
+def _ycc(rgb: RGB) -> RGB:
     """BT.601 limited-range YCbCr."""
     r, g, b = rgb
     y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
@@ -626,9 +266,9 @@ def _shape_spans(kind: int, v: float, inset: float) -> list[tuple[float, float]]
     return [(16 - dx, 16 + dx)]
 
 
-def _draw_shape(planes: _Planes, kind: int, x0: int, y0: int, colour: _RGB) -> None:
+def _draw_shape(planes: _Planes, kind: int, x0: int, y0: int, colour: RGB) -> None:
     """A filled shape with a dark outline in the 32x32 box at (x0, y0) (even coordinates)."""
-    outline = _mix(colour, (0, 0, 0), 0.6)
+    outline = mix(colour, (0, 0, 0), 0.6)
     for inset, rgb in ((0.0, outline), (2.0, colour)):
         yv, cbv, crv = _ycc(rgb)
         for r in range(32):
@@ -718,8 +358,8 @@ def _p_slice_data(mb_w: int, mb_h: int, shifts: tuple[int, ...]) -> str:
 
 def _h264_frames(prompt: str, dw: int, dh: int) -> tuple[bytes, bytes, list[bytes]]:
     """SPS, PPS and one access unit (a single NAL unit) per frame."""
-    d = _digest(prompt)
-    theme = _Theme(d)
+    d = prompt_digest(prompt)
+    theme = Theme(d)
     cw, ch = (dw + 15) // 16 * 16, (dh + 15) // 16 * 16
     mb_w, mb_h = cw // 16, ch // 16
     planes = _Planes(cw, ch)
@@ -727,10 +367,10 @@ def _h264_frames(prompt: str, dw: int, dh: int) -> tuple[bytes, bytes, list[byte
     # Background: a vertical gradient (every row constant).
     top, bottom = theme.dark, theme.light
     for y in range(ch):
-        yv = _ycc(_mix(top, bottom, min(1.0, y / (dh - 1))))[0]
+        yv = _ycc(mix(top, bottom, min(1.0, y / (dh - 1))))[0]
         planes.y[y][:] = bytes([yv]) * cw
     for y in range(ch // 2):
-        _, cbv, crv = _ycc(_mix(top, bottom, min(1.0, (2 * y + 0.5) / (dh - 1))))
+        _, cbv, crv = _ycc(mix(top, bottom, min(1.0, (2 * y + 0.5) / (dh - 1))))
         planes.cb[y][:] = bytes([cbv]) * (cw // 2)
         planes.cr[y][:] = bytes([crv]) * (cw // 2)
 
@@ -743,10 +383,10 @@ def _h264_frames(prompt: str, dw: int, dh: int) -> tuple[bytes, bytes, list[byte
 
     # Caption: the prompt on a dark band in the last fully visible macroblock row.
     cap_y = caption_row * 16
-    planes.fill(0, cw, cap_y, cap_y + 16, _ycc(_mix(theme.dark, (0, 0, 0), 0.65)))
-    caption = _sanitize(prompt, max(4, (dw - 8) // 12)) or "MOCKGEN"
+    planes.fill(0, cw, cap_y, cap_y + 16, _ycc(mix(theme.dark, (0, 0, 0), 0.65)))
+    caption = sanitize(prompt, max(4, (dw - 8) // 12)) or "MOCKGEN"
     ink = bytes([_ycc(theme.ink)[0]])
-    for r, mask in enumerate(_text_masks(caption, 2)):
+    for r, mask in enumerate(text_masks(caption, 2)):
         for yy in (cap_y + 2 + 2 * r, cap_y + 3 + 2 * r):
             line = planes.y[yy]
             for x, bit in enumerate(mask, start=4):
@@ -763,7 +403,7 @@ def _h264_frames(prompt: str, dw: int, dh: int) -> tuple[bytes, bytes, list[byte
         my = 1 + ((free - 2) * k // (count - 1) if count > 1 else (free - 2) // 2)
         x0 = 16 * (d[8 + k] % (span // 16 + 1))
         speed = (2 + 2 * (d[18 + k] % 4)) * (1 if d[23 + k] % 2 else -1)
-        colour = _hsv(hue + 0.45 + 0.19 * k + d[28 + k % 4] / 2550, 0.62, 1.0)
+        colour = hsv(hue + 0.45 + 0.19 * k + d[28 + k % 4] / 2550, 0.62, 1.0)
         _draw_shape(planes, (d[13] + k) % 4, x0, my * 16, colour)
         shapes.append((my, x0, speed))
 
