@@ -44,7 +44,8 @@ MODELS: Final[dict[str, Model]] = {
         Model("nano-banana-2", "image", 8, "Nano Banana 2 (text / image to image)"),
     )
 }
-SEED_PRICED: Final = frozenset({"gpt-image-2"})  # the only price the seed shows (15, in its create answer)
+SEED_MODEL: Final = "gpt-image-2"  # the model of the seed's examples
+SEED_PRICED: Final = frozenset({SEED_MODEL})  # the only price the seed shows (15, in its create answer)
 
 # --- aspect ratios ----------------------------------------------------------------------------
 
