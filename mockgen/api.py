@@ -124,6 +124,7 @@ def submitted_compat(task_id: str, request_id: str, credits: int) -> bytes:
 
 
 _DATA_AT = len(b'{"code":200,"msg":"ok",')  # where '"data":' starts in every poll answer (all ASCII before it)
+_OK = dumps(Msg.OK)
 
 
 def polled_compat(data: dict[str, Any], failure: str | None) -> bytes:
@@ -135,7 +136,7 @@ def polled_compat(data: dict[str, Any], failure: str | None) -> bytes:
         fields = body[_DATA_AT + 8 : -2]
     else:
         fields = dumps({k: data[k] for k in POLL_KEYS})[1:-1]
-    msg = dumps(failure or Msg.GENERATION_FAILED) if data["task_status"] == FAILED else b'"ok"'
+    msg = dumps(failure or Msg.GENERATION_FAILED) if data["task_status"] == FAILED else _OK
     return b'{"code":200,"msg":%s,%s,%s}' % (msg, body[_DATA_AT:-1], fields)
 
 
