@@ -18,6 +18,8 @@ from .spec import (
     ENVELOPE_KEYS,
     FAILED,
     FILES_PATH,
+    KEY_LENGTH,
+    KEY_PATTERN,
     KINDS,
     MODELS,
     POLL_KEYS,
@@ -49,7 +51,7 @@ FAULTS = {
     503: "Unavailable (an injected fault): retry after Retry-After seconds",
     504: "Gateway timeout (an injected fault, or an answer lost after the task was created and charged)",
 }
-KEY = {"type": "string", "pattern": "^sk-[A-Za-z0-9]{32}$", "minLength": 35, "maxLength": 35}
+KEY = {"type": "string", "pattern": f"^{KEY_PATTERN}$", "minLength": KEY_LENGTH, "maxLength": KEY_LENGTH}
 # What backend.URL_RE accepts: a scheme, then a host that does not start with '/', '$', '.', '?' or '#'.
 IMAGE_URL = {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/$.?#]\\S*$", "maxLength": 2048}
 TEN_YEARS = 10 * 365 * 86_400

@@ -14,14 +14,14 @@ from typing import Any, Literal, Protocol
 import yaml
 
 from .errors import ScenarioError, ScenarioIssue
-from .spec import MODELS, Kind, Msg
+from .spec import KEY_PATTERN, MODELS, Kind, Msg
 
 TaskType = Kind
 Progress = Literal["time", "polls", "manual"]
 Envelope = Literal["documented", "compat"]
 ENVELOPES: tuple[Envelope, ...] = ("documented", "compat")
 OUTCOMES = ("success", "failed")
-KEY_RE = re.compile(r"sk-[A-Za-z0-9]{32}")
+KEY_RE = re.compile(KEY_PATTERN)
 FAULT_STATUSES = frozenset({400, 403, 408, 409, 429, 500, 502, 503, 504})
 LOST_STATUSES = frozenset({500, 502, 503, 504})  # what a gateway answers when it loses the service's answer
 ROUTES = ("create", "query", "files", "any")

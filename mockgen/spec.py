@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from typing import Final, Literal, NamedTuple
 
+# --- auth: every request carries "Authorization: Bearer sk-<32 letters or digits>" ------------------
+
+KEY_PATTERN: Final = r"sk-[A-Za-z0-9]{32}"
+KEY_LENGTH: Final = 35
+
 # --- paths ------------------------------------------------------------------------------------
 
 TASKS_PREFIX: Final = "/api/v1/tasks/"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,14 @@ def test_the_control_api_s_kinds_and_statuses_are_spec_s() -> None:
     view = SCHEMAS["TaskView"]["properties"]
     assert view["status"]["enum"] == list(STATUSES) and view["task_type"]["enum"] == list(KINDS)
     assert SCHEMAS["StateTask"]["properties"]["aspect_ratio"]["enum"] == list(RATIOS)
+
+
+def test_a_key_is_spec_s_pattern_everywhere(client: Client) -> None:
+    key = SCHEMAS["Account"]["properties"]["key"]
+    assert key["pattern"] == f"^{spec.KEY_PATTERN}$" and key["minLength"] == key["maxLength"] == spec.KEY_LENGTH
+    assert re.fullmatch(spec.KEY_PATTERN, AUTH["Authorization"].removeprefix("Bearer ")) and spec.KEY_LENGTH == 35
+    short = client.post(CREATE_PATH, json={}, headers={"Authorization": "Bearer sk-" + "a" * 31})
+    assert short.status_code == spec.CODE_AUTH and short.json()["msg"] == Msg.BAD_KEY
 
 
 def test_the_compat_document_repeats_the_poll_keys_at_the_top_level() -> None:
