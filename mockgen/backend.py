@@ -16,7 +16,7 @@ from .clock import Clock, ManualClock, SystemClock
 from .errors import ApiError, ControlError
 from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Ledger, LedgerEntry, Plan, Task
 from .scenario import ENVELOPES, KEY_RE, MAX_INT, Behaviour, Fault, Match, ModelSpec, Scenario
-from .spec import DEFAULT_RATIO, FILES_PREFIX, KIND_RATIOS, RATIOS, REQUEST_ID_PREFIX, Msg
+from .spec import DEFAULT_RATIO, FILES_PREFIX, KIND_RATIOS, KINDS, RATIOS, REQUEST_ID_PREFIX, Msg
 from .store import MemoryStore, Store
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -754,7 +754,7 @@ ACCOUNT_REQUIRED = {"key", "credits", "ledger"}
 LEDGER_FIELDS = {"kind": _one_of("charge", "refund", "topup"), "amount": INT, "at": NUMBER, "task_id": _or_null(STR)}
 LEDGER_REQUIRED = {"kind", "amount", "at"}
 TASK_CHECKS = {
-    "task_id": TASK_ID, "key": KEY, "model_id": STR, "task_type": _one_of("image", "video"), "prompt": STR,
+    "task_id": TASK_ID, "key": KEY, "model_id": STR, "task_type": _one_of(*KINDS), "prompt": STR,
     "aspect_ratio": _one_of(*RATIOS), "image_urls": STRINGS, "credits": COUNT, "created_at": NUMBER,
     "request_id": STR, "running_at": NUMBER, "finish_at": _or_null(NUMBER), "outcome": OUTCOME,
     "failure_message": STR, "progress": _one_of("time", "polls", "manual"), "polls_queued": COUNT,
