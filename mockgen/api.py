@@ -16,19 +16,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .backend import NO_PROBE, NO_STEERING, Backend, Msg, Probe, Steering, Submit
+from .backend import NO_PROBE, NO_STEERING, Backend, Probe, Steering, Submit
 from .errors import ApiError
 from .faults import fault_response, find_fault, lost_response
 from .http import JSON_HEADER, BodyTooLarge, dumps, note_scope, parse_json, receive_body
-from .models import FAILED
-from .scenario import DEFAULT_FAILURE_MESSAGE, Fault
-
-TASKS_PREFIX = "/api/v1/tasks/"
-# The keys of a poll's data, in the order Backend.task_data gives them (tests/test_hardening.py checks).
-POLL_KEYS = (
-    "task_id", "task_status", "task_type", "model_id", "image_url", "video_url", "audio_url", "credits", "created_at",
-)  # fmt: skip
-CREATE_PATH = "/api/v1/tasks/create"
+from .scenario import Fault
+from .spec import CREATE_PATH, FAILED, POLL_KEYS, QUERY_PATH, Msg
 
 
 def base_url(request: Request) -> str:
@@ -131,6 +124,7 @@ def submitted_compat(task_id: str, request_id: str, credits: int) -> bytes:
 
 
 _DATA_AT = len(b'{"code":200,"msg":"ok",')  # where '"data":' starts in every poll answer (all ASCII before it)
+_OK = dumps(Msg.OK)
 
 
 def polled_compat(data: dict[str, Any], failure: str | None) -> bytes:
@@ -142,7 +136,7 @@ def polled_compat(data: dict[str, Any], failure: str | None) -> bytes:
         fields = body[_DATA_AT + 8 : -2]
     else:
         fields = dumps({k: data[k] for k in POLL_KEYS})[1:-1]
-    msg = dumps(failure or DEFAULT_FAILURE_MESSAGE) if data["task_status"] == FAILED else b'"ok"'
+    msg = dumps(failure or Msg.GENERATION_FAILED) if data["task_status"] == FAILED else _OK
     return b'{"code":200,"msg":%s,%s,%s}' % (msg, body[_DATA_AT:-1], fields)
 
 
@@ -303,5 +297,5 @@ class GetTask:
 
 routes = [
     Route(CREATE_PATH, CreateTask(), methods=["POST"], name="create_task"),
-    Route("/api/v1/tasks/{task_id}", GetTask(), methods=["GET"], name="get_task"),
+    Route(QUERY_PATH, GetTask(), methods=["GET"], name="get_task"),
 ]

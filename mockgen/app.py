@@ -32,6 +32,7 @@ from .journal import MAX_BYTES as JOURNAL_BYTES
 from .models import SUCCEEDED
 from .openapi import build_openapi
 from .scenario import Scenario, load_scenario
+from .spec import CREATE_PATH, FILES_PATH, TASKS_PREFIX, Msg
 from .store import MemoryStore
 
 __all__ = ["create_app"]
@@ -70,9 +71,9 @@ async def not_found(request: Request, exc: Exception) -> Response:
     if _is_control(path):
         return json_response({"error": f"no control route {method} {path}"}, status, headers)
     if status == 405:
-        msg = f"Method {method} is not allowed on {path}."
+        msg = Msg.BAD_METHOD.format(method=method, path=path)
     else:
-        msg = f"No route {method} {path}. The API has POST /api/v1/tasks/create and GET /api/v1/tasks/{{task_id}}."
+        msg = Msg.NO_ROUTE.format(method=method, path=path)
     note(request, error=msg)
     return json_response({"code": status, "msg": msg, "data": None}, status, headers)
 
@@ -134,7 +135,7 @@ def _result_file(request: Request, backend: Backend) -> Response:
     expected = "mp4" if task and task.task_type == "video" else "png"
     if task is None or ext != expected or task.final_status != SUCCEEDED:
         note(request, error="no such result file")
-        return envelope(404, f"No result file {name}: the task does not exist or has not succeeded.", None, 404)
+        return envelope(404, Msg.NO_FILE.format(name=name), None, 404)
     render = media.render_mp4 if ext == "mp4" else media.render_png
     # Keyed by what the file is made of, not its name: after a reset a seeded scenario hands out the
     # same task ids again, for other prompts.
@@ -392,17 +393,17 @@ class MockgenApp(Starlette):
         if (
             hot is not None
             and scope["type"] == "http"
-            and scope["path"].startswith(api.TASKS_PREFIX)
+            and scope["path"].startswith(TASKS_PREFIX)
             and not scope.get("root_path")
             and len(self.user_middleware) == self.hot_middleware
         ):
             path, method = scope["path"], scope["method"]
-            task_id = path[len(api.TASKS_PREFIX) :]
+            task_id = path[len(TASKS_PREFIX) :]
             answer = None
             if method == "GET" and task_id and "/" not in task_id:
                 scope["path_params"] = {"task_id": task_id}  # as the route's {task_id} would match it
                 answer = hot[1]
-            elif method == "POST" and path == api.CREATE_PATH:
+            elif method == "POST" and path == CREATE_PATH:
                 answer = hot[2]
             if answer is not None:
                 scope["app"] = self
@@ -464,7 +465,7 @@ def create_app(
     backend = Backend(scenario, clock=clock, envelope=envelope, store=store)
     routes = [
         *api.routes,
-        Route("/files/{name}", result_file, methods=["GET", "HEAD"]),
+        Route(FILES_PATH, result_file, methods=["GET", "HEAD"]),
         Route("/openapi.json", openapi_document, methods=["GET"]),
         *control.routes,
         Route("/", dashboard),

@@ -15,9 +15,9 @@ from typing import Any, NamedTuple, NoReturn
 
 from .clock import Clock, ManualClock, check_clock, make_clock
 from .errors import ApiError, ControlError
-from .media import ASPECT_RATIOS
 from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Ledger, LedgerEntry, Plan, Task
 from .scenario import ENVELOPES, KEY_RE, MAX_INT, MAX_TIME, Behaviour, Fault, Match, ModelSpec, Scenario
+from .spec import DEFAULT_RATIO, FILES_PREFIX, KIND_RATIOS, KINDS, RATIOS, REQUEST_ID_PREFIX, Msg
 from .store import MemoryStore, Store
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -25,48 +25,9 @@ ID_ALPHABET = string.ascii_lowercase + string.digits
 ID_BYTES = bytes(ord(ID_ALPHABET[b % len(ID_ALPHABET)]) for b in range(256))
 KEY_ALPHABET = string.ascii_letters + string.digits
 URL_RE = re.compile(r"https?://[^\s/$.?#][^\s]*", re.IGNORECASE)
-DEFAULT_RATIO = {"image": "1:1", "video": "16:9"}
 MAX_BUCKETS = 100_000  # rate-limit buckets kept (fault, key); see Backend._take_token
-
-
-class Msg:
-    """Every message the public contract sends, in one place."""
-
-    SUBMITTED = "提交成功,等待生成"  # the seed's text, with an ASCII comma
-    OK = "ok"
-    NO_AUTH = "Missing Authorization header: send 'Authorization: Bearer sk-...' with your API key."
-    BAD_SCHEME = "Authorization must use the Bearer scheme: 'Authorization: Bearer sk-...'."
-    BAD_KEY = "Malformed API key: expected 'sk-' followed by 32 letters or digits."
-    UNKNOWN_KEY = "Unknown API key: this key is not registered. Use a key from your account page."
-    NOT_JSON = "Request body is not valid JSON: {detail}. Send a JSON object with model_id and prompt."
-    NOT_OBJECT = 'Request body must be a JSON object like {{"model_id": ..., "prompt": ...}}, not {kind}.'
-    NO_MODEL = "model_id is required. Use one of: {models}."
-    BAD_MODEL = "Unknown model_id {value}. Use one of: {models}."
-    NO_PROMPT = "prompt is required and must be a non-empty string."
-    LONG_PROMPT = "prompt is too long: {length} characters (the limit is {limit})."
-    BAD_RATIO = "aspect_ratio {value} is not supported. Use one of: {ratios}."
-    BAD_IMAGES = "image_urls must be a list of http(s) URLs; {detail}."
-    NO_CREDITS = "Insufficient credits: this task costs {cost} and the balance is {balance}. Top up to continue."
-    NOT_FOUND = "Task not found: {task_id}. Check the task_id returned by /api/v1/tasks/create."
-    BAD_STEER = "{header} must be {expected}, not {value!r}."
-    # ...and two of the control API, whose bounds a person meets
-    WAITERS_FULL = (
-        "{limit} long-polls are waiting already (the limit): retry after Retry-After seconds, or wait for "
-        "several requests in one long-poll (count=N, path=/api/v1/*)."
-    )
-    NEXT_FULL = (
-        "The queue of next outcomes holds {limit} entries (the limit): submits use them up, "
-        "DELETE /_mock/next empties it, and so does POST /_mock/reset."
-    )
-    TOO_MANY_ACCOUNTS = (
-        "The mock holds {limit} accounts, its limit: a new key cannot be charged or topped up (existing accounts"
-        " keep working). Restart with a higher --max-accounts (MOCKGEN_MAX_ACCOUNTS), or reset the world."
-    )
-    TOO_MANY_TASKS = (
-        "The mock holds {limit} unfinished tasks, its limit (--max-tasks): none can be dropped while a client"
-        " may still poll it. Let some finish, resolve them, or restart with a higher --max-tasks (MOCKGEN_MAX_TASKS)."
-    )
-    RESET = "The mock was reset while this request was in flight; retry."
+# The ratios a create may send for each kind, for one hash lookup per submit.
+_RATIOS = {kind: frozenset(ratios) for kind, ratios in KIND_RATIOS.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,8 +317,9 @@ class Backend:
         ratio = body.get("aspect_ratio")
         if ratio is None:
             ratio = DEFAULT_RATIO[model.task_type]
-        elif not isinstance(ratio, str) or ratio not in ASPECT_RATIOS:
-            raise ApiError(Msg.BAD_RATIO.format(value=_show(ratio), ratios=", ".join(ASPECT_RATIOS)))
+        elif not isinstance(ratio, str) or ratio not in _RATIOS[model.task_type]:
+            ratios = ", ".join(KIND_RATIOS[model.task_type])
+            raise ApiError(Msg.BAD_RATIO.format(value=_show(ratio), ratios=ratios))
         urls = body.get("image_urls")
         if urls is None or urls == []:
             return Submit(model.model_id, prompt, ratio, ())
@@ -466,7 +428,7 @@ class Backend:
             chars = self.rng.randbytes(24).translate(ID_BYTES).decode("ascii")
             task_id = chars[:12]
             if self.store.get_task(task_id) is None:
-                return task_id, "kie_" + chars[12:]
+                return task_id, REQUEST_ID_PREFIX + chars[12:]
 
     def query(self, account: Account, task_id: str) -> Task:
         """A task of this account, brought up to date; another account's task is 'not found'."""
@@ -677,7 +639,7 @@ class Backend:
         if task.plan.results == "cdn":
             base = self.scenario.cdn_base or f"https://cdn.{self.faker.domain_name()}"
             return f"{base.rstrip('/')}/{task_type}s/{task.task_id}.{ext}"
-        return f"{base_url.rstrip('/')}/files/{task.task_id}.{ext}"
+        return f"{base_url.rstrip('/')}{FILES_PREFIX}{task.task_id}.{ext}"
 
     def task_data(self, task: Task, base_url: str) -> dict[str, Any]:
         """The ``data`` of a query answer, exactly the contract's keys (plus a rule's extras)."""
@@ -894,8 +856,8 @@ ACCOUNT_REQUIRED = {"key", "credits", "ledger"}
 LEDGER_FIELDS = {"kind": _one_of("charge", "refund", "topup"), "amount": INT, "at": NUMBER, "task_id": _or_null(STR)}
 LEDGER_REQUIRED = {"kind", "amount", "at"}
 TASK_CHECKS = {
-    "task_id": TASK_ID, "key": KEY, "model_id": STR, "task_type": _one_of("image", "video"), "prompt": STR,
-    "aspect_ratio": _one_of(*ASPECT_RATIOS), "image_urls": STRINGS, "credits": COUNT, "created_at": NUMBER,
+    "task_id": TASK_ID, "key": KEY, "model_id": STR, "task_type": _one_of(*KINDS), "prompt": STR,
+    "aspect_ratio": _one_of(*RATIOS), "image_urls": STRINGS, "credits": COUNT, "created_at": NUMBER,
     "request_id": STR, "running_at": NUMBER, "finish_at": _or_null(NUMBER), "outcome": OUTCOME,
     "failure_message": STR, "progress": _one_of("time", "polls", "manual"), "polls_queued": COUNT,
     "polls_running": COUNT, "polls": COUNT, "final_status": _one_of(0, SUCCEEDED, FAILED),

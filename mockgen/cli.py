@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from .errors import ControlError, ScenarioError
+from .spec import CREATE_PATH, SEED_MODEL
 
 ENV = "MOCKGEN"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -170,7 +171,7 @@ def serve(
     base = public_url.rstrip("/") if public_url else f"http://{shown_host}:{port}"
     key = backend.ready_key()
     click.echo(f"mockgen {backend.scenario.name!r} scenario, {backend.clock.kind} clock")
-    click.echo(f"  API        {base}/api/v1/tasks/create")
+    click.echo(f"  API        {base}{CREATE_PATH}")
     click.echo(f"  key        {key}")
     click.echo(f"  dashboard  {base}/")
     click.echo(f"  control    {base}/_mock/health")
@@ -257,7 +258,7 @@ UNREACHABLE = 3  # `mockgen contract`'s exit status when nothing answers at the 
 @option("--base-url", envvar="MOCKGEN_CONTRACT_URL", required=True, help="The server to check.")
 @option("--key", envvar="MOCKGEN_CONTRACT_KEY", required=True, help="An API key of that server.")
 @click.option("--allow-charges", is_flag=True, help="Submit paid tasks on a non-local server.")
-@click.option("--model", default="gpt-image-2", help="The model of the paid task.")
+@click.option("--model", default=SEED_MODEL, help="The model of the paid task.")
 @click.option("--timeout", default=120.0, type=click.FloatRange(min=0), help="Seconds to wait for a task to finish.")
 @click.option("--interval", default=1.0, type=click.FloatRange(min=0.01), help="Seconds between polls.")
 @option("--admin-token", envvar="MOCKGEN_ADMIN_TOKEN", default=None, help="For a mockgen's /_mock/ API.")
@@ -268,7 +269,7 @@ def contract(
 
     Exit 0 when it matches, 1 on drift, 3 when nothing answers at the URL.
     """
-    from .contract import run_contract
+    from .conformance import run_contract
     from .journal import mask_key
 
     click.echo(f"mockgen contract: {base_url} with key {mask_key(key)}")

@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .api import TASKS_PREFIX
 from .errors import ApiError
 from .http import json_response, note_scope
+from .spec import TASKS_PREFIX
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})

@@ -7,11 +7,33 @@ from typing import Any
 
 from .backend import TASK_CHECKS, TASK_REQUIRED
 from .scenario import MAX_INT, Scenario, bundled_names
+from .spec import (
+    CODE_AUTH,
+    CODE_FAILED,
+    CODE_OK,
+    CREATE_FIELDS,
+    CREATE_KEYS,
+    CREATE_PATH,
+    CREATE_REQUIRED,
+    ENVELOPE_KEYS,
+    FAILED,
+    FILES_PATH,
+    KEY_LENGTH,
+    KEY_PATTERN,
+    KINDS,
+    MODELS,
+    POLL_KEYS,
+    QUERY_PATH,
+    QUEUED,
+    RATIOS,
+    RESULT_FIELD,
+    STATUSES,
+    SUCCEEDED,
+    Msg,
+)
 
 Schema = dict[str, Any]
-SEED_MODELS = ("seedance-2", "gpt-image-2", "nano-banana-2")
-SEED_RATIOS = ("1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "21:9")
-SUBMITTED = "提交成功,等待生成"  # the seed's text, with an ASCII comma (the same as backend.Msg.SUBMITTED)
+_STATUS_TEXT = ", ".join(f"{code} {name}" for code, name in STATUSES.items())  # "1 queued, 2 running, ..."
 JSON = "application/json"
 ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"}  # a task id or a key: one path segment
 
@@ -29,7 +51,7 @@ FAULTS = {
     503: "Unavailable (an injected fault): retry after Retry-After seconds",
     504: "Gateway timeout (an injected fault, or an answer lost after the task was created and charged)",
 }
-KEY = {"type": "string", "pattern": "^sk-[A-Za-z0-9]{32}$", "minLength": 35, "maxLength": 35}
+KEY = {"type": "string", "pattern": f"^{KEY_PATTERN}$", "minLength": KEY_LENGTH, "maxLength": KEY_LENGTH}
 # What backend.URL_RE accepts: a scheme, then a host that does not start with '/', '$', '.', '?' or '#'.
 IMAGE_URL = {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/$.?#]\\S*$", "maxLength": 2048}
 TEN_YEARS = 10 * 365 * 86_400
@@ -46,11 +68,12 @@ def _null(schema: Schema) -> Schema:
 
 
 def _envelope(code: Schema, data: Schema, msg: Schema | None = None) -> Schema:
+    code_key, msg_key, data_key = ENVELOPE_KEYS
     return {
         "type": "object",
-        "required": ["code", "msg", "data"],
+        "required": list(ENVELOPE_KEYS),
         "additionalProperties": False,
-        "properties": {"code": code, "msg": msg or {"type": "string", "minLength": 1}, "data": data},
+        "properties": {code_key: code, msg_key: msg or {"type": "string", "minLength": 1}, data_key: data},
     }
 
 
@@ -71,61 +94,53 @@ def _contract_schemas(
     models: list[str], ratios: list[str], max_prompt: int, max_urls: int, extras: set[str]
 ) -> dict[str, Schema]:
     nullable_url = {"type": ["string", "null"]}
-    task_props: dict[str, Schema] = {
+    poll_schemas: dict[str, Schema] = {
         "task_id": {"type": "string", "minLength": 1},
-        "task_status": {"enum": [1, 2, 3, 4], "description": "1 queued, 2 running, 3 success, 4 failed"},
-        "task_type": {"enum": ["image", "video"]},
+        "task_status": {"enum": list(STATUSES), "description": _STATUS_TEXT},
+        "task_type": {"enum": list(KINDS)},
         "model_id": {"type": "string", "minLength": 1},
-        "image_url": nullable_url,
-        "video_url": nullable_url,
+        **dict.fromkeys(RESULT_FIELD.values(), nullable_url),
         "audio_url": nullable_url,
         "credits": {"type": "integer", "minimum": 0},
         "created_at": {"type": "integer", "description": "Unix seconds"},
+    }
+    task_props = {name: poll_schemas[name] for name in POLL_KEYS}  # spec's keys, in its order
+    create_schemas: dict[str, Schema] = {
+        "task_id": {"type": "string", "minLength": 1},
+        "request_id": {"type": "string", "minLength": 1},
+        "credits": {"type": "integer", "minimum": 0},
+    }
+    request_schemas: dict[str, Schema] = {
+        "model_id": {"type": "string", "enum": models},
+        # Not only whitespace: a blank prompt is refused like a missing one.
+        "prompt": {"type": "string", "minLength": 1, "maxLength": max_prompt, "pattern": "\\S"},
+        "image_urls": _null({"type": "array", "maxItems": max_urls, "items": IMAGE_URL}),
+        "aspect_ratio": _null({"type": "string", "enum": ratios}),
     }
     # A rule's `extra` fields are added to a task's data (one may even replace a contract field).
     task_props.update({name: {"description": "an extra field of a scenario rule"} for name in sorted(extras)})
     return {
         "CreateRequest": {
             "type": "object",
-            "required": ["model_id", "prompt"],
-            "properties": {
-                "model_id": {"type": "string", "enum": models},
-                # Not only whitespace: a blank prompt is refused like a missing one.
-                "prompt": {"type": "string", "minLength": 1, "maxLength": max_prompt, "pattern": "\\S"},
-                "image_urls": _null({"type": "array", "maxItems": max_urls, "items": IMAGE_URL}),
-                "aspect_ratio": _null({"type": "string", "enum": ratios}),
-            },
+            "required": list(CREATE_REQUIRED),
+            "properties": {name: request_schemas[name] for name in CREATE_FIELDS},
         },
         "CreateData": {
             "type": "object",
-            "required": ["task_id", "request_id", "credits"],
+            "required": list(CREATE_KEYS),
             "additionalProperties": False,
-            "properties": {
-                "task_id": {"type": "string", "minLength": 1},
-                "request_id": {"type": "string", "minLength": 1},
-                "credits": {"type": "integer", "minimum": 0},
-            },
+            "properties": {name: create_schemas[name] for name in CREATE_KEYS},
         },
-        "CreateSuccess": _envelope({"const": 200}, _ref("CreateData"), {"const": SUBMITTED}),
+        "CreateSuccess": _envelope({"const": CODE_OK}, _ref("CreateData"), {"const": Msg.SUBMITTED}),
         "TaskData": {
             "type": "object",
-            "required": [
-                "task_id",
-                "task_status",
-                "task_type",
-                "model_id",
-                "image_url",
-                "video_url",
-                "audio_url",
-                "credits",
-                "created_at",
-            ],  # fmt: skip
+            "required": list(POLL_KEYS),
             "additionalProperties": False,
             "properties": task_props,
         },
-        "QuerySuccess": _envelope({"const": 200}, _ref("TaskData"), {"const": "ok"}),
-        "BusinessError": _envelope({"const": 0}, {"type": "null"}),
-        "AuthError": _envelope({"const": 401}, {"type": "null"}),
+        "QuerySuccess": _envelope({"const": CODE_OK}, _ref("TaskData"), {"const": Msg.OK}),
+        "BusinessError": _envelope({"const": CODE_FAILED}, {"type": "null"}),
+        "AuthError": _envelope({"const": CODE_AUTH}, {"type": "null"}),
         "HttpError": _envelope({"type": "integer"}, {"type": "null"}),
         "CreateResponse": {"oneOf": [_ref("CreateSuccess"), _ref("BusinessError")]},
         "QueryResponse": {"oneOf": [_ref("QuerySuccess"), _ref("BusinessError")]},
@@ -184,9 +199,9 @@ def _control_schemas(models: list[str], ratios: list[str], scenarios: list[str])
             key=s,
             account=_null(s),
             request_id=s,
-            status={"type": "integer", "enum": [1, 2, 3, 4]},
+            status={"type": "integer", "enum": list(STATUSES)},
             request=_ref("TaskRequest"),
-            task_type={"type": "string", "enum": ["image", "video"]},
+            task_type={"type": "string", "enum": list(KINDS)},
             credits=count,
             planned_outcome=outcome,
             failure_message=_null(s),
@@ -219,7 +234,7 @@ def _control_schemas(models: list[str], ratios: list[str], scenarios: list[str])
             count=count,
             requests={"type": "array", "items": _ref("JournalEntry")},
         ),
-        "ModelInfo": _obj(("task_type", "cost"), task_type={"type": "string", "enum": ["image", "video"]}, cost=i),
+        "ModelInfo": _obj(("task_type", "cost"), task_type={"type": "string", "enum": list(KINDS)}, cost=i),
         "ScenarioInfo": _obj(
             ("name", "clock", "auth_mode", "models", "rules", "faults"),
             name=s,
@@ -307,7 +322,7 @@ def _state_task_field(name: str, ratios: list[str]) -> Schema:
     known: dict[str, Schema] = {
         "task_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$", "maxLength": 64},
         "key": KEY,
-        "task_type": {"enum": ["image", "video"]},
+        "task_type": {"enum": list(KINDS)},
         "aspect_ratio": {"enum": ratios},
         "image_urls": {"type": "array", "items": s},
         "credits": count,
@@ -316,7 +331,7 @@ def _state_task_field(name: str, ratios: list[str]) -> Schema:
         "polls": count,
         "outcome": {"enum": ["success", "failed"]},
         "progress": {"enum": ["time", "polls", "manual"]},
-        "final_status": {"enum": [0, 3, 4]},
+        "final_status": {"enum": [0, SUCCEEDED, FAILED]},
         "results": {"enum": ["local", "cdn"]},
         "extra": _null({"type": "object"}),
         **dict.fromkeys(("model_id", "prompt", "request_id", "failure_message"), s),
@@ -353,7 +368,7 @@ def _public_paths(custom_bodies: bool) -> dict[str, Any]:
     faults = _fault_responses(custom_bodies)
     task_id = {"operationId": "getTask", "parameters": {"task_id": "$response.body#/data/task_id"}}
     return {
-        "/api/v1/tasks/create": {
+        CREATE_PATH: {
             "post": {
                 "tags": ["contract"],
                 "operationId": "createTask",
@@ -384,7 +399,7 @@ def _public_paths(custom_bodies: bool) -> dict[str, Any]:
                 },
             }
         },
-        "/api/v1/tasks/{task_id}": {
+        QUERY_PATH: {
             "get": {
                 "tags": ["contract"],
                 "operationId": "getTask",
@@ -401,7 +416,7 @@ def _public_paths(custom_bodies: bool) -> dict[str, Any]:
                 },
             }
         },
-        "/files/{name}": {
+        FILES_PATH: {
             "get": {
                 "tags": ["files"],
                 "operationId": "getResultFile",
@@ -659,7 +674,7 @@ def build_openapi(
     ``scenario`` (``envelope``, when given, is the one in force instead of the scenario's)."""
     from . import __version__
 
-    models = list(scenario.models) if scenario is not None else list(SEED_MODELS)
+    models = list(scenario.models if scenario is not None else MODELS)
     max_prompt = scenario.limits.max_prompt_length if scenario is not None else 4000
     max_urls = scenario.limits.max_image_urls if scenario is not None else 8
     rules = scenario.rules if scenario is not None else ()
@@ -685,8 +700,8 @@ def build_openapi(
         "paths": {**_public_paths(custom_bodies), **_control_paths()},
         "components": {
             "schemas": {
-                **_contract_schemas(models, list(SEED_RATIOS), max_prompt, max_urls, extras),
-                **_control_schemas(models, list(SEED_RATIOS), bundled_names()),
+                **_contract_schemas(models, list(RATIOS), max_prompt, max_urls, extras),
+                **_control_schemas(models, list(RATIOS), bundled_names()),
             },
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "sk- and 32 letters or digits"},
@@ -710,20 +725,21 @@ def add_compat_fields(doc: dict[str, Any]) -> None:
     def resolve(schema: Schema) -> Schema:
         return schemas[schema["$ref"].rsplit("/", 1)[-1]] if "$ref" in schema else schema
 
-    for path, method in (("/api/v1/tasks/create", "post"), ("/api/v1/tasks/{task_id}", "get")):
+    code_key, msg_key, data_key = ENVELOPE_KEYS
+    for path, method in ((CREATE_PATH, "post"), (QUERY_PATH, "get")):
         answer = resolve(doc["paths"][path][method]["responses"]["200"]["content"][JSON]["schema"])
         for success in map(resolve, answer.get("oneOf", [answer])):
             props = success.get("properties", {})
-            if props.get("code", {}).get("const") != 200 or "data" not in props:
+            if props.get(code_key, {}).get("const") != CODE_OK or data_key not in props:
                 continue  # a code-0 answer keeps the documented envelope
-            data = resolve(props["data"])
+            data = resolve(props[data_key])
             top = {k: v for k, v in data["properties"].items() if k not in props}
             required = [k for k in data.get("required", []) if k in top]
             if method == "post":
-                top["task_status"] = {"const": 1, "description": "1 queued (at the top level only)"}
+                top["task_status"] = {"const": QUEUED, "description": f"{QUEUED} queued (at the top level only)"}
                 required.append("task_status")
             else:
-                props["msg"] = {"type": "string", "minLength": 1, "description": "'ok', or a failed task's message"}
+                props[msg_key] = {"type": "string", "minLength": 1, "description": "'ok', or a failed task's message"}
             props.update(top)
             success["required"] = [*success.get("required", []), *required]
     doc["info"]["description"] += " Envelope in force: compat (code-200 answers repeat data's fields at the top level)."

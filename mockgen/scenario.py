@@ -14,18 +14,19 @@ from typing import Any, Literal, Protocol
 import yaml
 
 from .errors import ScenarioError, ScenarioIssue
+from .spec import KEY_PATTERN, MODELS, Kind, Msg
 
-TaskType = Literal["image", "video"]
+TaskType = Kind
 Progress = Literal["time", "polls", "manual"]
 Envelope = Literal["documented", "compat"]
 ENVELOPES: tuple[Envelope, ...] = ("documented", "compat")
 OUTCOMES = ("success", "failed")
-KEY_RE = re.compile(r"sk-[A-Za-z0-9]{32}")
+KEY_RE = re.compile(KEY_PATTERN)
 FAULT_STATUSES = frozenset({400, 403, 408, 409, 429, 500, 502, 503, 504})
 LOST_STATUSES = frozenset({500, 502, 503, 504})  # what a gateway answers when it loses the service's answer
 ROUTES = ("create", "query", "files", "any")
 
-DEFAULT_FAILURE_MESSAGE = "Generation failed: the model could not produce a result. Credits were refunded."
+DEFAULT_FAILURE_MESSAGE = Msg.GENERATION_FAILED
 
 
 # --- values -----------------------------------------------------------------------------------
@@ -138,11 +139,7 @@ class ModelSpec:
     running: Duration | None = None
 
 
-DEFAULT_MODELS: dict[str, ModelSpec] = {
-    "seedance-2": ModelSpec("seedance-2", "video", 60),
-    "gpt-image-2": ModelSpec("gpt-image-2", "image", 15),
-    "nano-banana-2": ModelSpec("nano-banana-2", "image", 8),
-}
+DEFAULT_MODELS: dict[str, ModelSpec] = {m.model_id: ModelSpec(m.model_id, m.task_type, m.cost) for m in MODELS.values()}
 
 
 @dataclass(frozen=True, slots=True)

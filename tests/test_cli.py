@@ -89,7 +89,7 @@ def test_serve_starts_a_real_server_prints_what_to_use_and_stops_on_sigterm() ->
 
 
 def test_serve_warns_when_the_control_api_is_open_to_the_network() -> None:
-    from mockgen.contract import is_loopback_host
+    from mockgen.conformance import is_loopback_host
 
     assert is_loopback_host("127.0.0.1") and is_loopback_host("::1") and is_loopback_host("localhost")
     assert not is_loopback_host("0.0.0.0") and not is_loopback_host("192.0.2.1")

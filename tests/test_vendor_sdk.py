@@ -26,7 +26,7 @@ from mockgen import create_app
 from mockgen.api import POLL_KEYS, polled, polled_compat, submitted, submitted_compat
 from mockgen.backend import Msg
 from mockgen.cli import main
-from mockgen.contract import Contract
+from mockgen.conformance import Contract
 from mockgen.errors import ScenarioError
 from mockgen.http import dumps
 from mockgen.openapi import build_openapi, response_schema

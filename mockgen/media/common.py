@@ -5,7 +5,9 @@ from __future__ import annotations
 import colorsys
 import hashlib
 
-ASPECT_RATIOS: dict[str, tuple[int, int]] = {
+from ..spec import DEFAULT_RATIO, RATIOS
+
+_SIZES: dict[str, tuple[int, int]] = {  # the pixels of each ratio the contract has (spec.RATIOS)
     "1:1": (1024, 1024),
     "16:9": (1280, 720),
     "9:16": (720, 1280),
@@ -15,7 +17,8 @@ ASPECT_RATIOS: dict[str, tuple[int, int]] = {
     "2:3": (768, 1152),
     "21:9": (1680, 720),
 }
-DEFAULT_ASPECT_RATIO = "1:1"
+ASPECT_RATIOS: dict[str, tuple[int, int]] = {ratio: _SIZES[ratio] for ratio in RATIOS}  # KeyError: a size to add
+DEFAULT_ASPECT_RATIO = DEFAULT_RATIO["image"]
 
 RGB = tuple[int, int, int]  # also (Y, Cb, Cr) in mp4
 

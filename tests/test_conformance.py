@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import mockgen
-from mockgen import contract as contract_module
+from mockgen import conformance
 from mockgen.cli import main
-from mockgen.contract import Answer, Contract, is_local
+from mockgen.conformance import Answer, Contract, is_local
 from mockgen.testing import MockServer
 
 from .test_openapi import jsonschema_errors
@@ -46,7 +46,7 @@ def test_every_answer_of_the_contract_checks_fits_the_openapi_document_by_jsonsc
 
     class Checked(Contract):
         def shape(self, answer: Answer, route: str, method: str) -> list[str]:
-            schema = contract_module.response_schema(self.doc, route, method, answer.status)
+            schema = conformance.response_schema(self.doc, route, method, answer.status)
             assert schema is not None and jsonschema_errors(answer.json(), schema) == [], answer.short()
             seen.append(answer.status)
             return super().shape(answer, route, method)
@@ -74,7 +74,7 @@ def test_a_wrong_key_fails_with_a_table_not_a_traceback(mock: MockServer) -> Non
 def test_a_non_local_server_gets_no_paid_task_without_allow_charges(
     mock: MockServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(contract_module, "is_local", lambda url: False)  # pretend; no network beyond loopback
+    monkeypatch.setattr(conformance, "is_local", lambda url: False)  # pretend; no network beyond loopback
     result = contract(mock.base_url, mock.api_key)
     assert result.exit_code == 0, result.output
     assert "SKIP" in result.output

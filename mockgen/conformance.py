@@ -1,4 +1,4 @@
-"""The contract's checks, run over HTTP against any server: mockgen itself, or the real service."""
+"""Conformance to the contract (spec.py), checked over HTTP against any server: mockgen, or the real service."""
 
 from __future__ import annotations
 
@@ -13,12 +13,25 @@ from typing import Any
 
 from .guard import is_loopback_host
 from .openapi import build_openapi, check, response_schema
+from .spec import (
+    CODE_AUTH,
+    CODE_FAILED,
+    CODE_OK,
+    CREATE_PATH,
+    ENVELOPE_KEYS,
+    FAILED,
+    FINAL_STATUSES,
+    MODELS,
+    QUERY_PATH,
+    RESULT_FIELD,
+    SEED_MODEL,
+    SEED_PRICED,
+    TASKS_PREFIX,
+    Msg,
+)
 
-CREATE, QUERY = "/api/v1/tasks/create", "/api/v1/tasks/{task_id}"
-SEED_PRICES = {"gpt-image-2": 15}  # the only price the seed shows; the others are mockgen's defaults
-DEFAULT_PRICES = {"gpt-image-2": 15, "nano-banana-2": 8, "seedance-2": 60}
-TASK_TYPES = {"gpt-image-2": "image", "nano-banana-2": "image", "seedance-2": "video"}
-MAGIC = {"image": (b"\x89PNG\r\n\x1a\n",), "video": (b"ftyp",)}
+_CODE, _MSG, _DATA = ENVELOPE_KEYS
+MAGIC = {"image": (b"\x89PNG\r\n\x1a\n",), "video": (b"ftyp",)}  # how a result file of each kind starts
 
 
 @dataclass
@@ -75,11 +88,12 @@ def is_local(base_url: str) -> bool:
 
 
 def credits_needed(model: str) -> str:
-    if model in SEED_PRICES:
-        return f"{SEED_PRICES[model]} credits (1 {model} task, at the seed's price)"
-    if model in DEFAULT_PRICES:
-        return f"about {DEFAULT_PRICES[model]} credits (1 {model} task, at mockgen's default price)"
-    return f"the price of 1 {model} task"
+    known = MODELS.get(model)
+    if known is None:
+        return f"the price of 1 {model} task"
+    if model in SEED_PRICED:
+        return f"{known.cost} credits (1 {model} task, at the seed's price)"
+    return f"about {known.cost} credits (1 {model} task, at mockgen's default price)"
 
 
 class Contract:
@@ -91,7 +105,7 @@ class Contract:
         key: str,
         *,
         allow_charges: bool = False,
-        model: str = "gpt-image-2",
+        model: str = SEED_MODEL,
         timeout: float = 120.0,
         interval: float = 1.0,
         admin_token: str | None = None,
@@ -129,10 +143,10 @@ class Contract:
 
     def create(self, body: dict[str, Any] | bytes, headers: dict[str, str] | None = None) -> Answer:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return self.call("POST", CREATE, raw, self.auth() if headers is None else headers)
+        return self.call("POST", CREATE_PATH, raw, self.auth() if headers is None else headers)
 
     def query(self, task_id: str, headers: dict[str, str] | None = None) -> Answer:
-        return self.call("GET", f"/api/v1/tasks/{urllib.parse.quote(task_id)}", None, headers or self.auth())
+        return self.call("GET", TASKS_PREFIX + urllib.parse.quote(task_id), None, headers or self.auth())
 
     # --- recording -----------------------------------------------------------------------------
 
@@ -162,14 +176,14 @@ class Contract:
         else:
             problems += self.shape(answer, route, method)
             body = answer.json()
-            if not problems and body["code"] != code:
+            if not problems and body[_CODE] != code:
                 problems.append(f"expected code {code}, got {answer.short()}")
-        return self.record(name, problems, f"HTTP {answer.status}, code {code}: {(answer.json() or {}).get('msg')}")
+        return self.record(name, problems, f"HTTP {answer.status}, code {code}: {(answer.json() or {}).get(_MSG)}")
 
     # --- the checks ----------------------------------------------------------------------------
 
     def run(self) -> Report:
-        probe = self.call("GET", "/api/v1/tasks/abcdef123456")  # needs no key, costs nothing
+        probe = self.call("GET", TASKS_PREFIX + "abcdef123456")  # needs no key, costs nothing
         if probe.status == 0:
             self.report.unreachable = probe.body.decode("utf-8", "replace").removeprefix("no answer: ")
             return self.report
@@ -206,9 +220,9 @@ class Contract:
             ("auth: create with a malformed key", {"Authorization": "Bearer sk-short"}),
         ]
         for name, headers in cases:
-            self.expect(name, self.create(body, headers), CREATE, "post", 401, 401)
-        answer = self.call("GET", "/api/v1/tasks/abcdef123456")
-        self.expect("auth: query without Authorization", answer, QUERY, "get", 401, 401)
+            self.expect(name, self.create(body, headers), CREATE_PATH, "post", 401, CODE_AUTH)
+        answer = self.call("GET", TASKS_PREFIX + "abcdef123456")
+        self.expect("auth: query without Authorization", answer, QUERY_PATH, "get", 401, CODE_AUTH)
 
     def check_business_failures(self) -> None:
         cases: list[tuple[str, dict[str, Any] | bytes]] = [
@@ -220,17 +234,17 @@ class Contract:
             ("business: malformed JSON", b'{"model_id": '),
         ]
         for name, body in cases:
-            self.expect(name, self.create(body), CREATE, "post", 200, 0)
-        self.expect("business: unknown task_id", self.query("zz0000000000"), QUERY, "get", 200, 0)
+            self.expect(name, self.create(body), CREATE_PATH, "post", 200, CODE_FAILED)
+        self.expect("business: unknown task_id", self.query("zz0000000000"), QUERY_PATH, "get", 200, CODE_FAILED)
 
     def check_lifecycle(self) -> None:
         answer = self.create({"model_id": self.model, "prompt": "contract check: a lighthouse at dawn"})
         envelope = self.envelope_of(answer.json())
         if envelope == "compat":  # check its answers against the document of a compat mockgen
             self.doc = build_openapi(envelope="compat")
-        if not self.expect("create: submit a task", answer, CREATE, "post", 200, 200):
+        if not self.expect("create: submit a task", answer, CREATE_PATH, "post", 200, CODE_OK):
             return
-        created = answer.json()["data"]
+        created = answer.json()[_DATA]
         task_id = created["task_id"]
         statuses, last = self.poll(task_id)
         if last is None:
@@ -238,15 +252,15 @@ class Contract:
         problems = []
         if any(b < a for a, b in zip(statuses, statuses[1:], strict=False)):
             problems.append(f"the status went backwards: {statuses}")
-        if statuses[-1] not in (3, 4):
+        if statuses[-1] not in FINAL_STATUSES:
             problems.append(f"no final status within {self.timeout} s: {statuses}")
-        data = last["data"]
+        data = last[_DATA]
         for key in ("task_id", "credits"):
             if data.get(key) != created.get(key):
                 problems.append(f"{key} is {data.get(key)!r} on query but {created.get(key)!r} on create")
         if data.get("model_id") != self.model:
             problems.append(f"model_id is {data.get('model_id')!r}, not {self.model!r}")
-        kind = TASK_TYPES.get(self.model)
+        kind = MODELS[self.model].task_type if self.model in MODELS else None
         if kind and data.get("task_type") != kind:
             problems.append(f"task_type is {data.get('task_type')!r}, not {kind!r}")
         seq = " -> ".join(str(s) for s in _runs(statuses))
@@ -258,10 +272,10 @@ class Contract:
     def envelope_of(body: Any) -> str | None:
         """Which shape a code-200 answer has: "documented" (the task's fields under data only),
         "compat" (every one of them also at the top level, equal), "mixed", or None (no such answer)."""
-        if not isinstance(body, dict) or body.get("code") != 200 or not isinstance(body.get("data"), dict):
+        if not isinstance(body, dict) or body.get(_CODE) != CODE_OK or not isinstance(body.get(_DATA), dict):
             return None
-        data = body["data"]
-        copied = [k for k in data if k in body and k not in ("code", "msg", "data")]
+        data = body[_DATA]
+        copied = [k for k in data if k in body and k not in ENVELOPE_KEYS]
         if not copied:
             return "documented"
         return "compat" if all(k in body and body[k] == v for k, v in data.items()) else "mixed"
@@ -275,7 +289,7 @@ class Contract:
                 f"the create answer is {created}, the last poll {polled}: neither the documented shape "
                 "(task fields under data only) nor compat (also at the top level) throughout"
             )
-        if polled == "compat" and last["data"].get("task_status") == 4 and last.get("msg") == "ok":
+        if polled == "compat" and last[_DATA].get("task_status") == FAILED and last.get(_MSG) == Msg.OK:
             problems.append("compat, but a failed task's msg is 'ok', not its failure message")
         detail = {
             "documented": "documented (task fields under data only)",
@@ -291,15 +305,15 @@ class Contract:
         while True:
             answer = self.query(task_id)
             problems = [f"expected HTTP 200, got {answer.short()}"] if answer.status != 200 else []
-            problems = problems or self.shape(answer, QUERY, "get")
+            problems = problems or self.shape(answer, QUERY_PATH, "get")
             body = answer.json()
-            if not problems and body["code"] != 200:
+            if not problems and body[_CODE] != CODE_OK:
                 problems.append(f"expected code 200, got {answer.short()}")
             if problems:
                 self.record("query: poll the task", problems)
                 return statuses, None
-            statuses.append(body["data"]["task_status"])
-            if statuses[-1] in (3, 4) or waited >= self.timeout:
+            statuses.append(body[_DATA]["task_status"])
+            if statuses[-1] in FINAL_STATUSES or waited >= self.timeout:
                 self.record("query: every poll fits the contract", [], f"{len(statuses)} polls")
                 return statuses, body
             if manual is not None:
@@ -320,15 +334,15 @@ class Contract:
 
     def check_result(self, data: dict[str, Any]) -> None:
         kind = data.get("task_type")
-        field_name, other = ("video_url", "image_url") if kind == "video" else ("image_url", "video_url")
+        field_name = RESULT_FIELD.get(str(kind), RESULT_FIELD["image"])
+        others = [f for f in RESULT_FIELD.values() if f != field_name]
         url = data.get(field_name)
-        if data.get("task_status") == 4:
-            problems = [f"{f} is set on a failed task" for f in ("image_url", "video_url") if data.get(f) is not None]
+        if data.get("task_status") == FAILED:
+            problems = [f"{f} is set on a failed task" for f in RESULT_FIELD.values() if data.get(f) is not None]
             self.record("query: a failed task has no result URL", problems, "task failed; no URL to download")
             return
         problems = [] if isinstance(url, str) and url else [f"{field_name} is {url!r} at status 3"]
-        if data.get(other) is not None:
-            problems.append(f"{other} is set on a {kind} task")
+        problems += [f"{other} is set on a {kind} task" for other in others if data.get(other) is not None]
         self.record(f"query: result on {field_name} at status 3", problems, str(url))
         if problems:
             return
