@@ -1,0 +1,72 @@
+"""benchmarks/abuse cannot rot: its quick YAML rows run as a user runs them, and its raw client works."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+from mockgen.testing import MockServer
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import abuse_attacks as abuse  # noqa: E402  (benchmarks/ is not a package)
+
+
+def test_the_yaml_rows_run_from_the_command_and_pass() -> None:
+    # The command as the README gives it, its python3 being this interpreter (as in an activated venv).
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(
+        [str(ROOT / "benchmarks" / "abuse"), "--only", "yaml-bomb", "--quick"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith(("yaml-", "json-"))]
+    names = [row[0] for row in rows]
+    assert names == [
+        "yaml-alias-bomb-372B",
+        "yaml-alias-bomb-431B",
+        "yaml-nesting-10000",
+        "yaml-5000-digits",
+        "json-5000-digits",
+    ]
+    assert all(row[-1] == "PASS" for row in rows), proc.stdout
+    assert [row[1] for row in rows[:2]] == ["372", "431"]  # the sizes issue 11 measured
+    assert "5 of 5 within bounds" in proc.stdout
+
+
+def test_an_unknown_attack_is_refused_with_the_names() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "abuse_attacks.py"), "--only", "nope"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "unknown attack nope" in proc.stderr and "yaml-bomb" in proc.stderr
+
+
+def test_the_raw_client_floods_over_keep_alive_and_reads_every_kind_of_answer() -> None:
+    with MockServer() as mock:
+        port = mock.port
+
+        async def attack() -> tuple[object, ...]:
+            polls = await abuse.flood(port, abuse.polls(port, 50), 4, 10)
+            made = await abuse.flood(port, abuse.submits(port, 5, abuse.distinct_key("t")), 2, 10, split_body=True)
+            cleared = await abuse.one(port, abuse.request("DELETE", "/_mock/requests", port), timeout=2)  # 204
+            missing = await abuse.one(port, abuse.request("GET", "/nowhere", port))
+            return polls, made, cleared, missing
+
+        polls, made, cleared, missing = asyncio.run(attack())
+    assert polls == {"200/code 0": 50}  # a poll of no task: the contract's not-found
+    assert made == {"200/code 200": 5}
+    assert isinstance(cleared, abuse.Answer) and cleared.status == 204 and cleared.seconds < 1
+    assert isinstance(missing, abuse.Answer) and missing.status == 404 and missing.json() is not None
+
+
+def test_500s_and_drops_fail_a_row_and_answers_are_labelled() -> None:
+    assert abuse.server_errors(Counter({"200/code 200": 3, "500": 1, "dropped": 2, "503": 4})) == 3
+    assert abuse.label(abuse.Answer(200, b"", b'{"code":0,"msg":"x","data":null}', 0.0)) == "200/code 0"
+    assert abuse.label(abuse.Answer(0, b"", b"", 0.0)) == "dropped"
+    assert len(abuse.alias_bomb(8, 372)) == 372 and len(abuse.alias_bomb(9, 431)) == 431
