@@ -398,16 +398,17 @@ class Run:
         attack: str,
         answer: str,
         health: Health,
-        refused: bool | None = None,
+        check: bool | None = None,
         answers: Counter[str] | None = None,
         health_bound: float = HEALTH_MS,
         bound: str = "",
     ) -> None:
-        """A row: within the bounds if health and RSS are, no 500 came, and ``refused`` is not False."""
+        """A row: within the bounds if health and RSS are, no 500 came, and the attack's own ``check``
+        (None: none) holds."""
         rss = self.target.rss_mib()
         traces = self.target.tracebacks() - self.traces
         self.traces += traces
-        ok = health.worst_ms < health_bound and rss < RSS_MIB and refused is not False
+        ok = health.worst_ms < health_bound and rss < RSS_MIB and check is not False
         if answers is not None and server_errors(answers):
             ok = False
         if traces:
@@ -512,7 +513,9 @@ def waiters_attack(name: str, full: int, quick: int, past_cap: bool) -> Callable
             answers = Counter(label(a) for a in await parked)
         capped = sum(n for status, n in answers.items() if status in ("429", "503"))
         what = f"{count:,} waiters over {entries:,} entries: {tally(answers)}"
-        if past_cap:
+        if past_cap and run.quick:
+            run.row(name, what, health, None, answers, bound="(the cap: not checked with --quick)")
+        elif past_cap:
             run.row(name, what, health, capped > 0, answers, bound=f"refused past the cap (< {count:,})")
         else:
             run.row(name, what, health, None, answers)
@@ -540,7 +543,8 @@ async def journal(run: Run) -> None:
         cleared = await one(run.port, request("DELETE", "/_mock/requests", run.port))
     grown = run.target.rss_mib() - idle
     what = f"DELETE /_mock/requests: {cleared.status}; RSS {grown:+,.0f} MiB"
-    run.row("journal-after-DELETE", what, health, grown < JOURNAL_GROWTH_MIB, Counter([label(cleared)]), bound=bound)
+    ok = cleared.status == 204 and grown < JOURNAL_GROWTH_MIB
+    run.row("journal-after-DELETE", what, health, ok, Counter([label(cleared)]), bound=f"204; {bound}")
 
 
 async def accounts(port: int) -> int | None:
@@ -573,6 +577,9 @@ async def accounts_submit(run: Run) -> None:
 
 
 MAX_TASKS, MAX_TASKS_QUICK = 5_000, 500
+# More waiters than the cap on them (keep it above the README's "Limits"): issue 11 found that 1,000
+# parked waiters already delay health by 15 s, so the cap is taken to be below this.
+WAITERS_PAST_CAP = 2_000
 
 
 async def max_tasks(run: Run) -> None:
@@ -677,7 +684,8 @@ async def race(run: Run) -> None:
             flood(run.port, endless_controls(), 1, seconds + 10),
         )
     what = f"submits: {tally(made)}; reset/state/scenario: {tally(swaps)}"
-    run.row("race-submit-vs-reset", what, health, None, made + swaps, bound="the contract's answers")
+    ok = set(swaps) == {"200"}  # each control call done (not refused): the race really ran
+    run.row("race-submit-vs-reset", what, health, ok, made + swaps, bound="the contract's answers")
 
 
 TOPUP = b'{"delta": 1000000}'
@@ -765,8 +773,7 @@ ATTACKS = [
     Attack("yaml-bomb", json_digits),
     Attack("regex", regex),
     Attack("waiters", waiters_attack("waiters-1000", 1_000, 100, past_cap=False)),
-    # Past the cap, assumed below 2,000: issue 11 found 1,000 parked waiters already delay health 15 s.
-    Attack("waiters", waiters_attack("waiters-past-cap", 2_000, 200, past_cap=True)),
+    Attack("waiters", waiters_attack("waiters-past-cap", WAITERS_PAST_CAP, 200, past_cap=True)),
     Attack("journal", journal),
     Attack("accounts", accounts_poll),
     Attack("accounts", accounts_submit),
