@@ -70,3 +70,34 @@ def test_500s_and_drops_fail_a_row_and_answers_are_labelled() -> None:
     assert abuse.label(abuse.Answer(200, b"", b'{"code":0,"msg":"x","data":null}', 0.0)) == "200/code 0"
     assert abuse.label(abuse.Answer(0, b"", b"", 0.0)) == "dropped"
     assert len(abuse.alias_bomb(8, 372)) == 372 and len(abuse.alias_bomb(9, 431)) == 431
+
+
+def test_the_raw_client_reads_a_chunked_answer_and_keeps_the_connection() -> None:
+    # A streamed answer (as a streamed GET /_mock/state would be), then another on the same connection.
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=1\r\n world\r\n0\r\n\r\n"
+    plain = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async def exchange() -> tuple[list[bytes], int]:
+        connections = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            for answer in (chunked, plain):
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(answer)
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = abuse.Conn(port)
+        try:
+            bodies = [(await conn.send(abuse.request("GET", "/", port), timeout=5)).body for _ in range(2)]
+        finally:
+            conn.close()
+            server.close()
+            await server.wait_closed()
+        return bodies, connections
+
+    assert asyncio.run(exchange()) == ([b"hello world", b"ok"], 1)
