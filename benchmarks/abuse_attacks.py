@@ -359,6 +359,11 @@ def submits(port: int, count: int, keys: Callable[[int], str], headers: Iterable
         yield request("POST", "/api/v1/tasks/create", port, [f"Authorization: Bearer {keys(i)}", *extra], SUBMIT)
 
 
+def rich_key(i: int) -> str:
+    """The rich account's key, for every submit."""
+    return KEY
+
+
 def distinct_key(prefix: str) -> Callable[[int], str]:
     """Well-formed keys, a new one for each i: 'sk-' and 32 letters or digits."""
     return lambda i: f"sk-{prefix}{i:0{32 - len(prefix)}d}"
@@ -588,9 +593,9 @@ async def max_tasks(run: Run) -> None:
     delayed = ["X-Mockgen-Delay: 86400"]  # unfinished for a day: nothing may be evicted to make room
     with run.health() as health:
         start = time.perf_counter()
-        first = await flood(run.port, submits(run.port, bound, lambda i: KEY, delayed), 16, 60)
+        first = await flood(run.port, submits(run.port, bound, rich_key, delayed), 16, 60)
         middle = time.perf_counter()
-        past = await flood(run.port, submits(run.port, bound, lambda i: KEY, delayed), 16, 60)
+        past = await flood(run.port, submits(run.port, bound, rich_key, delayed), 16, 60)
         end = time.perf_counter()
     kept = await total_tasks(run.port)
     early, late = bound / (middle - start), bound / (end - middle)
@@ -605,9 +610,8 @@ async def max_tasks(run: Run) -> None:
 async def next_queue(run: Run) -> None:
     count, timed = run.n(5_000, 500), run.n(2_000, 200)
     await make_rich(run.port)
-    keyed = lambda i: KEY  # noqa: E731
     start = time.perf_counter()
-    await flood(run.port, submits(run.port, timed, keyed), 8, 30)
+    await flood(run.port, submits(run.port, timed, rich_key), 8, 30)
     before = timed / (time.perf_counter() - start)
     sizes: list[int] = []
     entry = {"outcome": "failed", "count": 1, "key": OTHER}  # for a key that never submits: never used up
@@ -617,7 +621,7 @@ async def next_queue(run: Run) -> None:
             on_answer=lambda a: sizes.append(len(a.body)),
         )  # fmt: skip
         start = time.perf_counter()
-        answers = await flood(run.port, submits(run.port, timed, keyed), 8, 30)
+        answers = await flood(run.port, submits(run.port, timed, rich_key), 8, 30)
         after = timed / (time.perf_counter() - start)
     ratio = after / before
     what = (
@@ -630,7 +634,7 @@ async def next_queue(run: Run) -> None:
 async def state(run: Run) -> None:
     count = run.n(100_000, 5_000)
     await make_rich(run.port)
-    await flood(run.port, submits(run.port, count, lambda i: KEY), 32, 90)
+    await flood(run.port, submits(run.port, count, rich_key), 32, 90)
     made = await total_tasks(run.port)
     with run.health() as health:
         export = await one(run.port, request("GET", "/_mock/state", run.port), 120)
@@ -639,10 +643,7 @@ async def state(run: Run) -> None:
     run.row("state-get", what, health, ok, Counter([label(export)]), HEALTH_BIG_MS, "200 (a whole export)")
     if not ok:
         return
-    body = export.body
-    export = Answer(0, b"", b"", 0)  # let it go before the import: the server's RSS is what is measured
-    data = request("PUT", "/_mock/state", run.port, ["Content-Type: application/json"], body)
-    del body
+    data = request("PUT", "/_mock/state", run.port, ["Content-Type: application/json"], export.body)
     with run.health() as health:
         restored = await one(run.port, data, 120)
     back = await total_tasks(run.port)
