@@ -545,7 +545,9 @@ async def journal(run: Run) -> None:
     what = f"{tally(answers)}; RSS {grown:+,.0f} MiB"
     run.row(f"journal-{count}x1MB-headers", what, health, grown < JOURNAL_GROWTH_MIB, answers, bound=bound)
     with run.health() as health:
-        cleared = await one(run.port, request("DELETE", "/_mock/requests", run.port))
+        cleared = await one(
+            run.port, request("DELETE", "/_mock/requests", run.port, ["Content-Type: application/json"])
+        )
     grown = run.target.rss_mib() - idle
     what = f"DELETE /_mock/requests: {cleared.status}; RSS {grown:+,.0f} MiB"
     ok = cleared.status == 204 and grown < JOURNAL_GROWTH_MIB
