@@ -8,7 +8,7 @@ import random
 import re
 import string
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, NoReturn
 
@@ -585,8 +585,13 @@ class Backend:
 
     def task_view(self, task: Task, base_url: str) -> dict[str, Any]:
         """Everything about a task, for the control API and the dashboard."""
-        now = self.now()
-        account = self.store.get_account(task.key)
+        return self._task_view(task, base_url, self.now(), self.store.get_account(task.key))
+
+    def task_view_at(self, row: TaskAt, base_url: str, now: float) -> dict[str, Any]:
+        """``task_view`` of a task as ``tasks_at`` copied it, at that moment's ``now``."""
+        return self._task_view(frozen(row), base_url, now, row[5])
+
+    def _task_view(self, task: Task, base_url: str, now: float, account: Account | None) -> dict[str, Any]:
         return {
             "task_id": task.task_id,
             "key": task.key,
@@ -623,6 +628,9 @@ class Backend:
     def import_state(self, state: Mapping[str, Any]) -> None:
         import_state(self, state)
 
+    def install_state(self, world: LoadedState) -> None:
+        install_state(self, world)
+
     def account_view(self, account: Account, ledger: bool = False) -> dict[str, Any]:
         view: dict[str, Any] = {"key": account.key, "name": account.name, "credits": account.credits}
         if ledger:
@@ -652,29 +660,102 @@ def _json_kind(value: object) -> str:
 
 STATE_VERSION = 1
 
+# A task at one moment: the task (its plan and its own fields never change), then the fields that do
+# (polls, final_status, settled_at, message) and its account (None in a state export, which needs none).
+TaskAt = tuple[Task, int, int, float | None, str | None, Account | None]
+
+
+def tasks_at(backend: Backend, tasks: Iterable[Task], accounts: bool = True) -> list[TaskAt]:
+    """``tasks`` as they are now, to render later (in chunks, or in a thread) as of this moment.
+
+    Only what can change is copied: a tuple per task, cheap enough to take on the event loop.
+    """
+    if not accounts:
+        return [(t, t.polls, t.final_status, t.settled_at, t.message, None) for t in tasks]
+    get = backend.store.get_account
+    return [(t, t.polls, t.final_status, t.settled_at, t.message, get(t.key)) for t in tasks]
+
+
+def frozen(row: TaskAt) -> Task:
+    """A copy of the task as it was at its moment: it reads like the live one."""
+    task, polls, final_status, settled_at, message, _ = row
+    copy = Task.planned(
+        task.plan, task.task_id, task.key, task.prompt, task.aspect_ratio, task.image_urls, task.created_at,
+        task.request_id, task.running_at, task.finish_at,
+    )  # fmt: skip
+    copy.polls, copy.final_status, copy.settled_at, copy.message = polls, final_status, settled_at, message
+    return copy
+
+
+class StateAt(NamedTuple):
+    """The whole world at one moment (``state_at``); ``as_dict`` is its export, and reads nothing live."""
+
+    scenario: str
+    clock: dict[str, Any]
+    accounts: list[tuple[Account, int, Ledger]]  # the account, its balance and a copy of its ledger
+    tasks: list[TaskAt]
+    next: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "scenario": self.scenario,
+            "clock": self.clock,
+            "accounts": [state_account(row) for row in self.accounts],
+            "tasks": [state_task(row) for row in self.tasks],
+            "next": self.next,
+        }
+
+
+def state_at(backend: Backend) -> StateAt:
+    """The world now (due tasks settled first), for an export rendered later."""
+    backend.settle()
+    return StateAt(
+        backend.scenario.name,
+        {"kind": backend.clock.kind, "now": backend.now()},
+        [(a, a.credits, a.ledger.copy()) for a in backend.store.accounts()],
+        tasks_at(backend, backend.store.tasks(), accounts=False),
+        [{f: getattr(e, f) for f in NextOutcome.__slots__} for e in backend.next_outcomes],  # type: ignore[attr-defined]
+    )
+
+
+def state_account(row: tuple[Account, int, Ledger]) -> dict[str, Any]:
+    """One account of a state export, ledger included."""
+    account, credits, ledger = row
+    return {"key": account.key, "name": account.name, "credits": credits, "ledger": [e.as_dict() for e in ledger]}
+
+
+def state_task(row: TaskAt) -> dict[str, Any]:
+    """One task of a state export: every field Task() takes, as JSON."""
+    task, polls, final_status, settled_at, message, _ = row
+    fields = task.fields()
+    fields["image_urls"] = list(task.image_urls)
+    fields["finish_at"] = None if task.finish_at == NEVER else task.finish_at
+    fields["polls"], fields["final_status"], fields["settled_at"], fields["message"] = (
+        polls, final_status, settled_at, message,
+    )  # fmt: skip
+    return fields
+
 
 def export_state(backend: Backend) -> dict[str, Any]:
     """Accounts, ledger, tasks, clock and queued outcomes as plain JSON-able data."""
-    backend.settle()
-    tasks = []
-    for task in backend.store.tasks():
-        row = task.fields()
-        row["image_urls"] = list(task.image_urls)
-        row["finish_at"] = None if task.finish_at == NEVER else task.finish_at
-        tasks.append(row)
-    return {
-        "version": STATE_VERSION,
-        "scenario": backend.scenario.name,
-        "clock": {"kind": backend.clock.kind, "now": backend.now()},
-        "accounts": [backend.account_view(a, ledger=True) for a in backend.store.accounts()],
-        "tasks": tasks,
-        "next": [{f: getattr(e, f) for f in NextOutcome.__slots__} for e in backend.next_outcomes],  # type: ignore[attr-defined]
-    }
+    return state_at(backend).as_dict()
 
 
-def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
-    """Replace the world with an exported state; a malformed one is refused whole (ControlError)."""
-    check_state(state)  # before anything is replaced: below, nothing can fail
+class LoadedState(NamedTuple):
+    """A checked state, built into a store aside (``prepare_state``), ready to put in force."""
+
+    store: Store
+    next: list[NextOutcome]
+    now: float
+
+
+def prepare_state(backend: Backend, state: Mapping[str, Any]) -> LoadedState:
+    """Check an exported state and build its world aside; a malformed one is refused whole (ControlError).
+
+    It changes nothing in force, so it may run in a thread while the server goes on serving.
+    """
+    check_state(state)
     accounts = []
     for a in state["accounts"]:
         ledger = [LedgerEntry(e["kind"], e["amount"], float(e["at"]), e.get("task_id")) for e in a["ledger"]]
@@ -686,19 +767,23 @@ def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
         if fields.get("finish_at") is None:
             fields["finish_at"] = NEVER
         tasks.append(Task(**fields))
-    nexts = [NextOutcome(**n) for n in state.get("next", [])]
-    store = backend.store
-    store.clear()
-    for account in accounts:
-        store.add_account(account)
-    for task in tasks:
-        store.add_task(task)
-        if not task.final_status and task.finish_at != NEVER:
-            store.schedule(task.finish_at, task.task_id)
-    backend.next_outcomes = nexts
+    store = backend.store.staged(accounts, tasks)
+    return LoadedState(store, [NextOutcome(**n) for n in state.get("next", [])], state["clock"]["now"])
+
+
+def install_state(backend: Backend, world: LoadedState) -> None:
+    """Put a prepared state in force, in one step that cannot fail or wait: no request sees half of it.
+    ``world.store`` is left holding the old world (for the caller to drop)."""
+    backend.store.take(world.store)
+    backend.next_outcomes = list(world.next)
     if isinstance(backend.clock, ManualClock):
-        backend.clock.set(state["clock"]["now"])
+        backend.clock.set(world.now)
     backend.settle()
+
+
+def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
+    """Replace the world with an exported state; a malformed one is refused whole (ControlError)."""
+    install_state(backend, prepare_state(backend, state))
 
 
 # --- what a state must hold, field by field ---------------------------------------------------------
@@ -738,9 +823,15 @@ def _plain(v: Any) -> bool:
 
 def _one_of(*values: object) -> _Expect:
     """Exactly one of ``values`` (3.0 is not 3, true is not 1)."""
-    return _Expect(
-        lambda v: any(type(v) is type(x) and v == x for x in values), "one of " + ", ".join(map(repr, values))
-    )
+    allowed = {(type(x), x) for x in values}
+
+    def ok(v: Any) -> bool:
+        try:
+            return (type(v), v) in allowed
+        except TypeError:  # a list or an object: none of these
+            return False
+
+    return _Expect(ok, "one of " + ", ".join(map(repr, values)))
 
 
 def _or_null(e: _Expect) -> _Expect:
@@ -797,26 +888,32 @@ def _refuse(problem: str) -> NoReturn:
     raise ControlError(f"state is malformed: {problem}")
 
 
-def _check_object(where: str, obj: object, fields: Mapping[str, _Expect], required: Collection[str]) -> None:
+Where = tuple[object, ...]  # a place in a state, ("accounts", 2, "ledger", 5): made into words only for an error
+
+
+def _place(where: Where) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in where).removeprefix(".")
+
+
+def _check_object(where: Where, obj: object, fields: Mapping[str, _Expect], required: Collection[str]) -> None:
     """``obj`` must be an object with the ``required`` fields, each of ``fields`` as expected, and no other."""
     if not isinstance(obj, Mapping):
-        _refuse(f"{where} must be an object, got {_show(obj)}")
-    for name, (ok, what) in fields.items():
-        place = f"{where}.{name}" if where else name
+        _refuse(f"{_place(where)} must be an object, got {_show(obj)}")
+    for name, (ok, what) in fields.items():  # (a state may hold a million objects: no work unless wrong)
         if name in obj:
             if not ok(obj[name]):
-                _refuse(f"{place} must be {what}, got {_show(obj[name])}")
+                _refuse(f"{_place((*where, name))} must be {what}, got {_show(obj[name])}")
         elif name in required:
-            _refuse(f"{place} is missing")
-    for name in obj:
-        if name not in fields:
-            _refuse(f"unknown field {_show(name)} in {where or 'the top level'}")
+            _refuse(f"{_place((*where, name))} is missing")
+    if not obj.keys() <= fields.keys():
+        name = next(name for name in obj if name not in fields)
+        _refuse(f"unknown field {_show(name)} in {_place(where) or 'the top level'}")
 
 
-def _check_unique(where: str, value: str, seen: dict[str, str]) -> None:
+def _check_unique(where: Where, value: str, seen: dict[str, Where]) -> None:
     first = seen.setdefault(value, where)
-    if first != where:
-        _refuse(f"{where} {_show(value)} repeats {first}")
+    if first is not where:
+        _refuse(f"{_place(where)} {_show(value)} repeats {_place(first)}")
 
 
 def check_state(state: Mapping[str, Any]) -> None:
@@ -825,18 +922,17 @@ def check_state(state: Mapping[str, Any]) -> None:
     version = state.get("version") if isinstance(state, Mapping) else None
     if type(version) is not int or version != STATE_VERSION:
         raise ControlError(f"state must be an export with version {STATE_VERSION}")
-    _check_object("", state, STATE_FIELDS, STATE_REQUIRED)
-    _check_object("clock", state["clock"], CLOCK_FIELDS, {"now"})
-    keys: dict[str, str] = {}
+    _check_object((), state, STATE_FIELDS, STATE_REQUIRED)
+    _check_object(("clock",), state["clock"], CLOCK_FIELDS, {"now"})
+    keys: dict[str, Where] = {}
     for i, account in enumerate(state["accounts"]):
-        where = f"accounts[{i}]"
-        _check_object(where, account, ACCOUNT_FIELDS, ACCOUNT_REQUIRED)
-        _check_unique(f"{where}.key", account["key"], keys)
+        _check_object(("accounts", i), account, ACCOUNT_FIELDS, ACCOUNT_REQUIRED)
+        _check_unique(("accounts", i, "key"), account["key"], keys)
         for j, entry in enumerate(account["ledger"]):
-            _check_object(f"{where}.ledger[{j}]", entry, LEDGER_FIELDS, LEDGER_REQUIRED)
-    task_ids: dict[str, str] = {}
+            _check_object(("accounts", i, "ledger", j), entry, LEDGER_FIELDS, LEDGER_REQUIRED)
+    task_ids: dict[str, Where] = {}
     for i, row in enumerate(state["tasks"]):
-        _check_object(f"tasks[{i}]", row, TASK_CHECKS, TASK_REQUIRED)
-        _check_unique(f"tasks[{i}].task_id", row["task_id"], task_ids)
+        _check_object(("tasks", i), row, TASK_CHECKS, TASK_REQUIRED)
+        _check_unique(("tasks", i, "task_id"), row["task_id"], task_ids)
     for i, entry in enumerate(state.get("next", ())):
-        _check_object(f"next[{i}]", entry, NEXT_FIELDS, NEXT_REQUIRED)
+        _check_object(("next", i), entry, NEXT_FIELDS, NEXT_REQUIRED)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import hmac
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -15,10 +15,30 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .backend import Backend, NextOutcome
+from .backend import (
+    STATE_VERSION,
+    Backend,
+    NextOutcome,
+    StateAt,
+    prepare_state,
+    state_at,
+    state_task,
+    tasks_at,
+)
 from .errors import ControlError, ScenarioError
-from .http import json_response, read_body, read_control_json
+from .http import (
+    Items,
+    Part,
+    control_object,
+    dumps,
+    json_response,
+    read_body,
+    read_control_body,
+    read_control_json,
+    streamed_json,
+)
 from .journal import Entry
+from .models import Account, LedgerEntry
 from .scenario import MAX_INT, MAX_SECONDS, MAX_TIME, bundled_names, load_bundled, parse_scenario
 
 T = TypeVar("T")
@@ -121,7 +141,17 @@ async def health(request: Request) -> Response:
 async def list_accounts(request: Request) -> Response:
     b = _backend(request)
     b.settle()
-    return json_response([b.account_view(a) for a in b.store.accounts()])
+    # Balances as they are now, the list rendered in chunks (there may be a million open accounts).
+    return streamed_json([Items([(a, a.credits) for a in b.store.accounts()], _account_at(b))])
+
+
+def _account_at(b: Backend) -> Callable[[tuple[Account, int]], dict[str, Any]]:
+    def render(row: tuple[Account, int]) -> dict[str, Any]:
+        view = b.account_view(row[0])
+        view["credits"] = row[1]
+        return view
+
+    return render
 
 
 async def create_account(request: Request) -> Response:
@@ -180,8 +210,10 @@ async def list_tasks(request: Request) -> Response:
     total = len(tasks)
     if limit is not None:
         tasks = tasks[max(total - limit, 0) :]
-    base = _base(request)
-    return json_response([b.task_view(t, base) for t in tasks], headers={"x-total-count": str(total)})
+    base, now = _base(request), b.now()
+    rows = tasks_at(b, tasks)  # one moment; rendered in chunks, so other clients go on meanwhile
+    views = Items(rows, lambda row: b.task_view_at(row, base, now))
+    return streamed_json([views], headers={"x-total-count": str(total)})
 
 
 async def get_task(request: Request) -> Response:
@@ -346,12 +378,31 @@ def vars_(entry: NextOutcome) -> dict[str, Any]:
 
 
 async def get_state(request: Request) -> Response:
-    return json_response(_backend(request).export_state())
+    return streamed_json(state_parts(state_at(_backend(request))))
+
+
+def state_parts(state: StateAt) -> Iterator[Part]:
+    """``state.as_dict()`` as JSON, in parts that ``streamed_json`` renders a chunk at a time."""
+    head = {"version": STATE_VERSION, "scenario": state.scenario, "clock": state.clock}
+    yield dumps(head)[:-1] + b',"accounts":['
+    for i, (account, credits, ledger) in enumerate(state.accounts):
+        view = dumps({"key": account.key, "name": account.name, "credits": credits})
+        yield (b"," if i else b"") + view[:-1] + b',"ledger":'
+        yield Items(ledger, LedgerEntry.as_dict)  # an account may have a million entries
+        yield b"}"
+    yield b'],"tasks":'
+    yield Items(state.tasks, state_task)
+    yield b',"next":' + dumps(state.next) + b"}"
 
 
 async def put_state(request: Request) -> Response:
     b = _backend(request)
-    b.import_state(await read_control_json(request))
+    raw = await read_control_body(request, request.app.state.state_bytes)
+    # Parsed, checked and built aside in a thread, so other clients are served meanwhile; only the
+    # swap runs here, in one step: no request sees half a world, and a refused state changes nothing.
+    world = await run_in_threadpool(lambda: prepare_state(b, control_object(raw)))
+    b.install_state(world)
+    await run_in_threadpool(world.store.release)  # the old world, now there, freed away from the loop
     return json_response({"restored": True, "now": b.now()})
 
 
