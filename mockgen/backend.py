@@ -8,7 +8,7 @@ import random
 import re
 import string
 import sys
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, NoReturn
 
@@ -587,9 +587,13 @@ class Backend:
         """Everything about a task, for the control API and the dashboard."""
         return self._task_view(task, base_url, self.now(), self.store.get_account(task.key))
 
-    def task_view_at(self, row: TaskAt, base_url: str, now: float) -> dict[str, Any]:
-        """``task_view`` of a task as ``tasks_at`` copied it, at that moment's ``now``."""
-        return self._task_view(frozen(row), base_url, now, row[5])
+    def tasks_at(self, tasks: list[Task]) -> TasksAt:
+        """``tasks`` as they are now, with their accounts, for ``task_view_at`` later."""
+        return TasksAt(tasks, self.store.get_account)
+
+    def task_view_at(self, moment: TasksAt, i: int, base_url: str, now: float) -> dict[str, Any]:
+        """``task_view`` of the i-th task of ``moment`` as it was then (``now``: that moment's time)."""
+        return self._task_view(moment.task(i), base_url, now, moment.account(i))
 
     def _task_view(self, task: Task, base_url: str, now: float, account: Account | None) -> dict[str, Any]:
         return {
@@ -660,31 +664,40 @@ def _json_kind(value: object) -> str:
 
 STATE_VERSION = 1
 
-# A task at one moment: the task (its plan and its own fields never change), then the fields that do
-# (polls, final_status, settled_at, message) and its account (None in a state export, which needs none).
-TaskAt = tuple[Task, int, int, float | None, str | None, Account | None]
+class TasksAt:
+    """Tasks as they are at one moment, to render later (in chunks, or in a thread) as of then.
 
-
-def tasks_at(backend: Backend, tasks: Iterable[Task], accounts: bool = True) -> list[TaskAt]:
-    """``tasks`` as they are now, to render later (in chunks, or in a thread) as of this moment.
-
-    Only what can change is copied: a tuple per task, cheap enough to take on the event loop.
+    What can change (polls, final_status, settled_at, message; the account) is copied by column:
+    a few lists, not an object per task, so taking it on the event loop is quick and leaves the
+    garbage collector nothing new to walk. ``task(i)`` is a copy of the i-th as it was.
     """
-    if not accounts:
-        return [(t, t.polls, t.final_status, t.settled_at, t.message, None) for t in tasks]
-    get = backend.store.get_account
-    return [(t, t.polls, t.final_status, t.settled_at, t.message, get(t.key)) for t in tasks]
 
+    __slots__ = ("tasks", "_polls", "_final", "_settled", "_messages", "_accounts")
 
-def frozen(row: TaskAt) -> Task:
-    """A copy of the task as it was at its moment: it reads like the live one."""
-    task, polls, final_status, settled_at, message, _ = row
-    copy = Task.planned(
-        task.plan, task.task_id, task.key, task.prompt, task.aspect_ratio, task.image_urls, task.created_at,
-        task.request_id, task.running_at, task.finish_at,
-    )  # fmt: skip
-    copy.polls, copy.final_status, copy.settled_at, copy.message = polls, final_status, settled_at, message
-    return copy
+    def __init__(self, tasks: list[Task], account: Callable[[str], Account | None] | None = None) -> None:
+        self.tasks = tasks
+        self._polls = [t.polls for t in tasks]
+        self._final = [t.final_status for t in tasks]
+        self._settled = [t.settled_at for t in tasks]
+        self._messages = [t.message for t in tasks]
+        self._accounts = [account(t.key) for t in tasks] if account is not None else None
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def task(self, i: int) -> Task:
+        t = self.tasks[i]
+        copy = Task.planned(
+            t.plan, t.task_id, t.key, t.prompt, t.aspect_ratio, t.image_urls, t.created_at, t.request_id,
+            t.running_at, t.finish_at,
+        )  # fmt: skip
+        copy.polls, copy.final_status = self._polls[i], self._final[i]
+        copy.settled_at, copy.message = self._settled[i], self._messages[i]
+        return copy
+
+    def account(self, i: int) -> Account | None:
+        """The task's account at that moment (None if there was none, or accounts were not taken)."""
+        return self._accounts[i] if self._accounts is not None else None
 
 
 class StateAt(NamedTuple):
@@ -692,8 +705,10 @@ class StateAt(NamedTuple):
 
     scenario: str
     clock: dict[str, Any]
-    accounts: list[tuple[Account, int, Ledger]]  # the account, its balance and a copy of its ledger
-    tasks: list[TaskAt]
+    accounts: list[Account]
+    credits: list[int]  # each account's balance then
+    ledgers: list[Ledger]  # and a copy of its ledger
+    tasks: TasksAt
     next: list[dict[str, Any]]
 
     def as_dict(self) -> dict[str, Any]:
@@ -701,39 +716,40 @@ class StateAt(NamedTuple):
             "version": STATE_VERSION,
             "scenario": self.scenario,
             "clock": self.clock,
-            "accounts": [state_account(row) for row in self.accounts],
-            "tasks": [state_task(row) for row in self.tasks],
+            "accounts": [self.account(i) for i in range(len(self.accounts))],
+            "tasks": [state_task(self.tasks.task(i)) for i in range(len(self.tasks))],
             "next": self.next,
         }
+
+    def account(self, i: int, ledger: bool = True) -> dict[str, Any]:
+        """The i-th account of the export (without its ledger: ``ledger=False``)."""
+        a = self.accounts[i]
+        view: dict[str, Any] = {"key": a.key, "name": a.name, "credits": self.credits[i]}
+        if ledger:
+            view["ledger"] = [e.as_dict() for e in self.ledgers[i]]
+        return view
 
 
 def state_at(backend: Backend) -> StateAt:
     """The world now (due tasks settled first), for an export rendered later."""
     backend.settle()
+    accounts = list(backend.store.accounts())
     return StateAt(
         backend.scenario.name,
         {"kind": backend.clock.kind, "now": backend.now()},
-        [(a, a.credits, a.ledger.copy()) for a in backend.store.accounts()],
-        tasks_at(backend, backend.store.tasks(), accounts=False),
+        accounts,
+        [a.credits for a in accounts],
+        [a.ledger.copy() for a in accounts],
+        TasksAt(list(backend.store.tasks())),
         [{f: getattr(e, f) for f in NextOutcome.__slots__} for e in backend.next_outcomes],  # type: ignore[attr-defined]
     )
 
 
-def state_account(row: tuple[Account, int, Ledger]) -> dict[str, Any]:
-    """One account of a state export, ledger included."""
-    account, credits, ledger = row
-    return {"key": account.key, "name": account.name, "credits": credits, "ledger": [e.as_dict() for e in ledger]}
-
-
-def state_task(row: TaskAt) -> dict[str, Any]:
+def state_task(task: Task) -> dict[str, Any]:
     """One task of a state export: every field Task() takes, as JSON."""
-    task, polls, final_status, settled_at, message, _ = row
     fields = task.fields()
     fields["image_urls"] = list(task.image_urls)
     fields["finish_at"] = None if task.finish_at == NEVER else task.finish_at
-    fields["polls"], fields["final_status"], fields["settled_at"], fields["message"] = (
-        polls, final_status, settled_at, message,
-    )  # fmt: skip
     return fields
 
 

@@ -62,7 +62,7 @@ class Items(NamedTuple):
 
 
 Part = bytes | Items  # a piece of a JSON text: bytes as they are, or an array to render
-CHUNK_ITEMS = 500  # items rendered in one go (a state's tasks: ~5 ms)
+CHUNK_ITEMS = 100  # items rendered in one go (100 tasks of a state: a few milliseconds)
 PAUSE_BYTES = 64 * 1024  # rendered between two turns of the event loop
 
 
