@@ -664,6 +664,7 @@ def _json_kind(value: object) -> str:
 
 STATE_VERSION = 1
 
+
 class TasksAt:
     """Tasks as they are at one moment, to render later (in chunks, or in a thread) as of then.
 
