@@ -36,11 +36,20 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class Server(uvicorn.Server):
-    """uvicorn's server, which ends the app's long-polls as soon as it starts shutting down.
+    """uvicorn's server, which ends the app's long-polls as soon as it starts shutting down, and
+    closes the connections whose request head is overdue (``BoundedHttpTools``).
 
     uvicorn waits for every open request before it sends the lifespan's shutdown, so a parked
     ``GET /_mock/requests/wait`` would otherwise hold the shutdown for its whole timeout.
     """
+
+    async def on_tick(self, counter: int) -> bool:
+        if counter % 10 == 0:  # once a second, as uvicorn refreshes its Date header
+            now = asyncio.get_running_loop().time()
+            for connection in list(self.server_state.connections):
+                if isinstance(connection, BoundedHttpTools):
+                    connection.close_if_late(now)
+        return await super().on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         state = getattr(self.config.app, "state", None)
@@ -55,7 +64,7 @@ class Server(uvicorn.Server):
 MAX_CONNECTIONS = 1000
 KEEP_ALIVE_SECONDS = 5  # an idle keep-alive connection is closed after this (uvicorn's default)
 HEAD_SECONDS = 10  # a request line and headers must all arrive within this of their first byte
-MAX_HEAD_BYTES = 64 * 1024  # the request line and headers together
+MAX_HEAD_BYTES = 64 * 1024  # the request line and headers together, while incomplete (so: plus one read)
 BACKLOG = 2048  # connections the kernel queues before they are accepted (it caps this at somaxconn)
 
 _HEAD_TOO_LARGE = json.dumps(
@@ -68,47 +77,32 @@ class BoundedHttpTools(HttpToolsProtocol):
 
     httptools (uvicorn's parser when installed, as with uvicorn[standard]) takes a request line and
     headers of any size (an 8 MB header arrives whole), and uvicorn gives a head that trickles in
-    no deadline (its keep-alive timer stops at the first byte). Here a head past MAX_HEAD_BYTES is
-    answered 431 and the connection closed, and one not complete HEAD_SECONDS after its first byte
-    (or a new connection that sends nothing for that long) is closed.
+    no deadline (its keep-alive timer stops at the first byte). Here a head still incomplete past
+    ``max_head_bytes`` is answered 431 and the connection closed (so httptools holds at most that
+    and one read; a head that arrives whole in one read is answered), and ``Server`` closes, once a second, a connection
+    whose head has not all arrived ``head_seconds`` after its first byte (or after connecting).
+    A head that arrives whole in one read (nearly every request) costs one check, no timer.
     """
 
     head_seconds: float = HEAD_SECONDS
     max_head_bytes: int = MAX_HEAD_BYTES
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._head: int | None = 0  # bytes of the current request's head so far; None once it is whole
-        self._deadline: asyncio.TimerHandle | None = None
-
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._start_deadline()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_deadline()
-        super().connection_lost(exc)
+        self._head_scope: object = None  # the request whose head is being read (its scope)
+        self._head = 0  # the bytes of it read so far
+        self.head_since = self.loop.time()  # when it began (at first: when the connection was made)
 
     def data_received(self, data: bytes) -> None:
-        if self._head is None:
-            super().data_received(data)
-            return
-        if self._deadline is None:
-            self._start_deadline()  # the first byte of a request after a keep-alive pause
-        super().data_received(data)
-        if self._head is not None:  # still reading the head: what is buffered counts against the bound
-            self._head += len(data)
-            if self._head > self.max_head_bytes and not self.transport.is_closing():
-                self._refuse()
-
-    def on_headers_complete(self) -> None:
-        self._head = None
-        self._stop_deadline()
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        self._head = 0
-        super().on_message_complete()
+        HttpToolsProtocol.data_received(self, data)
+        scope = self.scope
+        if scope is not None and "method" in scope:
+            return  # no head under way (uvicorn sets the method once the head is whole): the usual case
+        if scope is not self._head_scope:  # a new request's head, not whole in this read
+            self._head_scope, self._head, self.head_since = scope, 0, self.loop.time()
+        self._head += len(data)  # what httptools holds of it, at most a read past the bound
+        if self._head > self.max_head_bytes and not self.transport.is_closing():
+            self._refuse()
 
     def _refuse(self) -> None:
         head = (
@@ -119,19 +113,12 @@ class BoundedHttpTools(HttpToolsProtocol):
         self.transport.write(head + _HEAD_TOO_LARGE)
         self.transport.close()
 
-    def _start_deadline(self) -> None:
-        self._stop_deadline()
-        self._deadline = self.loop.call_later(self.head_seconds, self._too_slow)
-
-    def _stop_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _too_slow(self) -> None:
-        self._deadline = None
-        if self._head is not None and not self.transport.is_closing():
-            self.transport.close()
+    def close_if_late(self, now: float) -> None:
+        """Close the connection if a head is overdue (``Server`` asks every connection once a second)."""
+        scope = self.scope
+        if (scope is None or "method" not in scope) and now - self.head_since > self.head_seconds:
+            if not self.transport.is_closing():
+                self.transport.close()
 
 
 def make_server(

@@ -98,6 +98,8 @@ class MockServer:
 
     Exposes ``base_url``, a ready ``api_key``, helpers that drive the control API, and
     WireMock-style verification of the requests it received (``verify``, ``verify_order``).
+    It serves with ``mockgen serve``'s bounds on connections and slow clients (``max_connections``:
+    ``--max-connections``; README, Limits).
     """
 
     def __init__(

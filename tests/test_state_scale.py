@@ -92,6 +92,17 @@ def test_the_streamed_account_list_is_the_list_rendered_whole(make_client: Calla
     assert r.content == dumps([backend.account_view(a) for a in backend.store.accounts()])
 
 
+def test_an_accounts_whole_ledger_streams_as_it_is_rendered_whole(big: Client) -> None:
+    backend = big.app.state.backend  # type: ignore[attr-defined]
+    for _ in range(PAUSE_BYTES // 50):  # past what is rendered in one go (an entry is ~60 bytes)
+        backend.topup(KEY, 1)
+    r = big.get(f"/_mock/accounts/{KEY}")
+    assert "content-length" not in r.headers
+    assert r.content == dumps(backend.account_view(backend.account(KEY), ledger=True))
+    small = big.get(f"/_mock/accounts/{OTHER_KEY}")
+    assert small.json() == backend.account_view(backend.account(OTHER_KEY), ledger=True)
+
+
 def test_a_lone_surrogate_streams_escaped(make_client: Callable[..., Client]) -> None:
     client = make_client("default")
     backend = client.app.state.backend  # type: ignore[attr-defined]
