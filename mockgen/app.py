@@ -21,12 +21,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import api, control, media
-from .backend import Backend
+from .backend import Backend, StateAt, state_at
 from .clock import Clock
 from .errors import ApiError, ControlError, ScenarioError
 from .faults import fault_response, find_fault, lost_response
 from .guard import Guard, HostPolicy
-from .http import envelope, json_response, note, noted_fault
+from .http import MAX_STATE_BYTES, envelope, json_response, note, noted_fault
 from .journal import ENTRY_BYTES, PART_BYTES, Record, kept, scrub, scrub_notes
 from .journal import MAX_BYTES as JOURNAL_BYTES
 from .models import SUCCEEDED
@@ -328,16 +328,19 @@ def load_state_file(backend: Backend, path: Path, *, any_scenario: bool = False)
     return True
 
 
-def save_state_file(backend: Backend, path: Path) -> None:
-    """Write the world to a state file, atomically: a crash mid-write never leaves half a file.
+def save_state_file(backend: Backend | StateAt, path: Path) -> None:
+    """Write the world (or a snapshot of it, ``state_at``) to a state file, atomically: a crash
+    mid-write never leaves half a file.
 
     ASCII with escapes, so any string the API accepted (a lone surrogate too) round-trips; a
     number JSON cannot hold (NaN, infinity) raises instead of writing a file no load accepts.
     On any failure the old file stays, the temporary one is removed, and the error is raised.
+    Given a snapshot, it reads nothing live, so it may run in a thread.
     """
     tmp = _tmp_path(path)
     try:
-        text = json.dumps(backend.export_state(), ensure_ascii=True, allow_nan=False, indent=1)
+        state = backend.as_dict() if isinstance(backend, StateAt) else backend.export_state()
+        text = json.dumps(state, ensure_ascii=True, allow_nan=False, indent=1)
         tmp.write_text(text, encoding="ascii")
         tmp.replace(path)
     except BaseException:
@@ -361,10 +364,12 @@ async def stop_watcher(watcher: asyncio.Task[None]) -> None:
         log.error("the scenario watcher had stopped: %s: %s", type(exc).__name__, exc)
 
 
-def save_at_shutdown(backend: Backend, path: Path) -> None:
-    """``save_state_file``, logging a failure in one line (the old file is kept) instead of raising."""
+async def save_at_shutdown(backend: Backend, path: Path) -> None:
+    """``save_state_file`` of the world now, rendered and written in a thread (a big world takes
+    seconds, and the event loop stays free); a failure is logged in one line (the old file is kept)."""
     try:
-        save_state_file(backend, path)
+        snapshot = state_at(backend)
+        await asyncio.to_thread(save_state_file, snapshot, path)
     except Exception as exc:
         log.error("state file %s NOT written, the previous one is kept: %s: %s", path, type(exc).__name__, exc)
 
@@ -428,6 +433,7 @@ def create_app(
     state_file: str | Path | None = None,
     state_any_scenario: bool = False,
     allowed_hosts: Iterable[str] = (),
+    state_bytes: int = MAX_STATE_BYTES,
 ) -> Starlette:
     """The ASGI app of one emulated world. ``scenario`` is a Scenario, a bundled name or a path.
 
@@ -440,6 +446,7 @@ def create_app(
     ``journal_bytes`` the request journal (README, Limits).
     Requests are answered when their Host is a loopback name, the address they reached, ``public_url``'s
     host or one of ``allowed_hosts`` (``"*"``: any); README, Who can drive the control API.
+    ``PUT /_mock/state`` takes a body of up to ``state_bytes`` (413 past it).
     """
     if scenario is None:
         scenario = "default"
@@ -459,7 +466,7 @@ def create_app(
             if watcher is not None:
                 await stop_watcher(watcher)
             if state_path is not None:
-                save_at_shutdown(app.state.backend, state_path)
+                await save_at_shutdown(app.state.backend, state_path)
 
     store = MemoryStore(max_tasks, journal_limit, max_accounts=max_accounts, journal_bytes=journal_bytes)
     backend = Backend(scenario, clock=clock, envelope=envelope, store=store)
@@ -486,6 +493,7 @@ def create_app(
     app.state.media_cache = MediaCache()
     app.state.shutdown = control.Shutdown()
     app.state.state_loaded = False
+    app.state.state_bytes = state_bytes
     if state_path is not None:
         check_state_path(state_path)
         app.state.state_loaded = load_state_file(backend, state_path, any_scenario=state_any_scenario)

@@ -664,8 +664,17 @@ class Backend:
 
     def task_view(self, task: Task, base_url: str) -> dict[str, Any]:
         """Everything about a task, for the control API and the dashboard."""
-        now = self.now()
-        account = self.store.get_account(task.key)
+        return self._task_view(task, base_url, self.now(), self.store.get_account(task.key))
+
+    def tasks_at(self, tasks: list[Task]) -> TasksAt:
+        """``tasks`` as they are now, with their accounts, for ``task_view_at`` later."""
+        return TasksAt(tasks, self.store.get_account)
+
+    def task_view_at(self, moment: TasksAt, i: int, base_url: str, now: float) -> dict[str, Any]:
+        """``task_view`` of the i-th task of ``moment`` as it was then (``now``: that moment's time)."""
+        return self._task_view(moment.task(i), base_url, now, moment.account(i))
+
+    def _task_view(self, task: Task, base_url: str, now: float, account: Account | None) -> dict[str, Any]:
         return {
             "task_id": task.task_id,
             "key": task.key,
@@ -702,6 +711,9 @@ class Backend:
     def import_state(self, state: Mapping[str, Any]) -> None:
         import_state(self, state)
 
+    def install_state(self, world: LoadedState) -> None:
+        install_state(self, world)
+
     def account_view(self, account: Account, ledger: bool = False) -> dict[str, Any]:
         view: dict[str, Any] = {"key": account.key, "name": account.name, "credits": account.credits}
         if ledger:
@@ -732,28 +744,114 @@ def _json_kind(value: object) -> str:
 STATE_VERSION = 1
 
 
+class TasksAt:
+    """Tasks as they are at one moment, to render later (in chunks, or in a thread) as of then.
+
+    What can change (polls, final_status, settled_at, message; the account) is copied by column:
+    a few lists, not an object per task, so taking it on the event loop is quick and leaves the
+    garbage collector nothing new to walk. ``task(i)`` is a copy of the i-th as it was.
+    """
+
+    __slots__ = ("tasks", "_polls", "_final", "_settled", "_messages", "_accounts")
+
+    def __init__(self, tasks: list[Task], account: Callable[[str], Account | None] | None = None) -> None:
+        self.tasks = tasks
+        self._polls = [t.polls for t in tasks]
+        self._final = [t.final_status for t in tasks]
+        self._settled = [t.settled_at for t in tasks]
+        self._messages = [t.message for t in tasks]
+        self._accounts = [account(t.key) for t in tasks] if account is not None else None
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def task(self, i: int) -> Task:
+        t = self.tasks[i]
+        copy = Task.planned(
+            t.plan, t.task_id, t.key, t.prompt, t.aspect_ratio, t.image_urls, t.created_at, t.request_id,
+            t.running_at, t.finish_at,
+        )  # fmt: skip
+        copy.polls, copy.final_status = self._polls[i], self._final[i]
+        copy.settled_at, copy.message = self._settled[i], self._messages[i]
+        return copy
+
+    def account(self, i: int) -> Account | None:
+        """The task's account at that moment (None if there was none, or accounts were not taken)."""
+        return self._accounts[i] if self._accounts is not None else None
+
+
+class StateAt(NamedTuple):
+    """The whole world at one moment (``state_at``); ``as_dict`` is its export, and reads nothing live."""
+
+    scenario: str
+    clock: dict[str, Any]
+    accounts: list[Account]
+    credits: list[int]  # each account's balance then
+    ledgers: list[Ledger]  # and a copy of its ledger
+    tasks: TasksAt
+    next: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "scenario": self.scenario,
+            "clock": self.clock,
+            "accounts": [self.account(i) for i in range(len(self.accounts))],
+            "tasks": [state_task(self.tasks.task(i)) for i in range(len(self.tasks))],
+            "next": self.next,
+        }
+
+    def account(self, i: int, ledger: bool = True) -> dict[str, Any]:
+        """The i-th account of the export (without its ledger: ``ledger=False``)."""
+        a = self.accounts[i]
+        view: dict[str, Any] = {"key": a.key, "name": a.name, "credits": self.credits[i]}
+        if ledger:
+            view["ledger"] = [e.as_dict() for e in self.ledgers[i]]
+        return view
+
+
+def state_at(backend: Backend) -> StateAt:
+    """The world now (due tasks settled first), for an export rendered later."""
+    backend.settle()
+    accounts = list(backend.store.accounts())
+    return StateAt(
+        backend.scenario.name,
+        {"kind": backend.clock.kind, "now": backend.now()},
+        accounts,
+        [a.credits for a in accounts],
+        [a.ledger.copy() for a in accounts],
+        TasksAt(list(backend.store.tasks())),
+        [{f: getattr(e, f) for f in NextOutcome.__slots__} for e in backend.next_outcomes],  # type: ignore[attr-defined]
+    )
+
+
+def state_task(task: Task) -> dict[str, Any]:
+    """One task of a state export: every field Task() takes, as JSON."""
+    fields = task.fields()
+    fields["image_urls"] = list(task.image_urls)
+    fields["finish_at"] = None if task.finish_at == NEVER else task.finish_at
+    return fields
+
+
 def export_state(backend: Backend) -> dict[str, Any]:
     """Accounts, ledger, tasks, clock and queued outcomes as plain JSON-able data."""
-    backend.settle()
-    tasks = []
-    for task in backend.store.tasks():
-        row = task.fields()
-        row["image_urls"] = list(task.image_urls)
-        row["finish_at"] = None if task.finish_at == NEVER else task.finish_at
-        tasks.append(row)
-    return {
-        "version": STATE_VERSION,
-        "scenario": backend.scenario.name,
-        "clock": {"kind": backend.clock.kind, "now": backend.now()},
-        "accounts": [backend.account_view(a, ledger=True) for a in backend.store.accounts()],
-        "tasks": tasks,
-        "next": [{f: getattr(e, f) for f in NextOutcome.__slots__} for e in backend.next_outcomes],  # type: ignore[attr-defined]
-    }
+    return state_at(backend).as_dict()
 
 
-def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
-    """Replace the world with an exported state; a malformed one is refused whole (ControlError)."""
-    check_state(state)  # before anything is replaced: below, nothing can fail
+class LoadedState(NamedTuple):
+    """A checked state, built into a store aside (``prepare_state``), ready to put in force."""
+
+    store: Store
+    next: list[NextOutcome]
+    now: float
+
+
+def prepare_state(backend: Backend, state: Mapping[str, Any]) -> LoadedState:
+    """Check an exported state and build its world aside; a malformed one is refused whole (ControlError).
+
+    It changes nothing in force, so it may run in a thread while the server goes on serving.
+    """
+    check_state(state)
     accounts = []
     for a in state["accounts"]:
         ledger = [LedgerEntry(e["kind"], e["amount"], float(e["at"]), e.get("task_id")) for e in a["ledger"]]
@@ -765,20 +863,24 @@ def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
         if fields.get("finish_at") is None:
             fields["finish_at"] = NEVER
         tasks.append(Task(**fields))
-    nexts = [NextOutcome(**n) for n in state.get("next", [])]
+    store = backend.store.staged(accounts, tasks)
+    return LoadedState(store, [NextOutcome(**n) for n in state.get("next", [])], state["clock"]["now"])
+
+
+def install_state(backend: Backend, world: LoadedState) -> None:
+    """Put a prepared state in force, in one step that cannot fail or wait: no request sees half of it.
+    ``world.store`` is left holding the old world (for the caller to drop)."""
     backend.world += 1  # a new world: submits authenticated in the old one are told to retry
-    store = backend.store
-    store.clear()
-    for account in accounts:
-        store.add_account(account)
-    for task in tasks:
-        store.add_task(task)
-        if not task.final_status and task.finish_at != NEVER:
-            store.schedule(task.finish_at, task.task_id)
-    backend.next_outcomes = NextQueue(nexts)
+    backend.store.take(world.store)
+    backend.next_outcomes = NextQueue(world.next)
     if isinstance(backend.clock, ManualClock):
-        backend.clock.set(state["clock"]["now"])
+        backend.clock.set(world.now)
     backend.settle()
+
+
+def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
+    """Replace the world with an exported state; a malformed one is refused whole (ControlError)."""
+    install_state(backend, prepare_state(backend, state))
 
 
 # --- what a state must hold, field by field ---------------------------------------------------------
@@ -818,9 +920,15 @@ def _plain(v: Any) -> bool:
 
 def _one_of(*values: object) -> _Expect:
     """Exactly one of ``values`` (3.0 is not 3, true is not 1)."""
-    return _Expect(
-        lambda v: any(type(v) is type(x) and v == x for x in values), "one of " + ", ".join(map(repr, values))
-    )
+    allowed = {(type(x), x) for x in values}
+
+    def ok(v: Any) -> bool:
+        try:
+            return (type(v), v) in allowed
+        except TypeError:  # a list or an object: none of these
+            return False
+
+    return _Expect(ok, "one of " + ", ".join(map(repr, values)))
 
 
 def _or_null(e: _Expect) -> _Expect:
@@ -879,26 +987,32 @@ def _refuse(problem: str) -> NoReturn:
     raise ControlError(f"state is malformed: {problem}")
 
 
-def _check_object(where: str, obj: object, fields: Mapping[str, _Expect], required: Collection[str]) -> None:
+Where = tuple[object, ...]  # a place in a state, ("accounts", 2, "ledger", 5): made into words only for an error
+
+
+def _place(where: Where) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in where).removeprefix(".")
+
+
+def _check_object(where: Where, obj: object, fields: Mapping[str, _Expect], required: Collection[str]) -> None:
     """``obj`` must be an object with the ``required`` fields, each of ``fields`` as expected, and no other."""
     if not isinstance(obj, Mapping):
-        _refuse(f"{where} must be an object, got {_show(obj)}")
-    for name, (ok, what) in fields.items():
-        place = f"{where}.{name}" if where else name
+        _refuse(f"{_place(where)} must be an object, got {_show(obj)}")
+    for name, (ok, what) in fields.items():  # (a state may hold a million objects: no work unless wrong)
         if name in obj:
             if not ok(obj[name]):
-                _refuse(f"{place} must be {what}, got {_show(obj[name])}")
+                _refuse(f"{_place((*where, name))} must be {what}, got {_show(obj[name])}")
         elif name in required:
-            _refuse(f"{place} is missing")
-    for name in obj:
-        if name not in fields:
-            _refuse(f"unknown field {_show(name)} in {where or 'the top level'}")
+            _refuse(f"{_place((*where, name))} is missing")
+    if not obj.keys() <= fields.keys():
+        name = next(name for name in obj if name not in fields)
+        _refuse(f"unknown field {_show(name)} in {_place(where) or 'the top level'}")
 
 
-def _check_unique(where: str, value: str, seen: dict[str, str]) -> None:
+def _check_unique(where: Where, value: str, seen: dict[str, Where]) -> None:
     first = seen.setdefault(value, where)
-    if first != where:
-        _refuse(f"{where} {_show(value)} repeats {first}")
+    if first is not where:
+        _refuse(f"{_place(where)} {_show(value)} repeats {_place(first)}")
 
 
 def check_state(state: Mapping[str, Any]) -> None:
@@ -907,20 +1021,19 @@ def check_state(state: Mapping[str, Any]) -> None:
     version = state.get("version") if isinstance(state, Mapping) else None
     if type(version) is not int or version != STATE_VERSION:
         raise ControlError(f"state must be an export with version {STATE_VERSION}")
-    _check_object("", state, STATE_FIELDS, STATE_REQUIRED)
-    _check_object("clock", state["clock"], CLOCK_FIELDS, {"now"})
-    keys: dict[str, str] = {}
+    _check_object((), state, STATE_FIELDS, STATE_REQUIRED)
+    _check_object(("clock",), state["clock"], CLOCK_FIELDS, {"now"})
+    keys: dict[str, Where] = {}
     for i, account in enumerate(state["accounts"]):
-        where = f"accounts[{i}]"
-        _check_object(where, account, ACCOUNT_FIELDS, ACCOUNT_REQUIRED)
-        _check_unique(f"{where}.key", account["key"], keys)
+        _check_object(("accounts", i), account, ACCOUNT_FIELDS, ACCOUNT_REQUIRED)
+        _check_unique(("accounts", i, "key"), account["key"], keys)
         for j, entry in enumerate(account["ledger"]):
-            _check_object(f"{where}.ledger[{j}]", entry, LEDGER_FIELDS, LEDGER_REQUIRED)
-    task_ids: dict[str, str] = {}
+            _check_object(("accounts", i, "ledger", j), entry, LEDGER_FIELDS, LEDGER_REQUIRED)
+    task_ids: dict[str, Where] = {}
     for i, row in enumerate(state["tasks"]):
-        _check_object(f"tasks[{i}]", row, TASK_CHECKS, TASK_REQUIRED)
-        _check_unique(f"tasks[{i}].task_id", row["task_id"], task_ids)
+        _check_object(("tasks", i), row, TASK_CHECKS, TASK_REQUIRED)
+        _check_unique(("tasks", i, "task_id"), row["task_id"], task_ids)
     if len(state.get("next", ())) > NEXT_LIMIT:
         _refuse(f"next has {len(state['next'])} entries, past the limit of {NEXT_LIMIT}")
     for i, entry in enumerate(state.get("next", ())):
-        _check_object(f"next[{i}]", entry, NEXT_FIELDS, NEXT_REQUIRED)
+        _check_object(("next", i), entry, NEXT_FIELDS, NEXT_REQUIRED)

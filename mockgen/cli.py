@@ -87,6 +87,20 @@ def option(*names: str, **kwargs: Any) -> Callable[[F], F]:
     help="Bytes the request journal may hold (about; each entry's parts cut to 4 KiB); past it the oldest go.",
 )
 @option(
+    "--max-connections",
+    envvar="MOCKGEN_MAX_CONNECTIONS",
+    default=1000,
+    type=click.IntRange(min=1),
+    help="Open connections served at once; past it a request gets 503 at once.",
+)
+@option(
+    "--state-bytes",
+    envvar="MOCKGEN_STATE_BYTES",
+    default=256 * 1024 * 1024,
+    type=click.IntRange(min=1),
+    help="The largest body PUT /_mock/state takes (413 past it).",
+)
+@option(
     "--allowed-host",
     "allowed_hosts",
     envvar="MOCKGEN_ALLOWED_HOSTS",
@@ -126,6 +140,8 @@ def serve(
     max_tasks: int,
     journal_bytes: int,
     max_accounts: int,
+    max_connections: int,
+    state_bytes: int,
     allowed_hosts: tuple[str, ...],
     watch: bool,
     access_log: bool,
@@ -154,6 +170,7 @@ def serve(
             state_file=state_file,
             state_any_scenario=state_any_scenario,
             allowed_hosts=hosts,
+            state_bytes=state_bytes,
         )
     except ScenarioError as exc:
         raise click.ClickException(f"scenario refused:\n{exc}") from None
@@ -192,7 +209,7 @@ def serve(
             err=True,
         )
     sys.stdout.flush()
-    server = make_server(app, access_log=access_log)
+    server = make_server(app, access_log=access_log, max_connections=max_connections)
     with tuned_gc():
         server.run(sockets=[sock])
 

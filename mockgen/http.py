@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope
 
 from .errors import ApiError, ControlError
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_STATE_BYTES = 256 * 1024 * 1024  # PUT /_mock/state: a whole world, so that every export loads back
 JSON_HEADER = (b"content-type", b"application/json")
 
 
@@ -42,6 +45,72 @@ def dumps(obj: Any) -> bytes:
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(dumps(obj), status, headers, media_type="application/json")
+
+
+class Sliceable(Protocol):
+    """What ``Items`` renders from: a list, or anything with a length that slices into items."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: slice, /) -> Iterable[Any]: ...
+
+
+class Items(NamedTuple):
+    """A JSON array of ``render(item)`` for each of ``items``, rendered ``CHUNK_ITEMS`` at a time."""
+
+    items: Sliceable
+    render: Callable[[Any], Any]
+
+
+Part = bytes | Items  # a piece of a JSON text: bytes as they are, or an array to render
+CHUNK_ITEMS = 100  # items rendered in one go (100 tasks of a state: a few milliseconds)
+PAUSE_BYTES = 64 * 1024  # rendered between two turns of the event loop
+
+
+def _pieces(parts: Iterable[Part]) -> Iterator[bytes]:
+    for part in parts:
+        if isinstance(part, bytes):
+            yield part
+            continue
+        items, render = part
+        yield b"["
+        for start in range(0, len(items), CHUNK_ITEMS):
+            chunk = dumps([render(item) for item in items[start : start + CHUNK_ITEMS]])
+            yield chunk[1:-1] if start == 0 else b"," + chunk[1:-1]
+        yield b"]"
+
+
+def _take(pieces: Iterator[bytes]) -> tuple[bytes, bool]:
+    """The next PAUSE_BYTES or so of ``pieces``, and whether that was the last of them."""
+    taken: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        taken.append(piece)
+        size += len(piece)
+        if size >= PAUSE_BYTES:
+            return b"".join(taken), False
+    return b"".join(taken), True
+
+
+def streamed_json(parts: Iterable[Part], status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """The JSON text that ``parts`` make, byte for byte ``dumps`` of the same data, never blocking the
+    event loop for long: a small answer is one Response, as ``json_response``'s; a big one streams,
+    rendered a chunk at a time with a turn of the event loop between chunks, so other clients are
+    served meanwhile. ``parts`` must read a snapshot (what they render must not change as they go)."""
+    pieces = _pieces(parts)
+    first, last = _take(pieces)
+    if last:
+        return Response(first, status, headers, media_type="application/json")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield first
+        done = False
+        while not done:
+            await asyncio.sleep(0)  # let the other clients in
+            chunk, done = _take(pieces)
+            if chunk:
+                yield chunk
+
+    return StreamingResponse(chunks(), status, headers, media_type="application/json")
 
 
 def envelope(code: int, msg: str, data: Any = None, status: int = 200) -> Response:
@@ -159,13 +228,22 @@ def parse_json(raw: bytes) -> Any:
         raise
 
 
-async def read_control_json(request: Request) -> dict[str, Any]:
-    """A control API body: a JSON object, or empty (ControlError 400 otherwise)."""
+async def read_control_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """A control API body, read in chunks: ControlError 413 as soon as it is known to pass ``limit``."""
     try:
-        raw = await read_body(request)
+        return await read_body(request, limit)
     except ApiError as exc:
         raise ControlError(exc.msg, 413) from None
-    if not raw.strip():
+
+
+async def read_control_json(request: Request) -> dict[str, Any]:
+    """A control API body: a JSON object, or empty (ControlError 400 otherwise)."""
+    return control_object(await read_control_body(request))
+
+
+def control_object(raw: bytes) -> dict[str, Any]:
+    """A control API body's JSON object ({} for an empty body; ControlError 400 for anything else)."""
+    if not raw or raw.isspace():  # (as raw.strip() would say, without copying a big body)
         return {}
     try:
         body = parse_json(raw)

@@ -71,6 +71,15 @@ class Ledger:
     def __iter__(self) -> Iterator[LedgerEntry]:
         return map(LedgerEntry, self._kinds, self._amounts, self._ats, self._task_ids)
 
+    def copy(self) -> Ledger:
+        """The entries as they are now (four list copies in C: cheap enough to take on the event loop)."""
+        copy = Ledger.__new__(Ledger)
+        copy._kinds = self._kinds.copy()
+        copy._amounts = self._amounts.copy()
+        copy._ats = array("d", self._ats)
+        copy._task_ids = self._task_ids.copy()
+        return copy
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Ledger | list):
             return list(self) == list(other)

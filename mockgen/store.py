@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import islice, repeat
 from typing import Protocol
 
 from .journal import MAX_BYTES as JOURNAL_BYTES
 from .journal import Journal
-from .models import Account, Ledger, Task
+from .models import NEVER, Account, Ledger, Task
 
 
 class Store(Protocol):
@@ -38,6 +38,9 @@ class Store(Protocol):
     def task_count(self) -> int: ...
     def schedule(self, at: float, task_id: str) -> None: ...
     def pop_due(self, now: float) -> Iterator[tuple[float, str]]: ...
+    def staged(self, accounts: Iterable[Account], tasks: Iterable[Task]) -> Store: ...
+    def take(self, staged: Store) -> None: ...
+    def release(self) -> None: ...
 
 
 class MemoryStore:
@@ -215,3 +218,39 @@ class MemoryStore:
         due = self._due
         while due and due[0][0] <= now:
             yield heapq.heappop(due)
+
+    # a whole world replaced (PUT /_mock/state): built aside, in any thread, then put in force at once
+    def staged(self, accounts: Iterable[Account], tasks: Iterable[Task]) -> MemoryStore:
+        """A store with this one's bounds holding ``accounts`` and ``tasks`` (due ones scheduled), and
+        an empty journal. Nothing is shared with this store, so it may be built in a thread."""
+        staged = MemoryStore(
+            self.max_tasks, 1, self.ledger_limit, max_accounts=self.max_accounts, ledger_total=self.ledger_total
+        )
+        for account in accounts:
+            staged.add_account(account)
+        for task in tasks:
+            staged.add_task(task)
+            if not task.final_status and task.finish_at != NEVER:
+                staged.schedule(task.finish_at, task.task_id)
+        return staged
+
+    def take(self, staged: Store) -> None:
+        """Hold what ``staged`` holds instead of this world, in one step (no request sees half of
+        either); the journal stays this one's, cleared. ``staged`` gets the old world, to drop."""
+        assert isinstance(staged, MemoryStore)
+        journal = self.journal
+        mine, theirs = vars(self).copy(), vars(staged).copy()
+        vars(self).update(theirs)
+        vars(staged).update(mine)
+        self.journal, staged.journal = journal, theirs["journal"]
+        journal.clear()
+
+    def release(self) -> None:
+        """Empty this store (not its journal) in many small steps rather than one long one, so that a
+        thread doing it leaves the event loop free between them: how a replaced world is dropped."""
+        for items in (self._tasks, self._accounts):
+            while items:
+                items.popitem()
+        self._due.clear()
+        self._finished.clear()
+        self._entries.clear()

@@ -101,6 +101,8 @@ class MockServer:
 
     Exposes ``base_url``, a ready ``api_key``, helpers that drive the control API, and
     WireMock-style verification of the requests it received (``verify``, ``verify_order``).
+    It serves with ``mockgen serve``'s bounds on connections and slow clients (``max_connections``:
+    ``--max-connections``; README, Limits).
     """
 
     def __init__(
@@ -112,14 +114,17 @@ class MockServer:
         port: int = 0,
         admin_token: str | None = None,
         loop: str = "auto",
+        max_connections: int | None = None,
         **app_options: Any,
     ) -> None:
         from .app import create_app
+        from .server import MAX_CONNECTIONS
 
         self.app = create_app(scenario, clock=clock, admin_token=admin_token, **app_options)
         self.host = host
         self.port = port
         self.loop = loop
+        self.max_connections = max_connections or MAX_CONNECTIONS  # as `mockgen serve --max-connections`
         self.admin_token = admin_token
         self.base_url = ""
         self.api_key = ""
@@ -134,7 +139,7 @@ class MockServer:
 
         sock = bind(self.host, self.port)  # uvicorn listens on it and closes it when it stops
         self.port = sock.getsockname()[1]
-        self._server = make_server(self.app, lifespan="on", loop=self.loop)
+        self._server = make_server(self.app, lifespan="on", loop=self.loop, max_connections=self.max_connections)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout
