@@ -7,7 +7,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, overload
 
-QUEUED, RUNNING, SUCCEEDED, FAILED = 1, 2, 3, 4
+from .spec import FAILED, QUEUED, RUNNING, SUCCEEDED
+
 NEVER = float("inf")
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 import yaml
 
 from .errors import ScenarioError, ScenarioIssue
-from .spec import KEY_PATTERN, MODELS, Kind, Msg
+from .spec import KEY_PATTERN, KINDS, MODELS, Kind, Msg
 
 TaskType = Kind
 Progress = Literal["time", "polls", "manual"]
@@ -872,7 +872,7 @@ def _read_model(r: _Reader, mid: str | int, value: object, base: ModelSpec | Non
     """One entry of ``models``: a new model needs its task_type; a known one keeps what is not given."""
     p: Path_ = ("models", mid)
     ms = r.mapping(value, p, ("task_type", "cost", "queued", "running"))
-    task_type = r.string(ms, "task_type", p, ("image", "video")) or (base.task_type if base else None)
+    task_type = r.string(ms, "task_type", p, KINDS) or (base.task_type if base else None)
     if task_type is None:
         r.issue(p, "a new model needs task_type: image or video")
         return None
