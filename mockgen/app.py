@@ -27,8 +27,8 @@ from .errors import ApiError, ControlError, ScenarioError
 from .faults import fault_response, find_fault, lost_response
 from .guard import Guard, HostPolicy
 from .http import MAX_STATE_BYTES, envelope, json_response, note, noted_fault
-from .journal import ENTRY_BYTES, PART_BYTES, Record, kept, scrub, scrub_notes
 from .journal import MAX_BYTES as JOURNAL_BYTES
+from .journal import PART_BYTES, Record, kept, scrub, scrub_notes
 from .models import SUCCEEDED
 from .openapi import build_openapi
 from .scenario import Scenario, load_scenario
@@ -216,12 +216,14 @@ class JournalMiddleware:
     def record(self, scope: Scope, raw_body: bytes, status: int, elapsed: float) -> None:
         """Add this request to the journal, holding no whole key and no part past PART_BYTES."""
         journal = self.backend.store.journal
-        headers, key, size = journal.headers(scope["headers"])
+        headers, key, size = journal.headers(scope["headers"])  # size: all but the parts below
         # A key may come in the path, the query, the body or a note's error (which may quote the path);
         # the checks inline here are what every request pays (scrub itself only finds, no regex).
         path: str = scope["path"]  # percent-decoded already: 'sk%2D…' in the URL is 'sk-…' here
-        if path.find("sk-") >= 0 or len(path) > PART_BYTES:
+        length = len(path)
+        if length > PART_BYTES or path.find("sk-") >= 0:
             path = kept(path)
+            length = len(path)
         notes = scope.get("mockgen")
         if notes and "error" in notes:
             size += min(len(notes["error"] or ""), PART_BYTES)
@@ -229,7 +231,11 @@ class JournalMiddleware:
         query = scope.get("query_string", b"")
         if query:
             query = kept(query)
-        body = scrub(raw_body, "utf-8") if raw_body else raw_body
+            size += len(query)
+        body: bytes | str = raw_body
+        if raw_body:
+            body = scrub(raw_body, "utf-8")
+            size += len(body)
         entry: Record = (
             self.backend.now(),
             scope["method"],
@@ -242,7 +248,7 @@ class JournalMiddleware:
             elapsed,
             notes,
         )
-        journal.append(entry, size + len(path) + len(query) + len(body) + ENTRY_BYTES)
+        journal.append(entry, size + length)
 
 
 async def openapi_document(request: Request) -> Response:

@@ -276,15 +276,20 @@ class Journal:
     each new entry as it arrives.
 
     Sizes are counted from the lengths an entry keeps (headers shared by many entries are counted in
-    each): an upper bound on what the entries hold, in O(1) per entry.
+    each): an upper bound on what the entries hold, in O(1) per entry. Each entry carries the bytes
+    appended before it (a running total), so what the journal holds is the total less the oldest
+    entry's mark, however the oldest went: by the deque's own length bound (in C, unseen) or by bytes.
     """
 
     def __init__(self, limit: int = LIMIT, max_bytes: int = MAX_BYTES, max_waiters: int = WAITERS) -> None:
-        self._items: deque[tuple[int, Item, int]] = deque()  # (id, item, size), oldest first; ids consecutive
-        self._limit = limit
+        # (id, item, bytes appended before it), oldest first; ids consecutive
+        self._items: deque[tuple[int, Item, int]] = deque(maxlen=limit)
         self.max_bytes = max_bytes
         self.max_waiters = max_waiters
-        self.bytes = 0  # the entries' sizes, summed
+        self._total = 0  # bytes ever appended
+        # Past this total the oldest entries may have to go: the oldest one's mark plus max_bytes, or lower
+        # (when the deque dropped entries unseen), and then _trim only moves it up.
+        self._high = max_bytes
         self.seq = 0
         self._waiters: list[Waiter] = []
         # Header sets as sent -> as kept (``headers``). It holds whole keys, in memory only, like the
@@ -292,8 +297,13 @@ class Journal:
         self._seen: dict[tuple[Any, ...], tuple[Headers, KeyId | None, int]] = {}
 
     @property
-    def limit(self) -> int:
-        return self._limit
+    def limit(self) -> int | None:
+        return self._items.maxlen
+
+    @property
+    def bytes(self) -> int:
+        """About how many bytes the entries hold (what ``max_bytes`` bounds)."""
+        return self._total - self._items[0][2] if self._items else 0
 
     @property
     def waiting(self) -> int:
@@ -308,15 +318,18 @@ class Journal:
         return len(self._items)
 
     def headers(self, raw: Any) -> tuple[Headers, KeyId | None, int]:
-        """``mask_headers(raw)``, each distinct small set of headers masked once and then shared by every
-        entry that has it: clients send the same few sets over and over. Sets of more than
-        HEADER_SET_BYTES are not kept; at HEADER_SETS sets, the cache starts again."""
+        """``mask_headers(raw)``, with ENTRY_BYTES in its size (an entry's all but its path, query, body
+        and error), each distinct small set of headers masked once and then shared by every entry that
+        has it: clients send the same few sets over and over. Sets of more than HEADER_SET_BYTES are not
+        kept; at HEADER_SETS sets, the cache starts again."""
         try:
             seen = self._seen.get(as_tuple := tuple(raw))
         except TypeError:  # header pairs as lists (the ASGI spec allows any iterable): no cache
-            return mask_headers(raw)
+            headers, key, size = mask_headers(raw)
+            return headers, key, size + ENTRY_BYTES
         if seen is None:
-            seen = mask_headers(as_tuple)
+            headers, key, size = mask_headers(as_tuple)
+            seen = headers, key, size + ENTRY_BYTES
             if sum(len(name) + len(value) for name, value in as_tuple) <= HEADER_SET_BYTES:
                 if len(self._seen) >= HEADER_SETS:
                     self._seen.clear()
@@ -325,19 +338,20 @@ class Journal:
 
     def append(self, entry: Item, size: int = ENTRY_BYTES) -> None:
         """Add a ``Record`` (cheap: rendered only when read) or a ready ``Entry`` dict, of about ``size`` bytes."""
-        self.seq = seq = self.seq + 1
-        items = self._items
-        items.append((seq, entry, size))
-        self.bytes += size
-        if len(items) > self._limit or self.bytes > self.max_bytes:
+        self.seq += 1
+        self._items.append((self.seq, entry, self._total))
+        self._total += size
+        if self._total > self._high:
             self._trim()
         if self._waiters:
-            self._wake(seq, entry)
+            self._wake(self.seq, entry)
 
     def _trim(self) -> None:
-        items = self._items
-        while items and (len(items) > self._limit or self.bytes > self.max_bytes):
-            self.bytes -= items.popleft()[2]
+        """Drop the oldest entries until the rest hold at most ``max_bytes``."""
+        items, total, most = self._items, self._total, self.max_bytes
+        while items and total - items[0][2] > most:
+            items.popleft()
+        self._high = (items[0][2] if items else total) + most
 
     @staticmethod
     def _render(seq: int, item: Item) -> Entry:
@@ -353,7 +367,7 @@ class Journal:
     def clear(self) -> None:
         """Forget every entry and every header set seen (parked long-polls go on waiting for new ones)."""
         self._items.clear()
-        self.bytes = 0
+        self._high = self._total + self.max_bytes
         self._seen.clear()
 
     def select(self, pred: Pred) -> list[Entry]:
