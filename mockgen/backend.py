@@ -26,6 +26,7 @@ ID_BYTES = bytes(ord(ID_ALPHABET[b % len(ID_ALPHABET)]) for b in range(256))
 KEY_ALPHABET = string.ascii_letters + string.digits
 URL_RE = re.compile(r"https?://[^\s/$.?#][^\s]*", re.IGNORECASE)
 MAX_BUCKETS = 100_000  # rate-limit buckets kept (fault, key); see Backend._take_token
+MAX_COUNTERS = 100_000  # rule and fault counters kept (scope, key: count_per key makes one a key); see matches
 # The ratios a create may send for each kind, for one hash lookup per submit.
 _RATIOS = {kind: frozenset(ratios) for kind, ratios in KIND_RATIOS.items()}
 
@@ -476,7 +477,12 @@ class Backend:
                 return False
         if match.counted:
             counter = (scope, account.key if match.count_per == "key" else "")
-            n = self.counters[counter] = self.counters.get(counter, 0) + 1
+            counters = self.counters
+            n = counters.get(counter, 0) + 1
+            if n == 1 and len(counters) >= MAX_COUNTERS:
+                # Bounded like the buckets: the counter first seen longest ago goes (its key starts over).
+                del counters[next(iter(counters))]
+            counters[counter] = n
             if match.first_n is not None and n > match.first_n:
                 return False
             if match.after_n is not None and n <= match.after_n:

@@ -303,3 +303,36 @@ def test_rate_limit_buckets_are_bounded(
     assert poll(KEY) == 200  # its bucket went (least recently used): a full one again
     assert [poll(new_key(49)) for _ in range(2)] == [200, 429]  # a kept bucket keeps counting
     assert client.get("/api/v1/tasks/x", headers=AUTH).status_code == 200
+
+
+# --- rule and fault counters -----------------------------------------------------------------------
+
+COUNTED = (
+    SCENARIO
+    + """\
+faults:
+  - name: first-poll-of-each-key
+    match: {route: query, first_n: 1, count_per: key}
+    status: 503
+"""
+)
+
+
+def test_counters_per_key_are_bounded(
+    make_client: Callable[..., Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mockgen.backend, "MAX_COUNTERS", 10)
+    path = tmp_path / "counted.yaml"
+    path.write_text(COUNTED)
+    client = make_client(path)
+    backend = client.app.state.backend
+
+    def poll(key: str) -> int:
+        return client.get("/api/v1/tasks/x", headers={"Authorization": f"Bearer {key}"}).status_code
+
+    assert [poll(KEY) for _ in range(2)] == [503, 200]  # its first poll only
+    for i in range(50):
+        assert [poll(new_key(i)), poll(new_key(i))] == [503, 200]
+        assert len(backend.counters) <= 10
+    assert poll(new_key(49)) == 200  # a kept counter keeps counting
+    assert poll(KEY) == 503  # its counter went (first seen longest ago): it starts over
