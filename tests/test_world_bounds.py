@@ -284,17 +284,24 @@ faults:
 )
 
 
+def _poller(make_client: Callable[..., Client], tmp_path: Path, text: str) -> tuple[Client, Callable[[str], int]]:
+    """A client on scenario ``text``, and a poll of a task that does not exist with a given key (its status)."""
+    path = tmp_path / "scenario.yaml"
+    path.write_text(text)
+    client = make_client(path)
+
+    def poll(key: str) -> int:
+        return client.get("/api/v1/tasks/x", headers={"Authorization": f"Bearer {key}"}).status_code
+
+    return client, poll
+
+
 def test_rate_limit_buckets_are_bounded(
     make_client: Callable[..., Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(mockgen.backend, "MAX_BUCKETS", 10)
-    path = tmp_path / "limited.yaml"
-    path.write_text(RATE_LIMITED)
-    client = make_client(path)
+    client, poll = _poller(make_client, tmp_path, RATE_LIMITED)
     backend = client.app.state.backend
-
-    def poll(key: str) -> int:
-        return client.get("/api/v1/tasks/x", headers={"Authorization": f"Bearer {key}"}).status_code
 
     assert [poll(KEY) for _ in range(3)] == [200, 200, 429]  # a burst of 2, then throttled
     for i in range(50):
@@ -322,13 +329,8 @@ def test_counters_per_key_are_bounded(
     make_client: Callable[..., Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(mockgen.backend, "MAX_COUNTERS", 10)
-    path = tmp_path / "counted.yaml"
-    path.write_text(COUNTED)
-    client = make_client(path)
+    client, poll = _poller(make_client, tmp_path, COUNTED)
     backend = client.app.state.backend
-
-    def poll(key: str) -> int:
-        return client.get("/api/v1/tasks/x", headers={"Authorization": f"Bearer {key}"}).status_code
 
     assert [poll(KEY) for _ in range(2)] == [503, 200]  # its first poll only
     for i in range(50):
