@@ -562,6 +562,10 @@ class Backend:
             buckets.popitem(last=False)
         return taken
 
+    def latency(self, fault: Fault) -> float:
+        """Seconds a fault holds its request (0: it has no latency), drawn from the scenario's random source."""
+        return 0.0 if fault.latency is None else fault.latency.sample(self.rng)
+
     def retry_after(self, fault: Fault, account: Account | None) -> int:
         """Seconds a client should wait: the fault's own, or until the bucket has a token."""
         if fault.retry_after is not None:
@@ -574,9 +578,15 @@ class Backend:
     def _take_next(self, account: Account, req: Submit) -> NextOutcome | None:
         return self.next_outcomes.take(req.model_id, account.key)
 
-    def queue_next(self, entry: NextOutcome) -> None:
-        """Queue an outcome for the next matching submits; ControlError 409 past NEXT_LIMIT entries."""
+    def queue_next(self, entry: NextOutcome) -> int:
+        """Queue an outcome for the next matching submits; ControlError 409 past NEXT_LIMIT entries.
+        Returns how many entries the queue holds now."""
         self.next_outcomes.append(entry)
+        return len(self.next_outcomes)
+
+    def queued_next(self) -> list[NextOutcome]:
+        """The queued outcomes, oldest first (a copy)."""
+        return list(self.next_outcomes)
 
     def clear_next(self) -> None:
         self.next_outcomes = NextQueue()
@@ -694,6 +704,8 @@ class Backend:
         account = self.account(key, create=True)
         self.store.credit(key, delta, self.now(), "topup", None)
         return account
+
+    # --- where results are ---------------------------------------------------------------------
 
     def result_url(self, task: Task, base_url: str) -> str:
         """Where a succeeded task's file is: this server's /files/, or the scenario's CDN."""

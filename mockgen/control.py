@@ -397,12 +397,12 @@ async def queue_next(request: Request) -> Response:
     if model_id is not None and not b.has_model(model_id):
         raise ControlError(f"unknown model_id {model_id!r}")
     entry = NextOutcome(_outcome(body), count, model_id, _optional_str(body, "key"), _optional_str(body, "msg"))
-    b.queue_next(entry)  # 409 when the queue is full
-    return json_response({"queued": [vars_(entry)], "length": len(b.next_outcomes)}, 201)
+    length = b.queue_next(entry)  # 409 when the queue is full
+    return json_response({"queued": [vars_(entry)], "length": length}, 201)
 
 
 async def list_next(request: Request) -> Response:
-    queue = list(_backend(request).next_outcomes)
+    queue = _backend(request).queued_next()
     limit, total = _limit(request), len(queue)
     if limit is not None:
         queue = queue[max(total - limit, 0) :]
