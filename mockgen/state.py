@@ -55,7 +55,7 @@ def state_at(backend: Backend) -> StateAt:
     backend.settle()
     accounts = list(backend.store.accounts())
     return StateAt(
-        backend.scenario.name,
+        backend.scenario_name,
         {"kind": backend.clock.kind, "now": backend.now()},
         accounts,
         [a.credits for a in accounts],
