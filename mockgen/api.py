@@ -20,8 +20,9 @@ from .backend import NO_PROBE, NO_STEERING, Backend, Probe, Steering, Submit
 from .errors import ApiError
 from .faults import fault_response, find_fault, lost_response
 from .http import JSON_HEADER, BodyTooLarge, dumps, note_scope, parse_json, receive_body
+from .models import Task
 from .scenario import Fault
-from .spec import CREATE_PATH, FAILED, POLL_KEYS, QUERY_PATH, Msg
+from .spec import CREATE_PATH, FAILED, POLL_KEYS, QUERY_PATH, SUCCEEDED, Msg
 
 
 def base_url(request: Request) -> str:
@@ -43,6 +44,28 @@ def _server_address(scope: Scope) -> str:
     name = str(server[0])
     name = f"[{name}]" if ":" in name else name
     return name if server[1] is None else f"{name}:{server[1]}"
+
+
+def task_data(backend: Backend, task: Task, base_url: str) -> dict[str, Any]:
+    """The ``data`` of a poll's answer, exactly the contract's keys (plus a rule's extras)."""
+    plan = task.plan  # (read once: every poll comes here)
+    status = task.status_at(backend.now())
+    url = backend.result_url(task, base_url) if status == SUCCEEDED else None
+    task_type = plan.task_type
+    data: dict[str, Any] = {
+        "task_id": task.task_id,
+        "task_status": status,
+        "task_type": task_type,
+        "model_id": plan.model_id,
+        "image_url": url if task_type == "image" else None,
+        "video_url": url if task_type == "video" else None,
+        "audio_url": None,
+        "credits": plan.credits,
+        "created_at": int(task.created_at),
+    }
+    if plan.extra:
+        data.update(plan.extra)
+    return data
 
 
 def steering(request: Request) -> Steering:
@@ -233,7 +256,7 @@ class CreateTask:
             world = backend.world  # the world may be replaced while the body or a fault's delay is awaited
             raw = await receive_body(receive, incoming.content_length)
             # Faults come from an X-Mockgen-Fault header or the scenario; with neither, skip building a Request.
-            if incoming.steered or backend.scenario.faults:
+            if incoming.steered or backend.has_faults:
                 # Faults first, then validation, as behind a gateway: a create that will be refused
                 # is delayed, throttled or failed (and counted) like any other.
                 req, refused = _read_create(backend, raw)
@@ -280,7 +303,7 @@ class GetTask:
             if incoming.host not in (hosts := scope["app"].hosts).ok:  # the guard's Host check, in one lookup
                 hosts.check(incoming.host, scope)
             account = backend.authenticate(incoming.authorization)
-            if incoming.steered or backend.scenario.faults:
+            if incoming.steered or backend.has_faults:
                 fault = await _fault(scope, receive, send, backend, "query", account)
             task = backend.query(account, scope["path_params"]["task_id"])
         except ApiError as exc:
@@ -288,7 +311,7 @@ class GetTask:
         except Faulted as answered:
             return answered.status, b""
         note_scope(scope, task_id=task.task_id)
-        data = backend.task_data(task, _base_url(scope, incoming.host))
+        data = task_data(backend, task, _base_url(scope, incoming.host))
         body = polled_compat(data, task.message or task.failure_message) if backend.compat else polled(data)
         if fault is None:  # the hot path: no coroutine more than it needs
             return await _send_json(send, body), b""

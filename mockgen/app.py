@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import api, control, media
-from .backend import Backend, StateAt, state_at
+from .backend import Backend
 from .clock import Clock
 from .errors import ApiError, ControlError, ScenarioError
 from .faults import fault_response, find_fault, lost_response
@@ -29,10 +29,10 @@ from .guard import Guard, HostPolicy
 from .http import MAX_STATE_BYTES, envelope, json_response, note, noted_fault
 from .journal import MAX_BYTES as JOURNAL_BYTES
 from .journal import PART_BYTES, Record, kept, scrub, scrub_notes
-from .models import SUCCEEDED
 from .openapi import build_openapi
 from .scenario import Scenario, load_scenario
 from .spec import CREATE_PATH, FILES_PATH, TASKS_PREFIX, Msg
+from .state import StateAt, export_state, import_state, state_at
 from .store import MemoryStore
 
 __all__ = ["create_app"]
@@ -130,10 +130,8 @@ async def result_file(request: Request) -> Response:
 def _result_file(request: Request, backend: Backend) -> Response:
     name: str = request.path_params["name"]
     task_id, _, ext = name.partition(".")
-    task = backend.store.get_task(task_id)
-    backend.settle()
-    expected = "mp4" if task and task.task_type == "video" else "png"
-    if task is None or ext != expected or task.final_status != SUCCEEDED:
+    task = backend.result_task(task_id, ext)
+    if task is None:
         note(request, error="no such result file")
         return envelope(404, Msg.NO_FILE.format(name=name), None, 404)
     render = media.render_mp4 if ext == "mp4" else media.render_png
@@ -215,7 +213,7 @@ class JournalMiddleware:
 
     def record(self, scope: Scope, raw_body: bytes, status: int, elapsed: float) -> None:
         """Add this request to the journal, holding no whole key and no part past PART_BYTES."""
-        journal = self.backend.store.journal
+        journal = self.backend.journal
         headers, key, size = journal.headers(scope["headers"])  # size: all but the parts below
         # A key may come in the path, the query, the body or a note's error (which may quote the path);
         # the checks inline here are what every request pays (scrub itself only finds, no regex).
@@ -287,10 +285,10 @@ async def watch_scenario(app: Starlette, path: Path, interval: float = 0.5) -> N
             scenario = await asyncio.to_thread(load_scenario, path)
             app.state.backend.load(scenario)
         except ScenarioError as exc:
-            log.error("scenario %s refused, keeping %r:\n%s", path, app.state.backend.scenario.name, exc)
+            log.error("scenario %s refused, keeping %r:\n%s", path, app.state.backend.scenario_name, exc)
             continue
         except Exception as exc:  # the watcher must outlive any edit
-            name = app.state.backend.scenario.name
+            name = app.state.backend.scenario_name
             log.error("scenario %s refused, keeping %r: %s: %s", path, name, type(exc).__name__, exc)
             continue
         log.warning("scenario %s reloaded: %r in force from its starting state", path, scenario.name)
@@ -323,14 +321,14 @@ def load_state_file(backend: Backend, path: Path, *, any_scenario: bool = False)
         raise ControlError(f"cannot read {path}: {exc}") from None
     if not isinstance(state, dict):
         raise ControlError(f"{path} does not hold an exported state")
-    saved, current = state.get("scenario"), backend.scenario.name
+    saved, current = state.get("scenario"), backend.scenario_name
     if isinstance(saved, str) and saved != current and not any_scenario:
         raise ControlError(
             f"it was saved under the scenario {saved!r}, and this server runs {current!r}: "
             f"start it with --scenario {saved}, or pass --state-any-scenario to load it anyway "
             f"(it is then saved under {current!r})"
         )
-    backend.import_state(state)
+    import_state(backend, state)
     return True
 
 
@@ -345,7 +343,7 @@ def save_state_file(backend: Backend | StateAt, path: Path) -> None:
     """
     tmp = _tmp_path(path)
     try:
-        state = backend.as_dict() if isinstance(backend, StateAt) else backend.export_state()
+        state = backend.as_dict() if isinstance(backend, StateAt) else export_state(backend)
         text = json.dumps(state, ensure_ascii=True, allow_nan=False, indent=1)
         tmp.write_text(text, encoding="ascii")
         tmp.replace(path)

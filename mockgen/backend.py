@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import random
 import re
 import string
 import sys
 from collections import OrderedDict, deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple, NoReturn
+from typing import Any
 
 from .clock import Clock, ManualClock, check_clock, make_clock
-from .errors import ApiError, ControlError
-from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Ledger, LedgerEntry, Plan, Task
-from .scenario import ENVELOPES, KEY_RE, MAX_INT, MAX_TIME, Behaviour, Fault, Match, ModelSpec, Scenario
-from .spec import DEFAULT_RATIO, FILES_PREFIX, KIND_RATIOS, KINDS, RATIOS, REQUEST_ID_PREFIX, Msg
+from .errors import ApiError, ControlError, show
+from .journal import Journal
+from .models import FAILED, NEVER, SUCCEEDED, Account, Plan, Task, TasksAt
+from .scenario import ENVELOPES, KEY_RE, Behaviour, Fault, Match, ModelSpec, Scenario
+from .spec import DEFAULT_RATIO, FILES_PREFIX, KIND_RATIOS, REQUEST_ID_PREFIX, Msg
 from .store import MemoryStore, Store
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -189,6 +189,9 @@ class Backend:
             raise ValueError(f"envelope must be one of {', '.join(ENVELOPES)}, not {envelope!r}")
         self.envelope_override = envelope  # like the clock: a flag or MOCKGEN_ENVELOPE beats the scenario
         self.store: Store = store or MemoryStore()
+        # The store keeps its journal for its whole life (``take`` and ``clear`` empty it in place):
+        # a plain attribute, read by the journal middleware on every request.
+        self.journal: Journal = self.store.journal
         # The world's number: one more each time a reset, a state load or a scenario swap replaces
         # the world. A request notes it when it authenticates, and a submit that finds another one
         # (it awaited its body or a fault's delay meanwhile) is told to retry: see ``submit``.
@@ -200,6 +203,7 @@ class Backend:
     def load(self, scenario: Scenario) -> None:
         """Put ``scenario`` in force and go back to its starting state."""
         self.scenario = scenario
+        self.has_faults = bool(scenario.faults)  # read on every submit and poll: a plain attribute
         self.reset()
 
     def reset(self) -> None:
@@ -222,6 +226,15 @@ class Backend:
         self._rule_scopes = [f"rule:{i}" for i in range(len(s.rules))]
         for spec in s.accounts:
             self.store.add_account(Account(spec.key, spec.credits, spec.name))
+
+    @property
+    def scenario_name(self) -> str:
+        """The name of the scenario in force."""
+        return self.scenario.name
+
+    def has_model(self, model_id: str) -> bool:
+        """Whether the scenario in force has this model."""
+        return model_id in self.scenario.models
 
     @property
     def faker(self) -> Any:
@@ -308,7 +321,7 @@ class Backend:
         if model is None:
             if model_id is None or model_id == "":
                 raise ApiError(Msg.NO_MODEL.format(models=", ".join(models)))
-            raise ApiError(Msg.BAD_MODEL.format(value=_show(model_id), models=", ".join(models)))
+            raise ApiError(Msg.BAD_MODEL.format(value=show(model_id), models=", ".join(models)))
         prompt = body.get("prompt")
         if not isinstance(prompt, str) or not prompt or prompt.isspace():
             raise ApiError(Msg.NO_PROMPT)
@@ -320,18 +333,18 @@ class Backend:
             ratio = DEFAULT_RATIO[model.task_type]
         elif not isinstance(ratio, str) or ratio not in _RATIOS[model.task_type]:
             ratios = ", ".join(KIND_RATIOS[model.task_type])
-            raise ApiError(Msg.BAD_RATIO.format(value=_show(ratio), ratios=ratios))
+            raise ApiError(Msg.BAD_RATIO.format(value=show(ratio), ratios=ratios))
         urls = body.get("image_urls")
         if urls is None or urls == []:
             return Submit(model.model_id, prompt, ratio, ())
         if not isinstance(urls, list):
-            raise ApiError(Msg.BAD_IMAGES.format(detail=f"got {_show(urls)}"))
+            raise ApiError(Msg.BAD_IMAGES.format(detail=f"got {show(urls)}"))
         if len(urls) > limits.max_image_urls:
             detail = f"at most {limits.max_image_urls} are allowed, got {len(urls)}"
             raise ApiError(Msg.BAD_IMAGES.format(detail=detail))
         for i, url in enumerate(urls):
             if not isinstance(url, str) or len(url) > 2048 or not URL_RE.fullmatch(url):
-                raise ApiError(Msg.BAD_IMAGES.format(detail=f"item {i} is {_show(url)}"))
+                raise ApiError(Msg.BAD_IMAGES.format(detail=f"item {i} is {show(url)}"))
         return Submit(model.model_id, prompt, ratio, tuple(urls))
 
     def probe(self, body: object) -> Probe:
@@ -435,7 +448,7 @@ class Backend:
         """A task of this account, brought up to date; another account's task is 'not found'."""
         task = self.store.get_task(task_id)
         if task is None or task.key != account.key:
-            raise ApiError(Msg.NOT_FOUND.format(task_id=_show(task_id[:64])))
+            raise ApiError(Msg.NOT_FOUND.format(task_id=show(task_id[:64])))
         now = self.now()
         self.settle(now)
         task.polls += 1
@@ -549,6 +562,10 @@ class Backend:
             buckets.popitem(last=False)
         return taken
 
+    def latency(self, fault: Fault) -> float:
+        """Seconds a fault holds its request (0: it has no latency), drawn from the scenario's random source."""
+        return 0.0 if fault.latency is None else fault.latency.sample(self.rng)
+
     def retry_after(self, fault: Fault, account: Account | None) -> int:
         """Seconds a client should wait: the fault's own, or until the bucket has a token."""
         if fault.retry_after is not None:
@@ -561,9 +578,15 @@ class Backend:
     def _take_next(self, account: Account, req: Submit) -> NextOutcome | None:
         return self.next_outcomes.take(req.model_id, account.key)
 
-    def queue_next(self, entry: NextOutcome) -> None:
-        """Queue an outcome for the next matching submits; ControlError 409 past NEXT_LIMIT entries."""
+    def queue_next(self, entry: NextOutcome) -> int:
+        """Queue an outcome for the next matching submits; ControlError 409 past NEXT_LIMIT entries.
+        Returns how many entries the queue holds now."""
         self.next_outcomes.append(entry)
+        return len(self.next_outcomes)
+
+    def queued_next(self) -> list[NextOutcome]:
+        """The queued outcomes, oldest first (a copy)."""
+        return list(self.next_outcomes)
 
     def clear_next(self) -> None:
         self.next_outcomes = NextQueue()
@@ -601,13 +624,58 @@ class Backend:
         return now
 
     def resolve(self, task_id: str, outcome: str, message: str | None = None) -> Task:
-        task = self.store.get_task(task_id)
-        if task is None:
-            raise ControlError(f"no task {task_id!r}", 404)
-        self.settle()
+        task = self.task_for_control(task_id)
         if task.final_status:
             raise ControlError(f"task {task_id} already finished with status {task.final_status}", 409)
         self.finish(task, outcome, self.now(), message)
+        return task
+
+    def install(self, staged: Store, next_outcomes: Iterable[NextOutcome], now: float) -> None:
+        """Put a world built aside in force, in one step that cannot fail or wait: no request sees
+        half of it. ``staged`` is left holding the old world (for the caller to release)."""
+        self.world += 1  # a new world: submits authenticated in the old one are told to retry
+        self.store.take(staged)
+        self.next_outcomes = NextQueue(next_outcomes)
+        if isinstance(self.clock, ManualClock):
+            self.clock.set(now)
+        self.settle()
+
+    # --- reading the world (control, result files) -----------------------------------------------
+
+    def task_for_control(self, task_id: str) -> Task:
+        """Any account's task, brought up to date; ControlError 404 when there is none."""
+        self.settle()
+        task = self.store.get_task(task_id)
+        if task is None:
+            raise ControlError(Msg.NO_TASK.format(task_id=task_id), 404)
+        return task
+
+    def tasks_page(self, key: str | None = None, limit: int | None = None) -> tuple[TasksAt, int]:
+        """The newest ``limit`` tasks (all: None) of ``key`` (any: None) as they are now, with their
+        accounts, and how many there are in all."""
+        self.settle()
+        tasks = [t for t in self.store.tasks() if key in (None, t.key)]
+        total = len(tasks)
+        if limit is not None:
+            tasks = tasks[max(total - limit, 0) :]
+        return TasksAt(tasks, self.store.get_account), total
+
+    def accounts_page(self, limit: int | None = None) -> tuple[list[Account], int]:
+        """The newest ``limit`` accounts (all: None), balances brought up to date, and how many there are."""
+        self.settle()
+        return list(self.store.accounts(limit)), self.store.account_count()
+
+    def task_account(self, task: Task) -> Account | None:
+        """The stored account a task was charged to (None: not stored, or gone)."""
+        return self.store.get_account(task.key)
+
+    def result_task(self, task_id: str, ext: str) -> Task | None:
+        """The succeeded task whose result file is ``{task_id}.{ext}`` (mp4 for a video, png for an
+        image); None when there is no such file."""
+        task = self.store.get_task(task_id)
+        self.settle()
+        if task is None or task.final_status != SUCCEEDED or ext != ("mp4" if task.task_type == "video" else "png"):
+            return None
         return task
 
     # --- accounts (control) --------------------------------------------------------------------
@@ -637,409 +705,13 @@ class Backend:
         self.store.credit(key, delta, self.now(), "topup", None)
         return account
 
-    # --- views (used by the API and control layers) ----------------------------------------------
+    # --- where results are ---------------------------------------------------------------------
 
     def result_url(self, task: Task, base_url: str) -> str:
+        """Where a succeeded task's file is: this server's /files/, or the scenario's CDN."""
         task_type = task.plan.task_type
         ext = "mp4" if task_type == "video" else "png"
         if task.plan.results == "cdn":
             base = self.scenario.cdn_base or f"https://cdn.{self.faker.domain_name()}"
             return f"{base.rstrip('/')}/{task_type}s/{task.task_id}.{ext}"
         return f"{base_url.rstrip('/')}{FILES_PREFIX}{task.task_id}.{ext}"
-
-    def task_data(self, task: Task, base_url: str) -> dict[str, Any]:
-        """The ``data`` of a query answer, exactly the contract's keys (plus a rule's extras)."""
-        plan = task.plan  # (read once: every poll comes here)
-        status = task.status_at(self.now())
-        url = self.result_url(task, base_url) if status == SUCCEEDED else None
-        task_type = plan.task_type
-        data: dict[str, Any] = {
-            "task_id": task.task_id,
-            "task_status": status,
-            "task_type": task_type,
-            "model_id": plan.model_id,
-            "image_url": url if task_type == "image" else None,
-            "video_url": url if task_type == "video" else None,
-            "audio_url": None,
-            "credits": plan.credits,
-            "created_at": int(task.created_at),
-        }
-        if plan.extra:
-            data.update(plan.extra)
-        return data
-
-    def task_view(self, task: Task, base_url: str) -> dict[str, Any]:
-        """Everything about a task, for the control API and the dashboard."""
-        return self._task_view(task, base_url, self.now(), self.store.get_account(task.key))
-
-    def tasks_at(self, tasks: list[Task]) -> TasksAt:
-        """``tasks`` as they are now, with their accounts, for ``task_view_at`` later."""
-        return TasksAt(tasks, self.store.get_account)
-
-    def task_view_at(self, moment: TasksAt, i: int, base_url: str, now: float) -> dict[str, Any]:
-        """``task_view`` of the i-th task of ``moment`` as it was then (``now``: that moment's time)."""
-        return self._task_view(moment.task(i), base_url, now, moment.account(i))
-
-    def _task_view(self, task: Task, base_url: str, now: float, account: Account | None) -> dict[str, Any]:
-        return {
-            "task_id": task.task_id,
-            "key": task.key,
-            "account": account.name if account else None,
-            "request_id": task.request_id,
-            "status": task.status_at(now),
-            "request": {
-                "model_id": task.model_id,
-                "prompt": task.prompt,
-                "aspect_ratio": task.aspect_ratio,
-                "image_urls": list(task.image_urls),
-            },
-            "task_type": task.task_type,
-            "credits": task.credits,
-            "planned_outcome": task.outcome,
-            "failure_message": task.failure_message if task.outcome == "failed" else None,
-            "message": task.message,
-            "progress": task.progress,
-            "polls": task.polls,
-            "rule": task.rule,
-            "lost_answer": task.lost_answer,
-            "timeline": {
-                "created_at": task.created_at,
-                "running_at": task.running_at if task.progress != "polls" else None,
-                "finish_at": task.finish_at if task.finish_at != NEVER else None,
-                "settled_at": task.settled_at,
-            },
-            "result_url": self.result_url(task, base_url) if task.final_status == SUCCEEDED else None,
-        }
-
-    def export_state(self) -> dict[str, Any]:
-        return export_state(self)
-
-    def import_state(self, state: Mapping[str, Any]) -> None:
-        import_state(self, state)
-
-    def install_state(self, world: LoadedState) -> None:
-        install_state(self, world)
-
-    def account_view(self, account: Account, ledger: bool = False) -> dict[str, Any]:
-        view: dict[str, Any] = {"key": account.key, "name": account.name, "credits": account.credits}
-        if ledger:
-            view["ledger"] = [e.as_dict() for e in account.ledger]
-        return view
-
-
-def _show(value: object) -> str:
-    """A short, safe rendering of a client's value for an error message."""
-    text = repr(value) if isinstance(value, str) else _json_kind(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _json_kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value) if abs(value) < 1e15 else "a huge number"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    return type(value).__name__
-
-
-STATE_VERSION = 1
-
-
-class TasksAt:
-    """Tasks as they are at one moment, to render later (in chunks, or in a thread) as of then.
-
-    What can change (polls, final_status, settled_at, message; the account) is copied by column:
-    a few lists, not an object per task, so taking it on the event loop is quick and leaves the
-    garbage collector nothing new to walk. ``task(i)`` is a copy of the i-th as it was.
-    """
-
-    __slots__ = ("tasks", "_polls", "_final", "_settled", "_messages", "_accounts")
-
-    def __init__(self, tasks: list[Task], account: Callable[[str], Account | None] | None = None) -> None:
-        self.tasks = tasks
-        self._polls = [t.polls for t in tasks]
-        self._final = [t.final_status for t in tasks]
-        self._settled = [t.settled_at for t in tasks]
-        self._messages = [t.message for t in tasks]
-        self._accounts = [account(t.key) for t in tasks] if account is not None else None
-
-    def __len__(self) -> int:
-        return len(self.tasks)
-
-    def task(self, i: int) -> Task:
-        t = self.tasks[i]
-        copy = Task.planned(
-            t.plan, t.task_id, t.key, t.prompt, t.aspect_ratio, t.image_urls, t.created_at, t.request_id,
-            t.running_at, t.finish_at,
-        )  # fmt: skip
-        copy.polls, copy.final_status = self._polls[i], self._final[i]
-        copy.settled_at, copy.message = self._settled[i], self._messages[i]
-        return copy
-
-    def account(self, i: int) -> Account | None:
-        """The task's account at that moment (None if there was none, or accounts were not taken)."""
-        return self._accounts[i] if self._accounts is not None else None
-
-
-class StateAt(NamedTuple):
-    """The whole world at one moment (``state_at``); ``as_dict`` is its export, and reads nothing live."""
-
-    scenario: str
-    clock: dict[str, Any]
-    accounts: list[Account]
-    credits: list[int]  # each account's balance then
-    ledgers: list[Ledger]  # and a copy of its ledger
-    tasks: TasksAt
-    next: list[dict[str, Any]]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            "scenario": self.scenario,
-            "clock": self.clock,
-            "accounts": [self.account(i) for i in range(len(self.accounts))],
-            "tasks": [state_task(self.tasks.task(i)) for i in range(len(self.tasks))],
-            "next": self.next,
-        }
-
-    def account(self, i: int, ledger: bool = True) -> dict[str, Any]:
-        """The i-th account of the export (without its ledger: ``ledger=False``)."""
-        a = self.accounts[i]
-        view: dict[str, Any] = {"key": a.key, "name": a.name, "credits": self.credits[i]}
-        if ledger:
-            view["ledger"] = [e.as_dict() for e in self.ledgers[i]]
-        return view
-
-
-def state_at(backend: Backend) -> StateAt:
-    """The world now (due tasks settled first), for an export rendered later."""
-    backend.settle()
-    accounts = list(backend.store.accounts())
-    return StateAt(
-        backend.scenario.name,
-        {"kind": backend.clock.kind, "now": backend.now()},
-        accounts,
-        [a.credits for a in accounts],
-        [a.ledger.copy() for a in accounts],
-        TasksAt(list(backend.store.tasks())),
-        [{f: getattr(e, f) for f in NextOutcome.__slots__} for e in backend.next_outcomes],  # type: ignore[attr-defined]
-    )
-
-
-def state_task(task: Task) -> dict[str, Any]:
-    """One task of a state export: every field Task() takes, as JSON."""
-    fields = task.fields()
-    fields["image_urls"] = list(task.image_urls)
-    fields["finish_at"] = None if task.finish_at == NEVER else task.finish_at
-    return fields
-
-
-def export_state(backend: Backend) -> dict[str, Any]:
-    """Accounts, ledger, tasks, clock and queued outcomes as plain JSON-able data."""
-    return state_at(backend).as_dict()
-
-
-class LoadedState(NamedTuple):
-    """A checked state, built into a store aside (``prepare_state``), ready to put in force."""
-
-    store: Store
-    next: list[NextOutcome]
-    now: float
-
-
-def prepare_state(backend: Backend, state: Mapping[str, Any]) -> LoadedState:
-    """Check an exported state and build its world aside; a malformed one is refused whole (ControlError).
-
-    It changes nothing in force, so it may run in a thread while the server goes on serving.
-    """
-    check_state(state)
-    accounts = []
-    for a in state["accounts"]:
-        ledger = [LedgerEntry(e["kind"], e["amount"], float(e["at"]), e.get("task_id")) for e in a["ledger"]]
-        accounts.append(Account(a["key"], a["credits"], a.get("name"), Ledger(ledger)))
-    tasks = []
-    for row in state["tasks"]:
-        fields = {f: row[f] for f in TASK_FIELDS if f in row}
-        fields["image_urls"] = tuple(fields.get("image_urls") or ())
-        if fields.get("finish_at") is None:
-            fields["finish_at"] = NEVER
-        tasks.append(Task(**fields))
-    store = backend.store.staged(accounts, tasks)
-    return LoadedState(store, [NextOutcome(**n) for n in state.get("next", [])], state["clock"]["now"])
-
-
-def install_state(backend: Backend, world: LoadedState) -> None:
-    """Put a prepared state in force, in one step that cannot fail or wait: no request sees half of it.
-    ``world.store`` is left holding the old world (for the caller to drop)."""
-    backend.world += 1  # a new world: submits authenticated in the old one are told to retry
-    backend.store.take(world.store)
-    backend.next_outcomes = NextQueue(world.next)
-    if isinstance(backend.clock, ManualClock):
-        backend.clock.set(world.now)
-    backend.settle()
-
-
-def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
-    """Replace the world with an exported state; a malformed one is refused whole (ControlError)."""
-    install_state(backend, prepare_state(backend, state))
-
-
-# --- what a state must hold, field by field ---------------------------------------------------------
-
-
-class _Expect(NamedTuple):
-    """What a field's JSON value must be: a test, and the words for it in an error message."""
-
-    ok: Callable[[Any], bool]
-    what: str
-
-
-def _finite(v: Any) -> bool:
-    """A JSON number within MAX_INT either side of 0 (not a bool, not inf or NaN: JSON's 1e400 is inf)."""
-    return (type(v) is int or type(v) is float) and -MAX_INT <= v <= MAX_INT
-
-
-def _integer(v: Any, low: int = -MAX_INT) -> bool:
-    """An integer from ``low`` to MAX_INT: what the dashboard's JavaScript reads exactly, and far below
-    Python's 4,300-digit limit for turning integers into text (past it, every export would fail)."""
-    return type(v) is int and low <= v <= MAX_INT
-
-
-def _plain(v: Any) -> bool:
-    """JSON data whose every number is ``_finite`` (a rule's ``extra``: it is sent and saved again)."""
-    todo = [v]
-    while todo:
-        x = todo.pop()
-        if isinstance(x, dict):
-            todo.extend(x.values())
-        elif isinstance(x, list):
-            todo.extend(x)
-        elif isinstance(x, int | float) and not isinstance(x, bool) and not _finite(x):
-            return False
-    return True
-
-
-def _one_of(*values: object) -> _Expect:
-    """Exactly one of ``values`` (3.0 is not 3, true is not 1)."""
-    allowed = {(type(x), x) for x in values}
-
-    def ok(v: Any) -> bool:
-        try:
-            return (type(v), v) in allowed
-        except TypeError:  # a list or an object: none of these
-            return False
-
-    return _Expect(ok, "one of " + ", ".join(map(repr, values)))
-
-
-def _or_null(e: _Expect) -> _Expect:
-    return _Expect(lambda v: v is None or e.ok(v), e.what + " or null")
-
-
-def _matching(pattern: re.Pattern[str], what: str) -> _Expect:
-    return _Expect(lambda v: isinstance(v, str) and pattern.fullmatch(v) is not None, what)
-
-
-TASK_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # it goes into /api/v1/tasks/{id} and /files/{id}.png
-STR = _Expect(lambda v: isinstance(v, str), "a string")
-INT = _Expect(_integer, f"an integer from {-MAX_INT} to {MAX_INT}")
-COUNT = _Expect(lambda v: _integer(v, 0), f"an integer from 0 to {MAX_INT}")
-NUMBER = _Expect(_finite, f"a finite number from {-MAX_INT} to {MAX_INT}")
-# The manual clock's bound (README, Limits): past it every advance is refused and a date cannot be shown.
-TIME = _Expect(lambda v: _finite(v) and 0 <= v <= MAX_TIME, f"Unix seconds from 0 to {MAX_TIME} (the end of 9999)")
-KEY = _matching(KEY_RE, "'sk-' followed by 32 letters or digits")
-TASK_ID = _matching(TASK_ID_RE, "1 to 64 letters, digits, '-' or '_'")
-ARRAY = _Expect(lambda v: isinstance(v, list), "an array")
-OBJECT = _Expect(lambda v: isinstance(v, Mapping), "an object")
-STRINGS = _Expect(lambda v: isinstance(v, list) and all(isinstance(u, str) for u in v), "an array of strings")
-OUTCOME = _one_of("success", "failed")
-
-# Each object of a state: its fields' expectations, and which of them it must have.
-STATE_FIELDS = {
-    "version": INT, "scenario": STR, "clock": OBJECT, "accounts": ARRAY, "tasks": ARRAY, "next": ARRAY,
-}  # fmt: skip
-STATE_REQUIRED = {"version", "clock", "accounts", "tasks"}
-CLOCK_FIELDS = {"kind": _one_of("real", "manual"), "now": TIME}
-ACCOUNT_FIELDS = {"key": KEY, "name": _or_null(STR), "credits": COUNT, "ledger": ARRAY}
-ACCOUNT_REQUIRED = {"key", "credits", "ledger"}
-LEDGER_FIELDS = {"kind": _one_of("charge", "refund", "topup"), "amount": INT, "at": NUMBER, "task_id": _or_null(STR)}
-LEDGER_REQUIRED = {"kind", "amount", "at"}
-TASK_CHECKS = {
-    "task_id": TASK_ID, "key": KEY, "model_id": STR, "task_type": _one_of(*KINDS), "prompt": STR,
-    "aspect_ratio": _one_of(*RATIOS), "image_urls": STRINGS, "credits": COUNT, "created_at": NUMBER,
-    "request_id": STR, "running_at": NUMBER, "finish_at": _or_null(NUMBER), "outcome": OUTCOME,
-    "failure_message": STR, "progress": _one_of("time", "polls", "manual"), "polls_queued": COUNT,
-    "polls_running": COUNT, "polls": COUNT, "final_status": _one_of(0, SUCCEEDED, FAILED),
-    "settled_at": _or_null(NUMBER), "message": _or_null(STR), "rule": _or_null(STR),
-    "results": _one_of("local", "cdn"),
-    "extra": _or_null(_Expect(lambda v: isinstance(v, Mapping) and _plain(v), "an object (of finite numbers)")),
-    "lost_answer": _or_null(STR),
-}  # fmt: skip
-# What Task() has no default for (finish_at may be null: it never finishes by time).
-TASK_REQUIRED = {n for n, p in inspect.signature(Task).parameters.items() if p.default is p.empty}
-NEXT_FIELDS = {
-    "outcome": OUTCOME, "count": _Expect(lambda v: _integer(v, 1), f"an integer from 1 to {MAX_INT}"),
-    "model_id": _or_null(STR), "key": _or_null(STR), "message": _or_null(STR),
-}  # fmt: skip
-NEXT_REQUIRED = {"outcome", "count"}
-
-
-def _refuse(problem: str) -> NoReturn:
-    raise ControlError(f"state is malformed: {problem}")
-
-
-Where = tuple[object, ...]  # a place in a state, ("accounts", 2, "ledger", 5): made into words only for an error
-
-
-def _place(where: Where) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in where).removeprefix(".")
-
-
-def _check_object(where: Where, obj: object, fields: Mapping[str, _Expect], required: Collection[str]) -> None:
-    """``obj`` must be an object with the ``required`` fields, each of ``fields`` as expected, and no other."""
-    if not isinstance(obj, Mapping):
-        _refuse(f"{_place(where)} must be an object, got {_show(obj)}")
-    for name, (ok, what) in fields.items():  # (a state may hold a million objects: no work unless wrong)
-        if name in obj:
-            if not ok(obj[name]):
-                _refuse(f"{_place((*where, name))} must be {what}, got {_show(obj[name])}")
-        elif name in required:
-            _refuse(f"{_place((*where, name))} is missing")
-    if not obj.keys() <= fields.keys():
-        name = next(name for name in obj if name not in fields)
-        _refuse(f"unknown field {_show(name)} in {_place(where) or 'the top level'}")
-
-
-def _check_unique(where: Where, value: str, seen: dict[str, Where]) -> None:
-    first = seen.setdefault(value, where)
-    if first is not where:
-        _refuse(f"{_place(where)} {_show(value)} repeats {_place(first)}")
-
-
-def check_state(state: Mapping[str, Any]) -> None:
-    """Refuse (ControlError) a state that is not an export as ``export_state`` writes it: the message
-    names the first field found wrong and what it must be. Unknown fields are refused, at every level."""
-    version = state.get("version") if isinstance(state, Mapping) else None
-    if type(version) is not int or version != STATE_VERSION:
-        raise ControlError(f"state must be an export with version {STATE_VERSION}")
-    _check_object((), state, STATE_FIELDS, STATE_REQUIRED)
-    _check_object(("clock",), state["clock"], CLOCK_FIELDS, {"now"})
-    keys: dict[str, Where] = {}
-    for i, account in enumerate(state["accounts"]):
-        _check_object(("accounts", i), account, ACCOUNT_FIELDS, ACCOUNT_REQUIRED)
-        _check_unique(("accounts", i, "key"), account["key"], keys)
-        for j, entry in enumerate(account["ledger"]):
-            _check_object(("accounts", i, "ledger", j), entry, LEDGER_FIELDS, LEDGER_REQUIRED)
-    task_ids: dict[str, Where] = {}
-    for i, row in enumerate(state["tasks"]):
-        _check_object(("tasks", i), row, TASK_CHECKS, TASK_REQUIRED)
-        _check_unique(("tasks", i, "task_id"), row["task_id"], task_ids)
-    if len(state.get("next", ())) > NEXT_LIMIT:
-        _refuse(f"next has {len(state['next'])} entries, past the limit of {NEXT_LIMIT}")
-    for i, entry in enumerate(state.get("next", ())):
-        _check_object(("next", i), entry, NEXT_FIELDS, NEXT_REQUIRED)

@@ -187,7 +187,7 @@ def serve(
         shown_host = f"[{shown_host}]"
     base = public_url.rstrip("/") if public_url else f"http://{shown_host}:{port}"
     key = backend.ready_key()
-    click.echo(f"mockgen {backend.scenario.name!r} scenario, {backend.clock.kind} clock")
+    click.echo(f"mockgen {backend.scenario_name!r} scenario, {backend.clock.kind} clock")
     click.echo(f"  API        {base}{CREATE_PATH}")
     click.echo(f"  key        {key}")
     click.echo(f"  dashboard  {base}/")

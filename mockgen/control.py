@@ -17,17 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .backend import (
-    STATE_VERSION,
-    Backend,
-    LoadedState,
-    Msg,
-    NextOutcome,
-    StateAt,
-    prepare_state,
-    state_at,
-    state_task,
-)
+from .backend import Backend, NextOutcome
 from .errors import ControlError, ScenarioError
 from .http import (
     Items,
@@ -41,8 +31,10 @@ from .http import (
     streamed_json,
 )
 from .journal import Filter, WaitersFull
-from .models import LedgerEntry
+from .models import NEVER, Account, LedgerEntry, Task, TasksAt
 from .scenario import MAX_INT, MAX_SECONDS, MAX_TIME, bundled_names, load_bundled, parse_scenario
+from .spec import SUCCEEDED, Msg
+from .state import STATE_VERSION, LoadedState, StateAt, install_state, prepare_state, state_at, state_task
 
 T = TypeVar("T")
 WAITERS_RETRY_AFTER = 1  # seconds: a long-poll's slot frees as soon as its requests arrive or it times out
@@ -50,6 +42,62 @@ WAITERS_RETRY_AFTER = 1  # seconds: a long-poll's slot frees as soon as its requ
 
 def _backend(request: Request) -> Backend:
     return request.app.state.backend
+
+
+# --- views -----------------------------------------------------------------------------------------
+
+
+def account_view(account: Account, ledger: bool = False) -> dict[str, Any]:
+    """An account as the control API shows it (with its whole ledger: ``ledger``)."""
+    view: dict[str, Any] = {"key": account.key, "name": account.name, "credits": account.credits}
+    if ledger:
+        view["ledger"] = [e.as_dict() for e in account.ledger]
+    return view
+
+
+def task_view(b: Backend, task: Task, base_url: str) -> dict[str, Any]:
+    """Everything about a task, for the control API and the dashboard."""
+    return _task_view(b, task, base_url, b.now(), b.task_account(task))
+
+
+def task_view_at(b: Backend, moment: TasksAt, i: int, base_url: str, now: float) -> dict[str, Any]:
+    """``task_view`` of the i-th task of ``moment`` as it was then (``now``: that moment's time)."""
+    return _task_view(b, moment.task(i), base_url, now, moment.account(i))
+
+
+def _task_view(b: Backend, task: Task, base_url: str, now: float, account: Account | None) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "key": task.key,
+        "account": account.name if account else None,
+        "request_id": task.request_id,
+        "status": task.status_at(now),
+        "request": {
+            "model_id": task.model_id,
+            "prompt": task.prompt,
+            "aspect_ratio": task.aspect_ratio,
+            "image_urls": list(task.image_urls),
+        },
+        "task_type": task.task_type,
+        "credits": task.credits,
+        "planned_outcome": task.outcome,
+        "failure_message": task.failure_message if task.outcome == "failed" else None,
+        "message": task.message,
+        "progress": task.progress,
+        "polls": task.polls,
+        "rule": task.rule,
+        "lost_answer": task.lost_answer,
+        "timeline": {
+            "created_at": task.created_at,
+            "running_at": task.running_at if task.progress != "polls" else None,
+            "finish_at": task.finish_at if task.finish_at != NEVER else None,
+            "settled_at": task.settled_at,
+        },
+        "result_url": b.result_url(task, base_url) if task.final_status == SUCCEEDED else None,
+    }
+
+
+# --- endpoints -------------------------------------------------------------------------------------
 
 
 class Shutdown:
@@ -138,21 +186,18 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
 async def health(request: Request) -> Response:
     b = _backend(request)
     return json_response(
-        {"status": "ok", "scenario": b.scenario.name, "clock": b.clock.kind, "envelope": b.envelope, "now": b.now()}
+        {"status": "ok", "scenario": b.scenario_name, "clock": b.clock.kind, "envelope": b.envelope, "now": b.now()}
     )
 
 
 async def list_accounts(request: Request) -> Response:
     b = _backend(request)
-    b.settle()
     # Balances as they are now, the list rendered in chunks (there may be 100,000 accounts).
-    limit = _limit(request)
-    accounts = list(b.store.accounts(limit))
-    total = b.store.account_count()
+    accounts, total = b.accounts_page(_limit(request))
     credits = [a.credits for a in accounts]
 
     def view(i: int) -> dict[str, Any]:
-        row = b.account_view(accounts[i])
+        row = account_view(accounts[i])
         row["credits"] = credits[i]
         return row
 
@@ -164,7 +209,7 @@ async def create_account(request: Request) -> Response:
     body = await read_control_json(request)
     credits = _number(body, "credits", integer=True, required=False, low=0)
     account = b.create_account(credits or 0, _optional_str(body, "key"), _optional_str(body, "name"))
-    return json_response(b.account_view(account), 201)
+    return json_response(account_view(account), 201)
 
 
 # Query numbers as /openapi.json types them: ASCII digits (int() would take ' 5', '1_0' or '٣' too).
@@ -187,9 +232,9 @@ async def get_account(request: Request) -> Response:
     account = b.account(request.path_params["key"])
     limit = _limit(request)
     if limit is None:  # the whole ledger, which may hold a million entries: as it is now, in chunks
-        head = dumps(b.account_view(account))[:-1] + b',"ledger":'
+        head = dumps(account_view(account))[:-1] + b',"ledger":'
         return streamed_json([head, Items(account.ledger.copy(), LedgerEntry.as_dict), b"}"])
-    view = b.account_view(account)
+    view = account_view(account)
     total = len(account.ledger)
     view["ledger"] = [e.as_dict() for e in account.ledger[max(total - limit, 0) :]]
     return json_response(view, headers={"x-total-count": str(total)})
@@ -204,38 +249,28 @@ async def change_credits(request: Request) -> Response:
         # 409: the same delta is fine on a smaller balance; it is the account's state that refuses it
         raise ControlError(f"'delta' would take the balance to {balance}, past the limit of {MAX_INT}", 409)
     account = b.topup(request.path_params["key"], delta)
-    return json_response(b.account_view(account, ledger=True))
+    return json_response(account_view(account, ledger=True))
 
 
 async def list_tasks(request: Request) -> Response:
     b = _backend(request)
-    b.settle()
-    key = request.query_params.get("key")
-    limit = _limit(request)
-    tasks = [t for t in b.store.tasks() if key in (None, t.key)]
-    total = len(tasks)
-    if limit is not None:
-        tasks = tasks[max(total - limit, 0) :]
+    # One moment, rendered in chunks, so other clients go on meanwhile.
+    moment, total = b.tasks_page(request.query_params.get("key"), _limit(request))
     base, now = _base(request), b.now()
-    moment = b.tasks_at(tasks)  # one moment; rendered in chunks, so other clients go on meanwhile
-    views = Items(range(len(tasks)), lambda i: b.task_view_at(moment, i, base, now))
+    views = Items(range(len(moment)), lambda i: task_view_at(b, moment, i, base, now))
     return streamed_json([views], headers={"x-total-count": str(total)})
 
 
 async def get_task(request: Request) -> Response:
     b = _backend(request)
-    b.settle()
-    task = b.store.get_task(request.path_params["task_id"])
-    if task is None:
-        raise ControlError(f"no task {request.path_params['task_id']!r}", 404)
-    return json_response(b.task_view(task, _base(request)))
+    return json_response(task_view(b, b.task_for_control(request.path_params["task_id"]), _base(request)))
 
 
 async def resolve_task(request: Request) -> Response:
     b = _backend(request)
     body = await read_control_json(request)
     task = b.resolve(request.path_params["task_id"], _outcome(body), _optional_str(body, "msg"))
-    return json_response(b.task_view(task, _base(request)))
+    return json_response(task_view(b, task, _base(request)))
 
 
 async def advance_clock(request: Request) -> Response:
@@ -263,12 +298,12 @@ def _journal_filter(request: Request) -> Filter:
 
 
 async def list_requests(request: Request) -> Response:
-    journal = _backend(request).store.journal
+    journal = _backend(request).journal
     return json_response(journal.select(_journal_filter(request)))
 
 
 async def clear_requests(request: Request) -> Response:
-    _backend(request).store.journal.clear()
+    _backend(request).journal.clear()
     return Response(status_code=204)
 
 
@@ -281,7 +316,7 @@ async def wait_requests(request: Request) -> Response:
     count, timeout = int(count_text), float(timeout_text)
     if count < 1 or not 0 <= timeout <= 300:
         raise ControlError("count must be >= 1 and timeout from 0 to 300 seconds")
-    journal = _backend(request).store.journal
+    journal = _backend(request).journal
     try:
         waiter = journal.watch(_journal_filter(request), count)
     except WaitersFull:
@@ -349,7 +384,7 @@ async def list_scenarios(request: Request) -> Response:
 async def reset(request: Request) -> Response:
     b = _backend(request)
     b.reset()
-    return json_response({"reset": True, "scenario": b.scenario.name, "now": b.now()})
+    return json_response({"reset": True, "scenario": b.scenario_name, "now": b.now()})
 
 
 async def queue_next(request: Request) -> Response:
@@ -359,15 +394,15 @@ async def queue_next(request: Request) -> Response:
     if count is None:
         count = 1
     model_id = _optional_str(body, "model_id")
-    if model_id is not None and model_id not in b.scenario.models:
+    if model_id is not None and not b.has_model(model_id):
         raise ControlError(f"unknown model_id {model_id!r}")
     entry = NextOutcome(_outcome(body), count, model_id, _optional_str(body, "key"), _optional_str(body, "msg"))
-    b.queue_next(entry)  # 409 when the queue is full
-    return json_response({"queued": [vars_(entry)], "length": len(b.next_outcomes)}, 201)
+    length = b.queue_next(entry)  # 409 when the queue is full
+    return json_response({"queued": [vars_(entry)], "length": length}, 201)
 
 
 async def list_next(request: Request) -> Response:
-    queue = list(_backend(request).next_outcomes)
+    queue = _backend(request).queued_next()
     limit, total = _limit(request), len(queue)
     if limit is not None:
         queue = queue[max(total - limit, 0) :]
@@ -414,8 +449,8 @@ async def put_state(request: Request) -> Response:
     # Parsed, checked and built aside in a thread, so other clients are served meanwhile; only the
     # swap runs here, in one step: no request sees half a world, and a refused state changes nothing.
     world = await run_in_threadpool(_prepared, b, raw)
-    b.install_state(world)
-    await run_in_threadpool(world.store.release)  # the old world, now there, freed away from the loop
+    install_state(b, world)
+    await run_in_threadpool(world.release)  # the old world, now there, freed away from the loop
     return json_response({"restored": True, "now": b.now()})
 
 

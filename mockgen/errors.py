@@ -1,7 +1,9 @@
-"""Framework-free errors: ApiError for the public contract, ScenarioError for bad scenario files."""
+"""Framework-free errors: ApiError for the public contract, ScenarioError for bad scenario files,
+and ``show``, how a client's value is quoted in their messages."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -51,3 +53,23 @@ class ScenarioError(Exception):
     def __init__(self, issues: list[ScenarioIssue]) -> None:
         super().__init__("\n".join(str(i) for i in issues))
         self.issues = issues
+
+
+def show(value: object) -> str:
+    """A short, safe rendering of a client's value for an error message."""
+    text = repr(value) if isinstance(value, str) else _json_kind(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value) if abs(value) < 1e15 else "a huge number"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__

@@ -65,7 +65,7 @@ async def fault_response(request: Request, backend: Backend, fault: Fault, accou
     handled before its answer is lost (``lost_response``)."""
     note(request, fault=fault.name)
     if fault.latency is not None:
-        await asyncio.sleep(fault.latency.sample(backend.rng))
+        await asyncio.sleep(backend.latency(fault))
     headers = {"x-mockgen-fault": fault.name}
     status = 429 if fault.rate_limit is not None else fault.status
     if status is not None:

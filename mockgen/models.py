@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, overload
 
@@ -289,3 +289,39 @@ class Task:
     @property
     def polls_to_finish(self) -> int:
         return self.plan.polls_queued + self.plan.polls_running + 1
+
+
+class TasksAt:
+    """Tasks as they are at one moment, to render later (in chunks, or in a thread) as of then.
+
+    What can change (polls, final_status, settled_at, message; the account) is copied by column:
+    a few lists, not an object per task, so taking it on the event loop is quick and leaves the
+    garbage collector nothing new to walk. ``task(i)`` is a copy of the i-th as it was.
+    """
+
+    __slots__ = ("tasks", "_polls", "_final", "_settled", "_messages", "_accounts")
+
+    def __init__(self, tasks: list[Task], account: Callable[[str], Account | None] | None = None) -> None:
+        self.tasks = tasks
+        self._polls = [t.polls for t in tasks]
+        self._final = [t.final_status for t in tasks]
+        self._settled = [t.settled_at for t in tasks]
+        self._messages = [t.message for t in tasks]
+        self._accounts = [account(t.key) for t in tasks] if account is not None else None
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def task(self, i: int) -> Task:
+        t = self.tasks[i]
+        copy = Task.planned(
+            t.plan, t.task_id, t.key, t.prompt, t.aspect_ratio, t.image_urls, t.created_at, t.request_id,
+            t.running_at, t.finish_at,
+        )  # fmt: skip
+        copy.polls, copy.final_status = self._polls[i], self._final[i]
+        copy.settled_at, copy.message = self._settled[i], self._messages[i]
+        return copy
+
+    def account(self, i: int) -> Account | None:
+        """The task's account at that moment (None if there was none, or accounts were not taken)."""
+        return self._accounts[i] if self._accounts is not None else None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .backend import TASK_CHECKS, TASK_REQUIRED
 from .scenario import MAX_INT, Scenario, bundled_names
 from .spec import (
     CODE_AUTH,
@@ -31,6 +30,7 @@ from .spec import (
     SUCCEEDED,
     Msg,
 )
+from .state import TASK_CHECKS, TASK_REQUIRED
 
 Schema = dict[str, Any]
 _STATUS_TEXT = ", ".join(f"{code} {name}" for code, name in STATUSES.items())  # "1 queued, 2 running, ..."
@@ -299,7 +299,7 @@ def _control_schemas(models: list[str], ratios: list[str], scenarios: list[str])
             ledger={"type": "array", "items": _ref("StateLedgerEntry")},
         ),
         "StateLedgerEntry": _closed(("kind", "amount", "at"), kind=ledger_kind, amount=i, at=n, task_id=_null(s)),
-        # Its fields are PUT /_mock/state's own list (backend.TASK_CHECKS), so a field added there is here too.
+        # Its fields are PUT /_mock/state's own list (state.TASK_CHECKS), so a field added there is here too.
         "StateTask": _closed(
             tuple(sorted(TASK_REQUIRED)),
             **{name: _state_task_field(name, ratios) for name in TASK_CHECKS},
@@ -316,7 +316,7 @@ def _control_schemas(models: list[str], ratios: list[str], scenarios: list[str])
 
 
 def _state_task_field(name: str, ratios: list[str]) -> Schema:
-    """The JSON Schema of one field of a task in a state, as ``backend.TASK_CHECKS`` checks it."""
+    """The JSON Schema of one field of a task in a state, as ``state.TASK_CHECKS`` checks it."""
     s, n = {"type": "string"}, {"type": "number"}
     count = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
     known: dict[str, Schema] = {

@@ -107,6 +107,7 @@ class Msg:
     NO_ROUTE = "No route {method} {path}. The API has POST " + CREATE_PATH + " and GET " + _QUERY_PATH_TEXT + "."
     BAD_METHOD = "Method {method} is not allowed on {path}."
     NO_FILE = "No result file {name}: the task does not exist or has not succeeded."
+    NO_TASK = "no task {task_id!r}"  # the control API's 404 for a task id (any account's)
     # ...and those that say a bound was met (the public API's and the control API's)
     WAITERS_FULL = (
         "{limit} long-polls are waiting already (the limit): retry after Retry-After seconds, or wait for "

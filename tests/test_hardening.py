@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from mockgen import create_app
-from mockgen.api import POLL_KEYS, polled, submitted
+from mockgen.api import POLL_KEYS, polled, submitted, task_data
 from mockgen.backend import Msg
 from mockgen.http import MAX_BODY_BYTES, dumps
 from mockgen.media import ASPECT_RATIOS
@@ -479,7 +479,7 @@ def test_the_poll_answer_is_dumps_of_its_envelope(make_client: Callable[..., Cli
         for task_id in ids:
             task = backend.store.get_task(task_id)
             for base in ("http://mock.test", 'http://we"ird\\host', "http://é.test"):
-                data = backend.task_data(task, base)
+                data = task_data(backend, task, base)
                 assert tuple(data) == POLL_KEYS
                 assert polled(data) == dumps({"code": 200, "msg": "ok", "data": data})
 

@@ -110,17 +110,17 @@ def test_every_status_the_server_sends_is_documented_on_each_route() -> None:
 
 
 def test_the_state_schema_names_the_fields_put_state_checks() -> None:
-    """PUT /_mock/state checks a state field by field (mockgen.backend): the document must say the same."""
-    from mockgen import backend
+    """PUT /_mock/state checks a state field by field (mockgen.state): the document must say the same."""
+    from mockgen import state
 
     schemas = DOC["components"]["schemas"]
     for name, fields, required in [
-        ("State", backend.STATE_FIELDS, backend.STATE_REQUIRED),
-        ("StateClock", backend.CLOCK_FIELDS, {"now"}),
-        ("StateAccount", backend.ACCOUNT_FIELDS, backend.ACCOUNT_REQUIRED),
-        ("StateLedgerEntry", backend.LEDGER_FIELDS, backend.LEDGER_REQUIRED),
-        ("StateTask", backend.TASK_CHECKS, backend.TASK_REQUIRED),
-        ("StateNext", backend.NEXT_FIELDS, backend.NEXT_REQUIRED),
+        ("State", state.STATE_FIELDS, state.STATE_REQUIRED),
+        ("StateClock", state.CLOCK_FIELDS, {"now"}),
+        ("StateAccount", state.ACCOUNT_FIELDS, state.ACCOUNT_REQUIRED),
+        ("StateLedgerEntry", state.LEDGER_FIELDS, state.LEDGER_REQUIRED),
+        ("StateTask", state.TASK_CHECKS, state.TASK_REQUIRED),
+        ("StateNext", state.NEXT_FIELDS, state.NEXT_REQUIRED),
     ]:
         assert set(schemas[name]["properties"]) == set(fields), name
         assert set(schemas[name]["required"]) == set(required), name

@@ -26,6 +26,7 @@ from mockgen import create_app
 from mockgen.api import POLL_KEYS
 from mockgen.app import load_state_file, save_state_file
 from mockgen.scenario import Scenario, load_bundled
+from mockgen.state import export_state
 
 from .conftest import JSON, KEY, OTHER_KEY, Client
 
@@ -345,7 +346,7 @@ def test_values_at_the_edges_that_the_api_accepts_save_and_load_back(client: Cli
     save_state_file(backend, path)
     again = create_app("default", clock="manual")
     assert load_state_file(again.state.backend, path)
-    assert again.state.backend.export_state() == backend.export_state() == exported
+    assert export_state(again.state.backend) == export_state(backend) == exported
 
 
 @pytest.mark.parametrize("now", [9e14, 253_402_300_800, -1])

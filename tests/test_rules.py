@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mockgen.api import task_data
 from mockgen.backend import Backend, Steering
 from mockgen.errors import ApiError
 from mockgen.models import Account, Task
@@ -105,12 +106,12 @@ def test_rule_effects_durations_outcome_message_cost_extra_results() -> None:
     t = submit(b, a, prompt="x")
     assert t.running_at - t.created_at == 2 and 5 <= t.finish_at - t.created_at <= 6
     assert (t.outcome, t.failure_message, t.credits) == ("failed", "out of GPUs", 7)
-    assert b.task_data(t, "http://h")["progress"] == 50
+    assert task_data(b, t, "http://h")["progress"] == 50
     b.advance(10)
     assert t.final_status == 4 and t.message == "out of GPUs"
     y = submit(b, a, prompt="y")
     b.advance(10)
-    assert b.task_data(y, "http://h")["image_url"] == f"https://cdn.example.net/images/{y.task_id}.png"
+    assert task_data(b, y, "http://h")["image_url"] == f"https://cdn.example.net/images/{y.task_id}.png"
 
 
 def test_reject_is_refused_before_any_charge() -> None:
@@ -129,7 +130,7 @@ def test_weighted_outcomes_follow_the_weights() -> None:
 def test_progress_by_polls() -> None:
     b, a = world("defaults: {progress: polls, polls: {queued: 2, running: 1}}\n")
     t = submit(b, a)
-    seen = [b.task_data(b.query(a, t.task_id), "http://h")["task_status"] for _ in range(5)]
+    seen = [task_data(b, b.query(a, t.task_id), "http://h")["task_status"] for _ in range(5)]
     assert seen == [1, 1, 2, 3, 3]
     b.advance(3600)
     assert t.polls == 5 and t.final_status == 3

@@ -11,9 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mockgen.backend import NEXT_FIELDS, TASK_CHECKS, NextOutcome
+from mockgen.backend import NextOutcome
 from mockgen.models import TASK_FIELDS
 from mockgen.scenario import MAX_INT, parse_scenario
+from mockgen.state import NEXT_FIELDS, TASK_CHECKS
 
 from .conftest import KEY, OTHER_KEY, Client
 

@@ -14,8 +14,10 @@ import httpx
 import pytest
 
 from mockgen.app import save_state_file
-from mockgen.backend import Backend, state_at
+from mockgen.backend import Backend
+from mockgen.control import account_view, task_view
 from mockgen.http import CHUNK_ITEMS, PAUSE_BYTES, dumps
+from mockgen.state import export_state, state_at
 from mockgen.testing import MockServer
 from tests.conftest import JSON, KEY, OTHER_KEY, Client
 
@@ -64,14 +66,14 @@ def test_the_streamed_state_is_the_export_byte_for_byte(big: Client) -> None:
     r = big.get("/_mock/state")
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     assert "content-length" not in r.headers  # it was streamed
-    assert r.content == dumps(backend.export_state())
-    assert r.json() == backend.export_state()
+    assert r.content == dumps(export_state(backend))
+    assert r.json() == export_state(backend)
 
 
 def test_the_streamed_task_list_is_the_list_rendered_whole(big: Client) -> None:
     backend = big.app.state.backend  # type: ignore[attr-defined]
     base = "http://mock.test"
-    every = [backend.task_view(t, base) for t in backend.store.tasks()]
+    every = [task_view(backend, t, base) for t in backend.store.tasks()]
     r = big.get("/_mock/tasks")
     assert "content-length" not in r.headers and r.headers["x-total-count"] == str(len(every))
     assert r.content == dumps(every)
@@ -89,7 +91,7 @@ def test_the_streamed_account_list_is_the_list_rendered_whole(make_client: Calla
         backend.create_account(i, name=f"user {i}")
     r = client.get("/_mock/accounts")
     assert "content-length" not in r.headers
-    assert r.content == dumps([backend.account_view(a) for a in backend.store.accounts()])
+    assert r.content == dumps([account_view(a) for a in backend.store.accounts()])
 
 
 def test_an_accounts_whole_ledger_streams_as_it_is_rendered_whole(big: Client) -> None:
@@ -98,9 +100,9 @@ def test_an_accounts_whole_ledger_streams_as_it_is_rendered_whole(big: Client) -
         backend.topup(KEY, 1)
     r = big.get(f"/_mock/accounts/{KEY}")
     assert "content-length" not in r.headers
-    assert r.content == dumps(backend.account_view(backend.account(KEY), ledger=True))
+    assert r.content == dumps(account_view(backend.account(KEY), ledger=True))
     small = big.get(f"/_mock/accounts/{OTHER_KEY}")
-    assert small.json() == backend.account_view(backend.account(OTHER_KEY), ledger=True)
+    assert small.json() == account_view(backend.account(OTHER_KEY), ledger=True)
 
 
 def test_a_lone_surrogate_streams_escaped(make_client: Callable[..., Client]) -> None:
@@ -109,14 +111,14 @@ def test_a_lone_surrogate_streams_escaped(make_client: Callable[..., Client]) ->
     fill(backend, CHUNK_ITEMS * 2)
     raw = b'{"model_id": "gpt-image-2", "prompt": "a cat \\ud800 on a mat"}'
     client.post("/api/v1/tasks/create", content=raw, headers={"Authorization": f"Bearer {KEY}", **JSON})
-    assert client.get("/_mock/state").json() == backend.export_state()
+    assert client.get("/_mock/state").json() == export_state(backend)
     assert client.get("/_mock/tasks").json()[-1]["request"]["prompt"] == "a cat \ud800 on a mat"
 
 
 def test_the_export_is_one_moment(big: Client) -> None:
     """What changes after the snapshot (a poll, a finish, a charge, a ledger trimmed) is not in it."""
     backend = big.app.state.backend  # type: ignore[attr-defined]
-    before = backend.export_state()
+    before = export_state(backend)
     snapshot = state_at(backend)
     account = backend.account(KEY)
     task = backend.submit(account, {"model_id": "gpt-image-2", "prompt": "one more"})
@@ -129,7 +131,7 @@ def test_the_export_is_one_moment(big: Client) -> None:
 
 def test_the_state_file_is_written_from_a_snapshot(big: Client, tmp_path: Path) -> None:
     backend = big.app.state.backend  # type: ignore[attr-defined]
-    before = backend.export_state()
+    before = export_state(backend)
     snapshot = state_at(backend)
     backend.advance(600)
     save_state_file(snapshot, tmp_path / "world.json")

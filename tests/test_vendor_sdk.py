@@ -23,7 +23,7 @@ from omnivideo_sdk import OmniVideo, OmniVideoError, TaskStatus
 from openapi_spec_validator import validate as validate_openapi
 
 from mockgen import create_app
-from mockgen.api import POLL_KEYS, polled, polled_compat, submitted, submitted_compat
+from mockgen.api import POLL_KEYS, polled, polled_compat, submitted, submitted_compat, task_data
 from mockgen.backend import Msg
 from mockgen.cli import main
 from mockgen.conformance import Contract
@@ -196,7 +196,7 @@ def test_compat_answers_for_every_status(make_client: Callable[..., Client]) -> 
             answer = client.get(f"/api/v1/tasks/{task_id}", headers=AUTH)
             body = answer.json()
             seen.append(body["task_status"])
-            documented = json.loads(polled(backend.task_data(backend.store.get_task(task_id), "http://mock.test")))
+            documented = json.loads(polled(task_data(backend, backend.store.get_task(task_id), "http://mock.test")))
             failure = FAIL_MESSAGE if body["task_status"] == 4 else None
             assert body == compat_of(documented, failure), body
             assert list(body) == ["code", "msg", "data", *POLL_KEYS]
