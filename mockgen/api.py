@@ -182,13 +182,6 @@ async def _send_error(
     return await _answer(scope, receive, send, backend, fault, body, exc.status)
 
 
-class Faulted(Exception):
-    """An injected fault has answered the request (with this status)."""
-
-    def __init__(self, status: int) -> None:
-        self.status = status
-
-
 async def _fault(
     scope: Scope,
     receive: Receive,
@@ -197,18 +190,18 @@ async def _fault(
     route: str,
     account: Any,
     req: Submit | Probe | None = None,
-) -> Fault | None:
-    """The fault injected into this request (header first, then the scenario's), if any. One that
-    answers the request does so here, raising Faulted; one that only delays, or loses the answer
-    after the request is handled, is returned for the answer to carry out."""
+) -> tuple[Fault | None, int | None]:
+    """The fault injected into this request (header first, then the scenario's), if any, and the
+    status it answered with. One that answers the request does so here; one that only delays, or
+    loses the answer after the request is handled, comes back with None for the answer to carry out."""
     request = Request(scope, receive)
     fault = find_fault(request, backend, route, account, req)
     if fault is not None:
         response = await fault_response(request, backend, fault, account)
         if response is not None:
             await response(scope, receive, send)
-            raise Faulted(response.status_code)
-    return fault
+            return fault, response.status_code
+    return fault, None
 
 
 def _read_create(backend: Backend, raw: bytes) -> tuple[Submit | Probe, ApiError | None]:
@@ -260,7 +253,9 @@ class CreateTask:
                 # Faults first, then validation, as behind a gateway: a create that will be refused
                 # is delayed, throttled or failed (and counted) like any other.
                 req, refused = _read_create(backend, raw)
-                fault = await _fault(scope, receive, send, backend, "create", account, req)
+                fault, answered = await _fault(scope, receive, send, backend, "create", account, req)
+                if answered is not None:
+                    return answered, raw
                 steer = steering(Request(scope, receive)) if incoming.steered else NO_STEERING
                 if refused is not None:
                     raise refused
@@ -276,8 +271,6 @@ class CreateTask:
             # A refused create loses its answer too: the fault is the gateway's, not the service's.
             status = await _send_error(scope, receive, send, backend, exc, fault)
             return status, exc.head if isinstance(exc, BodyTooLarge) else raw
-        except Faulted as answered:
-            return answered.status, raw
         except ClientDisconnect:
             return 0, raw  # the client left mid-body: there is no one to answer
         note_scope(scope, task_id=task.task_id)
@@ -304,12 +297,12 @@ class GetTask:
                 hosts.check(incoming.host, scope)
             account = backend.authenticate(incoming.authorization)
             if incoming.steered or backend.has_faults:
-                fault = await _fault(scope, receive, send, backend, "query", account)
+                fault, answered = await _fault(scope, receive, send, backend, "query", account)
+                if answered is not None:
+                    return answered, b""
             task = backend.query(account, scope["path_params"]["task_id"])
         except ApiError as exc:
             return await _send_error(scope, receive, send, backend, exc, fault), b""
-        except Faulted as answered:
-            return answered.status, b""
         note_scope(scope, task_id=task.task_id)
         data = task_data(backend, task, _base_url(scope, incoming.host))
         body = polled_compat(data, task.message or task.failure_message) if backend.compat else polled(data)

@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from collections.abc import AsyncIterator, Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from . import api, control, media
 from .backend import Backend
 from .clock import Clock
 from .errors import ApiError, ControlError, ScenarioError
+from .fastpath import Answer, FastRoutes, MockgenApp
 from .faults import fault_response, find_fault, lost_response
 from .guard import Guard, HostPolicy
 from .http import MAX_STATE_BYTES, envelope, json_response, note, noted_fault
@@ -31,7 +32,7 @@ from .journal import MAX_BYTES as JOURNAL_BYTES
 from .journal import PART_BYTES, Record, kept, scrub, scrub_notes
 from .openapi import build_openapi
 from .scenario import Scenario, load_scenario
-from .spec import CREATE_PATH, FILES_PATH, TASKS_PREFIX, Msg
+from .spec import FILES_PATH, Msg
 from .state import StateAt, export_state, import_state, state_at
 from .store import MemoryStore
 
@@ -39,8 +40,6 @@ __all__ = ["create_app"]
 
 log = logging.getLogger("mockgen")
 JOURNAL_BODY_BYTES = PART_BYTES
-# An endpoint that answers and returns what the journal records: the status sent and the body read.
-Answer = Callable[[Scope, Receive, Send], Awaitable[tuple[int, bytes]]]
 UNJOURNALED = ("/_mock/", "/static/", "/favicon.ico", "/openapi.json")
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -378,49 +377,6 @@ async def save_at_shutdown(backend: Backend, path: Path) -> None:
         log.error("state file %s NOT written, the previous one is kept: %s: %s", path, type(exc).__name__, exc)
 
 
-class MockgenApp(Starlette):
-    """Starlette, with the contract's two routes dispatched ahead of its middleware stack and router.
-
-    Polls and submits are what clients send by the thousand. Recognising them by their exact
-    shape here, and running the endpoint inside the journal and a catch-all like Starlette's
-    ServerErrorMiddleware, skips the exception middleware, the Request it builds and the router's
-    regex matching: a large part of what a request costs (benchmarks/README.md). Anything else
-    (another method, a trailing slash, a root_path, middleware added after ``create_app``) takes
-    the ordinary path, which answers alike: tests/test_hardening.py runs the same requests both ways.
-    """
-
-    hot: tuple[JournalMiddleware, Answer, Answer] | None = None  # journal, poll, submit
-    # Read on every request, so plain attributes: one costs a twentieth of a lookup in ``state``,
-    # which raises and catches an AttributeError. (``state.backend`` is the same Backend.)
-    backend: Backend
-    hosts: HostPolicy  # the Host headers answered (the contract's endpoints check it themselves)
-    public_url: str | None = None
-    hot_middleware = 0  # how many middleware create_app added; any more and the shortcut is off
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hot = self.hot
-        if (
-            hot is not None
-            and scope["type"] == "http"
-            and scope["path"].startswith(TASKS_PREFIX)
-            and not scope.get("root_path")
-            and len(self.user_middleware) == self.hot_middleware
-        ):
-            path, method = scope["path"], scope["method"]
-            task_id = path[len(TASKS_PREFIX) :]
-            answer = None
-            if method == "GET" and task_id and "/" not in task_id:
-                scope["path_params"] = {"task_id": task_id}  # as the route's {task_id} would match it
-                answer = hot[1]
-            elif method == "POST" and path == CREATE_PATH:
-                answer = hot[2]
-            if answer is not None:
-                scope["app"] = self
-                await hot[0].serve_answer(scope, receive, send, answer)
-                return
-        await super().__call__(scope, receive, send)
-
-
 def create_app(
     scenario: Scenario | str | Path | None = None,
     *,
@@ -438,6 +394,7 @@ def create_app(
     state_any_scenario: bool = False,
     allowed_hosts: Iterable[str] = (),
     state_bytes: int = MAX_STATE_BYTES,
+    fast_path: bool = True,
 ) -> Starlette:
     """The ASGI app of one emulated world. ``scenario`` is a Scenario, a bundled name or a path.
 
@@ -451,6 +408,8 @@ def create_app(
     Requests are answered when their Host is a loopback name, the address they reached, ``public_url``'s
     host or one of ``allowed_hosts`` (``"*"``: any); README, Who can drive the control API.
     ``PUT /_mock/state`` takes a body of up to ``state_bytes`` (413 past it).
+    ``fast_path=False`` sends the contract's two routes through Starlette's middleware and router
+    like every other request (same answers, more work per request; mockgen.fastpath says when it is off).
     """
     if scenario is None:
         scenario = "default"
@@ -509,6 +468,6 @@ def create_app(
     app.add_middleware(JournalMiddleware, backend=backend)
     if admin_token:  # without a token the guard would only pass every request on
         app.add_middleware(control.AdminTokenGuard, token=admin_token)
-    app.hot = (JournalMiddleware(app.router, backend), api.GetTask().answer, api.CreateTask().answer)
-    app.hot_middleware = len(app.user_middleware)
+    if fast_path:  # after create_app's own middleware: a later one turns it off (MockgenApp.add_middleware)
+        app.fast = FastRoutes(JournalMiddleware(app.router, backend), api.GetTask().answer, api.CreateTask().answer)
     return app

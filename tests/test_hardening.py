@@ -242,10 +242,8 @@ def test_endless_chunked_body_is_refused_once_past_the_limit(loop: asyncio.Abstr
 def test_an_oversize_chunked_body_is_journaled_alike_on_both_paths(loop: asyncio.AbstractEventLoop) -> None:
     """The shortcut and Starlette's routing both keep the first 4 KiB of what arrived before the 413."""
     bodies = []
-    for hot in (True, False):
-        app = create_app("default", clock="manual")
-        if not hot:
-            app.hot_middleware = -1  # any middleware count but create_app's own turns the shortcut off
+    for fast in (True, False):
+        app = create_app("default", clock="manual", fast_path=fast)
         headers = [(b"authorization", f"Bearer {KEY}".encode())]
         post_endless(loop, app, headers, lambda n: b"%07d" % n * 9363)  # ~64 KiB each
         [entry] = app.state.backend.store.journal.entries
@@ -294,30 +292,27 @@ def test_a_lone_surrogate_in_a_prompt_is_stored_and_shown_as_valid_json(client: 
 
 
 def test_an_unexpected_exception_is_a_logged_json_500_on_both_paths(make_client: Callable[..., Client]) -> None:
-    app = create_app("default", clock="manual")
-    client = TestClient(app, base_url="http://mock.test", raise_server_exceptions=False)
-
     def broken(*args: object) -> None:
         raise RuntimeError("boom")
 
-    app.state.backend.query = broken
     handler = Errors()
     logging.getLogger("mockgen").addHandler(handler)
     try:
-        for hot in (True, False):
-            app.hot_middleware = len(app.user_middleware) if hot else -1  # -1: the shortcut is off
-            r = client.get("/api/v1/tasks/abc", headers=AUTH)
-            assert r.status_code == 500
-            assert r.json() == {
-                "code": 500,
-                "msg": "Internal error in mockgen (a bug, please report it): RuntimeError",
-                "data": None,
-            }
+        for fast in (True, False):
+            app = create_app("default", clock="manual", fast_path=fast)
+            app.state.backend.query = broken
+            with TestClient(app, base_url="http://mock.test", raise_server_exceptions=False) as client:
+                r = client.get("/api/v1/tasks/abc", headers=AUTH)
+                assert r.status_code == 500
+                assert r.json() == {
+                    "code": 500,
+                    "msg": "Internal error in mockgen (a bug, please report it): RuntimeError",
+                    "data": None,
+                }
+                assert [e["status"] for e in client.get("/_mock/requests").json()] == [500]
         assert len(handler.records) == 2 and "RuntimeError: boom" in handler.format(handler.records[0])
-        assert [e["status"] for e in client.get("/_mock/requests").json()] == [500, 500]
     finally:
         logging.getLogger("mockgen").removeHandler(handler)
-        client.close()
 
 
 # --- keys ----------------------------------------------------------------------------------------------
@@ -420,10 +415,8 @@ SAME_REQUESTS: list[tuple[str, str, bytes, dict[str, str]]] = [
 ]
 
 
-def _replay(hot: bool) -> list[Any]:
-    app = create_app("ci")  # seeded: the same ids both times
-    if not hot:
-        app.hot_middleware = -1
+def _replay(fast: bool) -> list[Any]:
+    app = create_app("ci", fast_path=fast)  # seeded: the same ids both times
     client = TestClient(app, base_url="http://mock.test", follow_redirects=False)
     key = "sk-ci000000000000000000000000000001"
     ids: list[str] = []
@@ -447,7 +440,7 @@ def _replay(hot: bool) -> list[Any]:
 
 
 def test_the_shortcut_answers_exactly_as_starlettes_routing_does() -> None:
-    with_shortcut, without = _replay(hot=True), _replay(hot=False)
+    with_shortcut, without = _replay(fast=True), _replay(fast=False)
     for a, b in zip(with_shortcut, without, strict=True):
         assert a == b
 

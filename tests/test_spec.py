@@ -112,9 +112,7 @@ def _ordered(response: Any) -> dict[str, Any]:
 def test_the_answers_have_exactly_spec_s_keys_in_order(
     make_client: Callable[..., Client], model: spec.Model, shortcut: bool
 ) -> None:
-    client = make_client()
-    if not shortcut:
-        client.app.hot_middleware = -1  # type: ignore[attr-defined]  # any count but create_app's turns it off
+    client = make_client(fast_path=shortcut)
     body = {"model_id": model.model_id, "prompt": "a lighthouse at dawn"}
     created = _ordered(client.post(CREATE_PATH, json=body, headers=AUTH))
     assert list(created) == list(ENVELOPE_KEYS) and list(created["data"]) == list(CREATE_KEYS)
