@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Hashable, Iterable
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,13 @@ async def result_file(request: Request) -> Response:
     return _result_file(request, backend)
 
 
+# How each kind of result file (spec.RESULT_EXT) is made, and its media type.
+RESULT_FILES: dict[str, tuple[Callable[[str, str | None], bytes], str]] = {
+    "png": (media.render_png, "image/png"),
+    "mp4": (media.render_mp4, "video/mp4"),
+}
+
+
 def _result_file(request: Request, backend: Backend) -> Response:
     name: str = request.path_params["name"]
     task_id, _, ext = name.partition(".")
@@ -133,13 +140,12 @@ def _result_file(request: Request, backend: Backend) -> Response:
     if task is None:
         note(request, error="no such result file")
         return envelope(404, Msg.NO_FILE.format(name=name), None, 404)
-    render = media.render_mp4 if ext == "mp4" else media.render_png
+    render, media_type = RESULT_FILES[ext]
     # Keyed by what the file is made of, not its name: after a reset a seeded scenario hands out the
     # same task ids again, for other prompts.
     key = (ext, task.prompt, task.aspect_ratio)
     data = request.app.state.media_cache.get(key, lambda: render(task.prompt, task.aspect_ratio))
     note(request, task_id=task_id)
-    media_type = "video/mp4" if ext == "mp4" else "image/png"
     return Response(data, media_type=media_type, headers={"cache-control": "public, max-age=3600"})
 
 

@@ -17,7 +17,7 @@ from .errors import ApiError, ControlError, show
 from .journal import Journal
 from .models import FAILED, NEVER, SUCCEEDED, Account, Plan, Task, TasksAt
 from .scenario import ENVELOPES, KEY_RE, Behaviour, Fault, Match, ModelSpec, Scenario
-from .spec import DEFAULT_RATIO, FILES_PREFIX, KIND_RATIOS, REQUEST_ID_PREFIX, Msg
+from .spec import DEFAULT_RATIO, FILES_PREFIX, KIND_RATIOS, REQUEST_ID_PREFIX, RESULT_EXT, Msg
 from .store import MemoryStore, Store
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
@@ -674,7 +674,7 @@ class Backend:
         image); None when there is no such file."""
         task = self.store.get_task(task_id)
         self.settle()
-        if task is None or task.final_status != SUCCEEDED or ext != ("mp4" if task.task_type == "video" else "png"):
+        if task is None or task.final_status != SUCCEEDED or ext != RESULT_EXT[task.task_type]:
             return None
         return task
 
@@ -710,7 +710,7 @@ class Backend:
     def result_url(self, task: Task, base_url: str) -> str:
         """Where a succeeded task's file is: this server's /files/, or the scenario's CDN."""
         task_type = task.plan.task_type
-        ext = "mp4" if task_type == "video" else "png"
+        ext = RESULT_EXT[task_type]
         if task.plan.results == "cdn":
             base = self.scenario.cdn_base or f"https://cdn.{self.faker.domain_name()}"
             return f"{base.rstrip('/')}/{task_type}s/{task.task_id}.{ext}"

@@ -29,6 +29,7 @@ FILES_PATH: Final = FILES_PREFIX + "{name}"  # {task_id}.png or {task_id}.mp4
 Kind = Literal["image", "video"]
 KINDS: tuple[Kind, ...] = ("image", "video")
 RESULT_FIELD: Final[dict[str, str]] = {"image": "image_url", "video": "video_url"}  # where a result's URL goes
+RESULT_EXT: Final[dict[str, str]] = {"image": "png", "video": "mp4"}  # a result file's extension, by kind
 
 
 class Model(NamedTuple):
