@@ -15,7 +15,7 @@ from typing import Any
 from .clock import Clock, ManualClock, check_clock, make_clock
 from .errors import ApiError, ControlError, show
 from .journal import Journal
-from .models import FAILED, NEVER, SUCCEEDED, Account, Plan, Task, TasksAt
+from .models import FAILED, NEVER, SUCCEEDED, Account, Plan, Task, TasksAt, newest
 from .scenario import ENVELOPES, KEY_RE, Behaviour, Fault, Match, ModelSpec, Scenario
 from .spec import DEFAULT_RATIO, FILES_PREFIX, KIND_RATIOS, REQUEST_ID_PREFIX, RESULT_EXT, Msg
 from .store import MemoryStore, Store
@@ -655,10 +655,7 @@ class Backend:
         accounts, and how many there are in all."""
         self.settle()
         tasks = [t for t in self.store.tasks() if key in (None, t.key)]
-        total = len(tasks)
-        if limit is not None:
-            tasks = tasks[max(total - limit, 0) :]
-        return TasksAt(tasks, self.store.get_account), total
+        return TasksAt(newest(tasks, limit), self.store.get_account), len(tasks)
 
     def accounts_page(self, limit: int | None = None) -> tuple[list[Account], int]:
         """The newest ``limit`` accounts (all: None), balances brought up to date, and how many there are."""

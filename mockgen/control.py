@@ -31,7 +31,7 @@ from .http import (
     streamed_json,
 )
 from .journal import Filter, WaitersFull
-from .models import NEVER, Account, LedgerEntry, Task, TasksAt
+from .models import NEVER, Account, LedgerEntry, Task, TasksAt, newest
 from .scenario import MAX_INT, MAX_SECONDS, MAX_TIME, bundled_names, load_bundled, parse_scenario
 from .spec import SUCCEEDED, Msg
 from .state import STATE_VERSION, LoadedState, StateAt, install_state, prepare_state, state_at, state_task
@@ -236,7 +236,7 @@ async def get_account(request: Request) -> Response:
         return streamed_json([head, Items(account.ledger.copy(), LedgerEntry.as_dict), b"}"])
     view = account_view(account)
     total = len(account.ledger)
-    view["ledger"] = [e.as_dict() for e in account.ledger[max(total - limit, 0) :]]
+    view["ledger"] = [e.as_dict() for e in account.ledger[max(total - limit, 0) :]]  # (only the tail read)
     return json_response(view, headers={"x-total-count": str(total)})
 
 
@@ -403,10 +403,8 @@ async def queue_next(request: Request) -> Response:
 
 async def list_next(request: Request) -> Response:
     queue = _backend(request).queued_next()
-    limit, total = _limit(request), len(queue)
-    if limit is not None:
-        queue = queue[max(total - limit, 0) :]
-    return json_response({"queued": [vars_(e) for e in queue]}, headers={"x-total-count": str(total)})
+    shown = newest(queue, _limit(request))
+    return json_response({"queued": [vars_(e) for e in shown]}, headers={"x-total-count": str(len(queue))})
 
 
 async def clear_next(request: Request) -> Response:

@@ -5,11 +5,18 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, overload
+from typing import Any, NamedTuple, TypeVar, overload
 
 from .spec import FAILED, QUEUED, RUNNING, SUCCEEDED
 
 NEVER = float("inf")
+
+T = TypeVar("T")
+
+
+def newest(items: list[T], limit: int | None) -> list[T]:
+    """The last ``limit`` of ``items`` (all of them: None), as a ``?limit=`` listing shows them."""
+    return items if limit is None else items[max(len(items) - limit, 0) :]
 
 
 @dataclass(slots=True)
