@@ -195,7 +195,7 @@ async def _fault(
     status it answered with. One that answers the request does so here; one that only delays, or
     loses the answer after the request is handled, comes back with None for the answer to carry out."""
     request = Request(scope, receive)
-    fault = find_fault(request, backend, route, account, req)
+    fault = await find_fault(request, backend, route, account, req)
     if fault is not None:
         response = await fault_response(request, backend, fault, account)
         if response is not None:
@@ -245,7 +245,7 @@ class CreateTask:
         try:
             if incoming.host not in (hosts := scope["app"].hosts).ok:  # the guard's Host check, in one lookup
                 hosts.check(incoming.host, scope)
-            account = backend.authenticate(incoming.authorization)
+            account = await backend.authenticate(incoming.authorization)
             world = backend.world  # the world may be replaced while the body or a fault's delay is awaited
             raw = await receive_body(receive, incoming.content_length)
             # Faults come from an X-Mockgen-Fault header or the scenario; with neither, skip building a Request.
@@ -260,13 +260,13 @@ class CreateTask:
                 if refused is not None:
                     raise refused
                 lost = fault.name if fault is not None and fault.lose_answer is not None else None
-                task = backend.submit(account, req, steer, lost, world)
+                task = await backend.submit(account, req, steer, lost, world)
             else:
                 try:
                     body = parse_json(raw)
                 except ValueError as exc:
                     raise ApiError(Msg.NOT_JSON.format(detail=exc)) from None
-                task = backend.submit(account, body, world=world)  # (submit validates it)
+                task = await backend.submit(account, body, world=world)  # (submit validates it)
         except ApiError as exc:
             # A refused create loses its answer too: the fault is the gateway's, not the service's.
             status = await _send_error(scope, receive, send, backend, exc, fault)
@@ -295,12 +295,12 @@ class GetTask:
         try:
             if incoming.host not in (hosts := scope["app"].hosts).ok:  # the guard's Host check, in one lookup
                 hosts.check(incoming.host, scope)
-            account = backend.authenticate(incoming.authorization)
+            account = await backend.authenticate(incoming.authorization)
             if incoming.steered or backend.has_faults:
                 fault, answered = await _fault(scope, receive, send, backend, "query", account)
                 if answered is not None:
                     return answered, b""
-            task = backend.query(account, scope["path_params"]["task_id"])
+            task = await backend.query(account, scope["path_params"]["task_id"])
         except ApiError as exc:
             return await _send_error(scope, receive, send, backend, exc, fault), b""
         note_scope(scope, task_id=task.task_id)

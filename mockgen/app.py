@@ -33,8 +33,8 @@ from .journal import PART_BYTES, Record, kept, scrub, scrub_notes
 from .openapi import build_openapi
 from .scenario import Scenario, load_scenario
 from .spec import FILES_PATH, Msg
-from .state import StateAt, export_state, import_state, state_at
-from .store import MemoryStore
+from .state import StateAt, import_state, state_at
+from .store import MemoryStore, run_now
 
 __all__ = ["create_app"]
 
@@ -116,14 +116,14 @@ class MediaCache:
 async def result_file(request: Request) -> Response:
     """Serves /files/{task_id}.png|mp4, looked up by task id (never a path from the URL); faults first."""
     backend: Backend = request.app.state.backend
-    fault = find_fault(request, backend, "files", None)
+    fault = await find_fault(request, backend, "files", None)
     if fault is not None:
         faulted = await fault_response(request, backend, fault, None)
         if faulted is not None:
             return faulted
         if fault.lose_answer is not None:
             return lost_response(backend, fault)  # nothing changes by serving a file: only the answer is lost
-    return _result_file(request, backend)
+    return await _result_file(request, backend)
 
 
 # How each kind of result file (spec.RESULT_EXT) is made, and its media type.
@@ -133,10 +133,10 @@ RESULT_FILES: dict[str, tuple[Callable[[str, str | None], bytes], str]] = {
 }
 
 
-def _result_file(request: Request, backend: Backend) -> Response:
+async def _result_file(request: Request, backend: Backend) -> Response:
     name: str = request.path_params["name"]
     task_id, _, ext = name.partition(".")
-    task = backend.result_task(task_id, ext)
+    task = await backend.result_task(task_id, ext)
     if task is None:
         note(request, error="no such result file")
         return envelope(404, Msg.NO_FILE.format(name=name), None, 404)
@@ -312,7 +312,7 @@ def check_state_path(path: Path) -> None:
         raise ControlError(f"cannot write {tmp} (the state is saved there first): {exc.strerror or exc}") from None
 
 
-def load_state_file(backend: Backend, path: Path, *, any_scenario: bool = False) -> bool:
+async def load_state_file(backend: Backend, path: Path, *, any_scenario: bool = False) -> bool:
     """Restore the world from a state file; False when there is none yet (ControlError if it is bad).
 
     A state saved under another scenario is refused unless ``any_scenario``: loading it silently,
@@ -333,23 +333,22 @@ def load_state_file(backend: Backend, path: Path, *, any_scenario: bool = False)
             f"start it with --scenario {saved}, or pass --state-any-scenario to load it anyway "
             f"(it is then saved under {current!r})"
         )
-    import_state(backend, state)
+    await import_state(backend, state)
     return True
 
 
-def save_state_file(backend: Backend | StateAt, path: Path) -> None:
-    """Write the world (or a snapshot of it, ``state_at``) to a state file, atomically: a crash
+def save_state_file(state: StateAt, path: Path) -> None:
+    """Write a snapshot of the world (``state_at``) to a state file, atomically: a crash
     mid-write never leaves half a file.
 
     ASCII with escapes, so any string the API accepted (a lone surrogate too) round-trips; a
     number JSON cannot hold (NaN, infinity) raises instead of writing a file no load accepts.
     On any failure the old file stays, the temporary one is removed, and the error is raised.
-    Given a snapshot, it reads nothing live, so it may run in a thread.
+    It reads nothing live, so it may run in a thread.
     """
     tmp = _tmp_path(path)
     try:
-        state = backend.as_dict() if isinstance(backend, StateAt) else export_state(backend)
-        text = json.dumps(state, ensure_ascii=True, allow_nan=False, indent=1)
+        text = json.dumps(state.as_dict(), ensure_ascii=True, allow_nan=False, indent=1)
         tmp.write_text(text, encoding="ascii")
         tmp.replace(path)
     except BaseException:
@@ -377,7 +376,7 @@ async def save_at_shutdown(backend: Backend, path: Path) -> None:
     """``save_state_file`` of the world now, rendered and written in a thread (a big world takes
     seconds, and the event loop stays free); a failure is logged in one line (the old file is kept)."""
     try:
-        snapshot = state_at(backend)
+        snapshot = await state_at(backend)
         await asyncio.to_thread(save_state_file, snapshot, path)
     except Exception as exc:
         log.error("state file %s NOT written, the previous one is kept: %s: %s", path, type(exc).__name__, exc)
@@ -465,7 +464,7 @@ def create_app(
     app.state.state_bytes = state_bytes
     if state_path is not None:
         check_state_path(state_path)
-        app.state.state_loaded = load_state_file(backend, state_path, any_scenario=state_any_scenario)
+        app.state.state_loaded = run_now(load_state_file(backend, state_path, any_scenario=state_any_scenario))
     app.backend = backend
     app.public_url = public_url.rstrip("/") if public_url else None
     app.hosts = HostPolicy(allowed_hosts, app.public_url)

@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import os
-import random
 import re
 import string
 import sys
-from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .clock import Clock, ManualClock, check_clock, make_clock
+from .draws import Draws
 from .errors import ApiError, ControlError, show
 from .journal import Journal
-from .models import FAILED, NEVER, SUCCEEDED, Account, Plan, Task, TasksAt, newest
+from .models import FAILED, NEVER, SUCCEEDED, Account, Ledger, NextOutcome, Plan, Task, TasksAt, newest
 from .scenario import ENVELOPES, KEY_RE, Behaviour, Fault, Match, ModelSpec, Scenario
 from .spec import DEFAULT_RATIO, FILES_PREFIX, KIND_RATIOS, REQUEST_ID_PREFIX, RESULT_EXT, Msg
-from .store import MemoryStore, Store
+from .store import NEXT_LIMIT, MemoryStore, Store, run_now
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
 # Random bytes -> id characters in one C call (rng.choices costs a Python call per character).
 ID_BYTES = bytes(ord(ID_ALPHABET[b % len(ID_ALPHABET)]) for b in range(256))
 KEY_ALPHABET = string.ascii_letters + string.digits
+KEY_BYTES = bytes(ord(KEY_ALPHABET[b % len(KEY_ALPHABET)]) for b in range(256))
 URL_RE = re.compile(r"https?://[^\s/$.?#][^\s]*", re.IGNORECASE)
-MAX_BUCKETS = 100_000  # rate-limit buckets kept (fault, key); see Backend._take_token
-MAX_COUNTERS = 100_000  # rule and fault counters kept (scope, key: count_per key makes one a key); see matches
 # The ratios a create may send for each kind, for one hash lookup per submit.
 _RATIOS = {kind: frozenset(ratios) for kind, ratios in KIND_RATIOS.items()}
 
@@ -105,76 +102,9 @@ class Probe:
 NO_PROBE = Probe()  # a body that is not a JSON object: nothing can be read
 
 
-@dataclass(slots=True)
-class NextOutcome:
-    """An outcome for the next ``count`` submits of ``model_id`` with ``key`` (None: any)."""
-
-    outcome: str
-    count: int
-    model_id: str | None = None
-    key: str | None = None
-    message: str | None = None
-
-
-NEXT_LIMIT = 1_000  # entries in the queue of next outcomes (README, Limits)
-
-
-class NextQueue:
-    """The outcomes queued for the next submits (``POST /_mock/next``), oldest first, at most ``limit``.
-
-    Kept in buckets by what they match (a model or any, a key or any), each in the order they came,
-    so a submit looks only at the oldest entry of the four buckets that can match it and takes the
-    oldest of those: what a scan of the whole queue in order finds, at a cost that does not grow with it.
-    """
-
-    def __init__(self, entries: Iterable[NextOutcome] = (), limit: int = NEXT_LIMIT) -> None:
-        self.limit = limit
-        self._seq = 0
-        self._order: dict[int, NextOutcome] = {}  # the whole queue, in the order it came
-        self._buckets: dict[tuple[str | None, str | None], deque[tuple[int, NextOutcome]]] = {}
-        for entry in entries:
-            self._add(entry)
-
-    def __len__(self) -> int:
-        return len(self._order)
-
-    def __iter__(self) -> Iterator[NextOutcome]:
-        return iter(list(self._order.values()))
-
-    def append(self, entry: NextOutcome) -> None:
-        """Queue ``entry`` last; ControlError 409 when the queue is full."""
-        if len(self._order) >= self.limit:
-            raise ControlError(Msg.NEXT_FULL.format(limit=self.limit), 409)
-        self._add(entry)
-
-    def _add(self, entry: NextOutcome) -> None:
-        self._seq += 1
-        self._order[self._seq] = entry
-        self._buckets.setdefault((entry.model_id, entry.key), deque()).append((self._seq, entry))
-
-    def take(self, model_id: str, key: str) -> NextOutcome | None:
-        """The oldest entry for a submit of ``model_id`` with ``key``, one of its count used (gone at 0)."""
-        buckets = self._buckets
-        best: deque[tuple[int, NextOutcome]] | None = None
-        where: tuple[str | None, str | None] = (None, None)
-        for candidate in ((model_id, key), (model_id, None), (None, key), (None, None)):
-            bucket = buckets.get(candidate)
-            if bucket is not None and (best is None or bucket[0][0] < best[0][0]):
-                best, where = bucket, candidate
-        if best is None:
-            return None
-        seq, entry = best[0]
-        entry.count -= 1
-        if entry.count <= 0:
-            best.popleft()
-            del self._order[seq]
-            if not best:
-                del buckets[where]
-        return entry
-
-
 class Backend:
-    """The whole emulated world. Pure domain logic: no HTTP in here."""
+    """The whole emulated world's rules: the only door into it. Pure domain logic, no HTTP in here;
+    everything of the world is in the Store, changed only through its atomic steps (store.py)."""
 
     def __init__(
         self,
@@ -196,36 +126,42 @@ class Backend:
         # the world. A request notes it when it authenticates, and a submit that finds another one
         # (it awaited its body or a fault's delay meanwhile) is told to retry: see ``submit``.
         self.world = 0
-        self.load(scenario)
+        self._use(scenario)
+        if self.store.immediate:  # a store that never waits: the world is ready now
+            run_now(self.reset())
 
     # --- setup ---------------------------------------------------------------------------------
 
-    def load(self, scenario: Scenario) -> None:
-        """Put ``scenario`` in force and go back to its starting state."""
+    def _use(self, scenario: Scenario) -> None:
         self.scenario = scenario
         self.has_faults = bool(scenario.faults)  # read on every submit and poll: a plain attribute
-        self.reset()
+        self.envelope = self.envelope_override or scenario.envelope
+        self.compat = self.envelope == "compat"  # read on every answer of the contract's two routes
+        self._courses: dict[tuple[str, int], Course] = {}  # see _course
+        self._rule_scopes = [f"rule:{i}" for i in range(len(scenario.rules))]
 
-    def reset(self) -> None:
+    async def load(self, scenario: Scenario) -> None:
+        """Put ``scenario`` in force and go back to its starting state."""
+        self.scenario = scenario
+        await self.reset()
+
+    async def reset(self) -> None:
         """Back to the scenario's starting state: a new world (``world`` moves on)."""
         self.world += 1
         s = self.scenario
-        self.clock: Clock = make_clock(self.clock_override, s.clock, s.start_time)
-        self.envelope = self.envelope_override or s.envelope
-        self.compat = self.envelope == "compat"  # read on every answer of the contract's two routes
-        seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(8), "big")
-        self.rng = random.Random(seed)
-        self._faker_seed = seed
+        self._use(s)
+        self.seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(8), "big")
         self._faker: Any = None
-        self.store.clear()
-        self.counters: dict[tuple[str, str], int] = {}
-        self.next_outcomes = NextQueue()
-        # Rate-limit buckets, least recently used first, at most MAX_BUCKETS (see _take_token).
-        self.buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
-        self._courses: dict[tuple[str, int], Course] = {}  # see _course
-        self._rule_scopes = [f"rule:{i}" for i in range(len(s.rules))]
+        store = self.store
+        await store.clear()
+        await store.set_clock(make_clock(self.clock_override, s.clock, s.start_time))
         for spec in s.accounts:
-            self.store.add_account(Account(spec.key, spec.credits, spec.name))
+            await store.add_account(Account(spec.key, spec.credits, spec.name))
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the world reads its time from."""
+        return self.store.clock
 
     @property
     def scenario_name(self) -> str:
@@ -243,26 +179,31 @@ class Backend:
             from faker import Faker
 
             self._faker = Faker()
-            self._faker.seed_instance(self._faker_seed)
+            self._faker.seed_instance(self.seed)
         return self._faker
 
     def now(self) -> float:
-        return self.clock.now()
+        return self.store.clock.now()
 
-    def new_key(self) -> str:
-        return "sk-" + "".join(self.rng.choices(KEY_ALPHABET, k=32))
+    async def draws(self) -> Draws:
+        """Random draws of their own for one request: from the seed and the store's next number."""
+        return Draws(self.seed, await self.store.next_seq())
 
-    def ready_key(self) -> str:
+    async def new_key(self) -> str:
+        draws = await self.draws()
+        return "sk-" + draws.bytes(32).translate(KEY_BYTES).decode("ascii")
+
+    async def ready_key(self) -> str:
         """A key a person can use right away: the first listed account, or a fresh open one."""
-        for account in self.store.accounts():
+        for account in await self.store.accounts(None):
             return account.key
-        key = self.new_key()
-        self.create_account(self.scenario.default_credits, key)
+        key = await self.new_key()
+        await self.create_account(self.scenario.default_credits, key)
         return key
 
     # --- auth ----------------------------------------------------------------------------------
 
-    def authenticate(self, authorization: str | None) -> Account:
+    async def authenticate(self, authorization: str | None) -> Account:
         """The account behind an Authorization header, or ApiError 401."""
         if not authorization:
             raise ApiError(Msg.NO_AUTH, code=401, status=401)
@@ -274,37 +215,27 @@ class Backend:
             raise ApiError(Msg.BAD_KEY, code=401, status=401)
         # Found by the key's hash (SipHash, keyed per process), so a wrong key is never compared
         # character by character with a stored one: refusing it takes the same time whatever it shares.
-        account = self.store.get_account(key) or self._open_account(key)  # (not stored: see _keep)
+        account = await self.store.get_account(key) or self._open_account(key)  # (not stored: see _keep)
         if account is None:
             raise ApiError(Msg.UNKNOWN_KEY, code=401, status=401)
         return account
 
-    def _open_account(self, key: str, create: bool = False) -> Account | None:
-        """The account of ``key``; in open mode a well-formed new key gets one with default credits.
+    def _open_account(self, key: str) -> Account | None:
+        """In open mode, the account a well-formed new key gets: default credits, and not stored
+        (looking, polling or a refused submit creates nothing). It is stored at its first charge
+        (``submit``) or top-up (``_keep``)."""
+        if self.scenario.auth_mode == "open" and KEY_RE.fullmatch(key):
+            return Account(key, self.scenario.default_credits, stored=False)
+        return None
 
-        That new account is not stored (looking, polling or a refused submit creates nothing): it is
-        stored at its first charge (``submit``), or here with ``create`` (a top-up).
-        """
-        account = self.store.get_account(key)
-        if account is None and self.scenario.auth_mode == "open" and KEY_RE.fullmatch(key):
-            account = Account(key, self.scenario.default_credits, stored=False)
-            if create:
-                account = self._keep(account, control=True)
-        return account
-
-    def _keep(self, account: Account, control: bool = False) -> Account:
+    async def _keep(self, account: Account, control: bool = False) -> Account:
         """The stored account of a new key: ``account`` itself, stored now, unless another request
         stored one first. Past the store's ``max_accounts`` a new key is refused (ApiError, or ControlError 409
         for the control API) rather than an old account dropped: that would lose a balance silently."""
-        store = self.store
-        kept = store.get_account(account.key)
+        kept = await self.store.add_account(account)
         if kept is None:
-            if store.account_count() >= store.max_accounts:
-                msg = Msg.TOO_MANY_ACCOUNTS.format(limit=store.max_accounts)
-                raise ControlError(msg, 409) if control else ApiError(msg)
-            account.stored = True
-            store.add_account(account)
-            kept = account
+            msg = Msg.TOO_MANY_ACCOUNTS.format(limit=self.store.max_accounts)
+            raise ControlError(msg, 409) if control else ApiError(msg)
         return kept
 
     # --- the public contract -------------------------------------------------------------------
@@ -366,7 +297,7 @@ class Backend:
             () if urls is None else tuple(urls) if isinstance(urls, list) else None,
         )
 
-    def submit(
+    async def submit(
         self,
         account: Account,
         body: object,
@@ -385,82 +316,75 @@ class Backend:
         if world is not None and world != self.world:
             raise ApiError(Msg.RESET)
         req = body if isinstance(body, Submit) else self.validate(body)
-        now = self.clock.now()
-        self.settle(now)
-        course = self.course_for(account, req)
+        store = self.store
+        now = store.clock.now()
+        await self.settle(now)
+        course = await self.course_for(account, req)
         behaviour = course.behaviour
         if behaviour.reject:
             raise ApiError(behaviour.reject)
         cost = course.cost
         if account.credits < cost:
             raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=account.credits))
-        store = self.store
-        # Refusals come before anything is used up (a queued outcome, a draw of the random source).
-        if not store.make_room():
-            raise ApiError(Msg.TOO_MANY_TASKS.format(limit=store.task_count()))
+        # Refusals come before anything is used up (a queued outcome, a number of the sequence).
+        if not await store.make_room():
+            raise ApiError(Msg.TOO_MANY_TASKS.format(limit=await store.task_count()))
         if not account.stored:  # an open key's first charge: its account is stored now
-            account = self._keep(account)
-        rng = self.rng
-        queued_for = behaviour.queued.sample(rng)  # type: ignore[union-attr]
-        running_for = behaviour.running.sample(rng)  # type: ignore[union-attr]
-        outcome = behaviour.outcome.pick(rng)  # type: ignore[union-attr]
+            account = await self._keep(account)
+        draws = Draws(self.seed, await store.next_seq())
+        ids = draws.bytes(24)
+        queued_for = behaviour.queued.sample(draws)  # type: ignore[union-attr]
+        running_for = behaviour.running.sample(draws)  # type: ignore[union-attr]
+        outcome = behaviour.outcome.pick(draws)  # type: ignore[union-attr]
         message = behaviour.failure_message or ""
-        if self.next_outcomes:
-            queued = self._take_next(account, req)
-            if queued is not None:
-                outcome, message = queued.outcome, queued.message or message
+        queued = await store.take_next(req.model_id, account.key)
+        if queued is not None:
+            outcome, message = queued.outcome, queued.message or message
         if steering is not NO_STEERING:
             if steering.outcome:
                 outcome = steering.outcome
             if steering.delay is not None:
                 queued_for = min(queued_for, steering.delay)
                 running_for = steering.delay - queued_for
-        task_id, request_id = self._new_ids()
         plan = course.plan(outcome, message)
-        task = Task.planned(
-            plan if lost_answer is None else plan._replace(lost_answer=lost_answer),
-            task_id,
-            account.key,
-            req.prompt,
-            sys.intern(req.aspect_ratio),  # one of a few validated values: share them
-            req.image_urls,
-            now,
-            request_id,
-            now + queued_for,
-            now + queued_for + running_for if course.by_time else NEVER,
-        )
-        if not store.charge(account.key, cost, now, task_id):
-            raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=account.credits))
-        store.add_task(task)
-        if course.by_time:
-            store.schedule(task.finish_at, task_id)
+        if lost_answer is not None:
+            plan = plan._replace(lost_answer=lost_answer)
+        aspect_ratio = sys.intern(req.aspect_ratio)  # one of a few validated values: share them
+        finish_at = now + queued_for + running_for if course.by_time else NEVER
+        while True:
+            chars = ids.translate(ID_BYTES).decode("ascii")
+            task = Task(
+                plan, chars[:12], account.key, req.prompt, aspect_ratio, req.image_urls, now,
+                REQUEST_ID_PREFIX + chars[12:], now + queued_for, finish_at,
+            )  # fmt: skip
+            charged = await store.submit(task)
+            if charged is not None:
+                break
+            ids = (await self.draws()).bytes(24)  # the id is taken (a seeded world after a state load): another
+        if not charged:
+            balance = (await store.get_account(account.key) or account).credits
+            raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=balance))
         return task
 
-    def _new_ids(self) -> tuple[str, str]:
-        """A new task id and its request id ('kie_' and 12 characters), from one draw of the rng."""
-        while True:
-            chars = self.rng.randbytes(24).translate(ID_BYTES).decode("ascii")
-            task_id = chars[:12]
-            if self.store.get_task(task_id) is None:
-                return task_id, REQUEST_ID_PREFIX + chars[12:]
-
-    def query(self, account: Account, task_id: str) -> Task:
+    async def query(self, account: Account, task_id: str) -> Task:
         """A task of this account, brought up to date; another account's task is 'not found'."""
-        task = self.store.get_task(task_id)
+        store = self.store
+        now = store.clock.now()
+        await self.settle(now)
+        task = await store.get_task(task_id)
         if task is None or task.key != account.key:
             raise ApiError(Msg.NOT_FOUND.format(task_id=show(task_id[:64])))
-        now = self.now()
-        self.settle(now)
-        task.polls += 1
+        # (the memory store's task is the stored one; a shared store's a copy, brought up to date here)
+        task.polls = await store.count_poll(task_id)
         plan = task.plan
-        if not task.final_status and plan.progress == "polls":
-            if task.polls >= task.polls_to_finish:
-                self.finish(task, plan.outcome, now)
+        if not task.final_status and plan.progress == "polls" and task.polls >= task.polls_to_finish:
+            await self.finish(task, plan.outcome, now)
+            task = await store.get_task(task_id) or task
         return task
 
     # --- the scenario's rules ------------------------------------------------------------------
 
-    def matches(self, match: Match, account: Account, req: Submit | Probe | None, scope: str) -> bool:
+    async def matches(self, match: Match, account: Account, req: Submit | Probe | None, scope: str) -> bool:
         """Whether a request meets ``match``; counters advance for requests meeting the rest.
 
         ``req`` is None for a request that is not a create: then no request key matches."""
@@ -489,25 +413,19 @@ class Backend:
             if match.has_images is not None and (req.image_urls is None or bool(req.image_urls) != match.has_images):
                 return False
         if match.counted:
-            counter = (scope, account.key if match.count_per == "key" else "")
-            counters = self.counters
-            n = counters.get(counter, 0) + 1
-            if n == 1 and len(counters) >= MAX_COUNTERS:
-                # Bounded like the buckets: the counter first seen longest ago goes (its key starts over).
-                del counters[next(iter(counters))]
-            counters[counter] = n
+            n = await self.store.count(scope, account.key if match.count_per == "key" else "")
             if match.first_n is not None and n > match.first_n:
                 return False
             if match.after_n is not None and n <= match.after_n:
                 return False
             if match.every_nth is not None and n % match.every_nth:
                 return False
-        return match.probability is None or self.rng.random() < match.probability
+        return match.probability is None or (await self.draws()).random() < match.probability
 
-    def course_for(self, account: Account, req: Submit) -> Course:
+    async def course_for(self, account: Account, req: Submit) -> Course:
         """What a submit gets: the course of its model under the first matching rule (or none)."""
         for i, rule in enumerate(self.scenario.rules):
-            if self.matches(rule.match, account, req, self._rule_scopes[i]):
+            if await self.matches(rule.match, account, req, self._rule_scopes[i]):
                 return self._course(req.model_id, i)
         return self._course(req.model_id, -1)
 
@@ -528,7 +446,7 @@ class Backend:
             course = self._courses[(model_id, rule_index)] = Course(model, rule.name if rule else None, merged)
         return course
 
-    def fault_for(self, route: str, account: Account | None, req: Submit | Probe | None = None) -> Fault | None:
+    async def fault_for(self, route: str, account: Account | None, req: Submit | Probe | None = None) -> Fault | None:
         """The first scenario fault that applies to this request, if any. Faults come before
         validation: a create that will be refused is matched by ``probe(body)``, and counted."""
         for i, fault in enumerate(self.scenario.faults):
@@ -538,33 +456,19 @@ class Backend:
                 if fault.match.keys or fault.match.accounts or fault.match.counted:
                     continue
                 account = Account("", 0)
-            if self.matches(fault.match, account, req, f"fault:{i}"):
-                if fault.rate_limit is not None and self._take_token(f"fault:{i}", account.key, fault):
-                    continue
+            scope = f"fault:{i}"
+            if await self.matches(fault.match, account, req, scope):
+                rl = fault.rate_limit
+                if rl is not None and await self.store.take_token(
+                    scope, account.key, rl.burst, rl.limit / rl.per_seconds, self.now()
+                ):
+                    continue  # a token was there: the request may pass
                 return fault
         return None
 
-    def _take_token(self, scope: str, key: str, fault: Fault) -> bool:
-        """Token bucket per key: True when a token was available (the request may pass).
-
-        At most MAX_BUCKETS are kept: past it the least recently used goes, and a bucket that is not
-        there is a full one. Unused that long, it has almost always refilled: nothing changes."""
-        rl = fault.rate_limit
-        assert rl is not None
-        now = self.now()
-        rate = rl.limit / rl.per_seconds
-        buckets = self.buckets
-        tokens, last = buckets.pop((scope, key), (float(rl.burst), now))
-        tokens = min(float(rl.burst), tokens + (now - last) * rate)
-        taken = tokens >= 1
-        buckets[(scope, key)] = (tokens - 1 if taken else tokens, now)  # (last: the most recently used)
-        if len(buckets) > MAX_BUCKETS:
-            buckets.popitem(last=False)
-        return taken
-
-    def latency(self, fault: Fault) -> float:
-        """Seconds a fault holds its request (0: it has no latency), drawn from the scenario's random source."""
-        return 0.0 if fault.latency is None else fault.latency.sample(self.rng)
+    async def latency(self, fault: Fault) -> float:
+        """Seconds a fault holds its request (0: it has no latency), drawn from the world's random draws."""
+        return 0.0 if fault.latency is None else fault.latency.sample(await self.draws())
 
     def retry_after(self, fault: Fault, account: Account | None) -> int:
         """Seconds a client should wait: the fault's own, or until the bucket has a token."""
@@ -575,131 +479,135 @@ class Backend:
             return max(1, int(rl.per_seconds / rl.limit + 0.999))
         return 1
 
-    def _take_next(self, account: Account, req: Submit) -> NextOutcome | None:
-        return self.next_outcomes.take(req.model_id, account.key)
-
-    def queue_next(self, entry: NextOutcome) -> int:
+    async def queue_next(self, entry: NextOutcome) -> int:
         """Queue an outcome for the next matching submits; ControlError 409 past NEXT_LIMIT entries.
         Returns how many entries the queue holds now."""
-        self.next_outcomes.append(entry)
-        return len(self.next_outcomes)
+        length = await self.store.queue_next(entry)
+        if length is None:
+            raise ControlError(Msg.NEXT_FULL.format(limit=NEXT_LIMIT), 409)
+        return length
 
-    def queued_next(self) -> list[NextOutcome]:
-        """The queued outcomes, oldest first (a copy)."""
-        return list(self.next_outcomes)
+    async def queued_next(self, limit: int | None = None) -> list[NextOutcome]:
+        """The queued outcomes, oldest first (only the newest ``limit``: ``limit``)."""
+        return await self.store.queued(limit)
 
-    def clear_next(self) -> None:
-        self.next_outcomes = NextQueue()
+    async def clear_next(self) -> None:
+        await self.store.clear_next()
 
     # --- time and settlement -------------------------------------------------------------------
 
-    def settle(self, now: float | None = None) -> int:
+    async def settle(self, now: float | None = None) -> int:
         """Finish every time-driven task that is due by ``now`` (refunding failures). Returns how many."""
-        now = self.now() if now is None else now
+        store = self.store
+        due = await store.pop_due(store.clock.now() if now is None else now)
         done = 0
-        for at, task_id in self.store.pop_due(now):
-            task = self.store.get_task(task_id)
+        for at, task_id in due:
+            task = await store.get_task(task_id)
             if task is not None and not task.final_status and task.finish_at == at:
-                self.finish(task, task.outcome, at)
-                done += 1
+                done += await self.finish(task, task.outcome, at)
         return done
 
-    def finish(self, task: Task, outcome: str, at: float, message: str | None = None) -> None:
-        """Settle a task once; a failure refunds its charge at that moment."""
-        if task.final_status:
-            return
-        task.final_status = SUCCEEDED if outcome == "success" else FAILED
-        task.settled_at = at
-        self.store.task_finished(task)
-        if task.final_status == FAILED:
-            task.message = message or task.failure_message
-            if task.credits and self.store.get_account(task.key) is not None:
-                self.store.credit(task.key, task.credits, at, "refund", task.task_id)
+    async def finish(self, task: Task, outcome: str, at: float, message: str | None = None) -> bool:
+        """Settle a task once (False: it had finished); a failure is refunded its charge at that moment."""
+        if outcome == "success":
+            return await self.store.finish(task.task_id, SUCCEEDED, at)
+        return await self.store.finish(task.task_id, FAILED, at, message or task.failure_message)
 
-    def advance(self, seconds: float) -> float:
-        if not isinstance(self.clock, ManualClock):
+    async def advance(self, seconds: float) -> float:
+        if self.clock.kind != "manual":
             raise ControlError("the clock is real; start with --clock manual (or clock: manual) to move it", 409)
-        now = self.clock.advance(seconds)
-        self.settle(now)
+        now = await self.store.advance_clock(seconds)
+        await self.settle(now)
         return now
 
-    def resolve(self, task_id: str, outcome: str, message: str | None = None) -> Task:
-        task = self.task_for_control(task_id)
-        if task.final_status:
+    async def resolve(self, task_id: str, outcome: str, message: str | None = None) -> Task:
+        task = await self.task_for_control(task_id)
+        if task.final_status or not await self.finish(task, outcome, self.now(), message):
+            task = await self.task_for_control(task_id)
             raise ControlError(f"task {task_id} already finished with status {task.final_status}", 409)
-        self.finish(task, outcome, self.now(), message)
-        return task
+        return await self.task_for_control(task_id)
 
-    def install(self, staged: Store, next_outcomes: Iterable[NextOutcome], now: float) -> None:
-        """Put a world built aside in force, in one step that cannot fail or wait: no request sees
-        half of it. ``staged`` is left holding the old world (for the caller to release)."""
+    async def install(self, staged: Store, now: float) -> None:
+        """Put a world built aside in force, in one step: no request sees half of it.
+        ``staged`` is left holding the old world (for the caller to release)."""
         self.world += 1  # a new world: submits authenticated in the old one are told to retry
-        self.store.take(staged)
-        self.next_outcomes = NextQueue(next_outcomes)
-        if isinstance(self.clock, ManualClock):
-            self.clock.set(now)
-        self.settle()
+        await self.store.take(staged)
+        clock = self.clock
+        if isinstance(clock, ManualClock):
+            clock.set(now)
+        await self.settle()
 
     # --- reading the world (control, result files) -----------------------------------------------
 
-    def task_for_control(self, task_id: str) -> Task:
+    async def task_for_control(self, task_id: str) -> Task:
         """Any account's task, brought up to date; ControlError 404 when there is none."""
-        self.settle()
-        task = self.store.get_task(task_id)
+        await self.settle()
+        task = await self.store.get_task(task_id)
         if task is None:
             raise ControlError(Msg.NO_TASK.format(task_id=task_id), 404)
         return task
 
-    def tasks_page(self, key: str | None = None, limit: int | None = None) -> tuple[TasksAt, int]:
+    async def tasks_page(self, key: str | None = None, limit: int | None = None) -> tuple[TasksAt, int]:
         """The newest ``limit`` tasks (all: None) of ``key`` (any: None) as they are now, with their
         accounts, and how many there are in all."""
-        self.settle()
-        tasks = [t for t in self.store.tasks() if key in (None, t.key)]
-        return TasksAt(newest(tasks, limit), self.store.get_account), len(tasks)
+        await self.settle()
+        store = self.store
+        tasks = [t for t in await store.tasks() if key in (None, t.key)]
+        accounts = {a.key: a for a in await store.accounts()}
+        return TasksAt(newest(tasks, limit), accounts.get), len(tasks)
 
-    def accounts_page(self, limit: int | None = None) -> tuple[list[Account], int]:
+    async def accounts_page(self, limit: int | None = None) -> tuple[list[Account], int]:
         """The newest ``limit`` accounts (all: None), balances brought up to date, and how many there are."""
-        self.settle()
-        return list(self.store.accounts(limit)), self.store.account_count()
+        await self.settle()
+        return await self.store.accounts(limit), await self.store.account_count()
 
-    def task_account(self, task: Task) -> Account | None:
+    async def ledger(self, key: str) -> Ledger:
+        """A copy of an account's ledger as it is now, oldest first (empty: no stored account)."""
+        return await self.store.ledger(key)
+
+    async def task_account(self, task: Task) -> Account | None:
         """The stored account a task was charged to (None: not stored, or gone)."""
-        return self.store.get_account(task.key)
+        return await self.store.get_account(task.key)
 
-    def result_task(self, task_id: str, ext: str) -> Task | None:
+    async def result_task(self, task_id: str, ext: str) -> Task | None:
         """The succeeded task whose result file is ``{task_id}.{ext}`` (mp4 for a video, png for an
         image); None when there is no such file."""
-        task = self.store.get_task(task_id)
-        self.settle()
+        await self.settle()
+        task = await self.store.get_task(task_id)
         if task is None or task.final_status != SUCCEEDED or ext != RESULT_EXT[task.task_type]:
             return None
         return task
 
     # --- accounts (control) --------------------------------------------------------------------
 
-    def create_account(self, credits: int, key: str | None = None, name: str | None = None) -> Account:
+    async def create_account(self, credits: int, key: str | None = None, name: str | None = None) -> Account:
         if key is None:
-            key = self.new_key()
+            key = await self.new_key()
         elif not KEY_RE.fullmatch(key):
             raise ControlError("key must be 'sk-' followed by 32 letters or digits")
-        if self.store.get_account(key) is not None:
+        if await self.store.get_account(key) is not None:
             raise ControlError(f"an account with key {key} already exists", 409)
-        account = self._keep(Account(key, 0, name), control=True)
+        account = await self._keep(Account(key, 0, name), control=True)
         if credits:
-            self.store.credit(key, credits, self.now(), "topup", None)
-        return account
+            await self.store.credit(key, credits, self.now(), "topup")
+        return await self.store.get_account(key) or account
 
-    def account(self, key: str, create: bool = False) -> Account:
-        """An account for the control API; in open mode an unseen key shows its starting balance."""
-        account = self._open_account(key, create)
+    async def account(self, key: str, create: bool = False) -> Account:
+        """An account for the control API; in open mode an unseen key shows its starting balance
+        (and with ``create`` has it stored)."""
+        await self.settle()
+        account = await self.store.get_account(key) or self._open_account(key)
         if account is None:
             raise ControlError(f"no account with key {key!r}", 404)
-        self.settle()
+        if create and not account.stored:
+            account = await self._keep(account, control=True)
         return account
 
-    def topup(self, key: str, delta: int) -> Account:
-        account = self.account(key, create=True)
-        self.store.credit(key, delta, self.now(), "topup", None)
+    async def topup(self, key: str, delta: int) -> Account:
+        await self.account(key, create=True)
+        await self.store.credit(key, delta, self.now(), "topup")
+        account = await self.store.get_account(key)
+        assert account is not None
         return account
 
     # --- where results are ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ import click
 
 from .errors import ControlError, ScenarioError
 from .spec import CREATE_PATH, SEED_MODEL
+from .store import run_now
 
 ENV = "MOCKGEN"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -186,7 +187,7 @@ def serve(
     if ":" in shown_host:
         shown_host = f"[{shown_host}]"
     base = public_url.rstrip("/") if public_url else f"http://{shown_host}:{port}"
-    key = backend.ready_key()
+    key = run_now(backend.ready_key())  # (the memory store: nothing waits)
     click.echo(f"mockgen {backend.scenario_name!r} scenario, {backend.clock.kind} clock")
     click.echo(f"  API        {base}{CREATE_PATH}")
     click.echo(f"  key        {key}")

@@ -31,7 +31,7 @@ from .http import (
     streamed_json,
 )
 from .journal import Filter, WaitersFull
-from .models import NEVER, Account, LedgerEntry, Task, TasksAt, newest
+from .models import NEVER, Account, Ledger, LedgerEntry, Task, TasksAt
 from .scenario import MAX_INT, MAX_SECONDS, MAX_TIME, bundled_names, load_bundled, parse_scenario
 from .spec import SUCCEEDED, Msg
 from .state import STATE_VERSION, LoadedState, StateAt, install_state, prepare_state, state_at, state_task
@@ -47,17 +47,17 @@ def _backend(request: Request) -> Backend:
 # --- views -----------------------------------------------------------------------------------------
 
 
-def account_view(account: Account, ledger: bool = False) -> dict[str, Any]:
-    """An account as the control API shows it (with its whole ledger: ``ledger``)."""
+def account_view(account: Account, ledger: Ledger | None = None) -> dict[str, Any]:
+    """An account as the control API shows it (with these ledger entries: ``ledger``)."""
     view: dict[str, Any] = {"key": account.key, "name": account.name, "credits": account.credits}
-    if ledger:
-        view["ledger"] = [e.as_dict() for e in account.ledger]
+    if ledger is not None:
+        view["ledger"] = [e.as_dict() for e in ledger]
     return view
 
 
-def task_view(b: Backend, task: Task, base_url: str) -> dict[str, Any]:
+async def task_view(b: Backend, task: Task, base_url: str) -> dict[str, Any]:
     """Everything about a task, for the control API and the dashboard."""
-    return _task_view(b, task, base_url, b.now(), b.task_account(task))
+    return _task_view(b, task, base_url, b.now(), await b.task_account(task))
 
 
 def task_view_at(b: Backend, moment: TasksAt, i: int, base_url: str, now: float) -> dict[str, Any]:
@@ -193,7 +193,7 @@ async def health(request: Request) -> Response:
 async def list_accounts(request: Request) -> Response:
     b = _backend(request)
     # Balances as they are now, the list rendered in chunks (there may be 100,000 accounts).
-    accounts, total = b.accounts_page(_limit(request))
+    accounts, total = await b.accounts_page(_limit(request))
     credits = [a.credits for a in accounts]
 
     def view(i: int) -> dict[str, Any]:
@@ -208,7 +208,7 @@ async def create_account(request: Request) -> Response:
     b = _backend(request)
     body = await read_control_json(request)
     credits = _number(body, "credits", integer=True, required=False, low=0)
-    account = b.create_account(credits or 0, _optional_str(body, "key"), _optional_str(body, "name"))
+    account = await b.create_account(credits or 0, _optional_str(body, "key"), _optional_str(body, "name"))
     return json_response(account_view(account), 201)
 
 
@@ -229,14 +229,15 @@ def _limit(request: Request) -> int | None:
 
 async def get_account(request: Request) -> Response:
     b = _backend(request)
-    account = b.account(request.path_params["key"])
+    account = await b.account(request.path_params["key"])
+    ledger = await b.ledger(account.key)  # as it is now
     limit = _limit(request)
     if limit is None:  # the whole ledger, which may hold a million entries: as it is now, in chunks
         head = dumps(account_view(account))[:-1] + b',"ledger":'
-        return streamed_json([head, Items(account.ledger.copy(), LedgerEntry.as_dict), b"}"])
+        return streamed_json([head, Items(ledger, LedgerEntry.as_dict), b"}"])
     view = account_view(account)
-    total = len(account.ledger)
-    view["ledger"] = [e.as_dict() for e in account.ledger[max(total - limit, 0) :]]  # (only the tail read)
+    total = len(ledger)
+    view["ledger"] = [e.as_dict() for e in ledger[max(total - limit, 0) :]]  # (only the tail read)
     return json_response(view, headers={"x-total-count": str(total)})
 
 
@@ -244,18 +245,18 @@ async def change_credits(request: Request) -> Response:
     b = _backend(request)
     body = await read_control_json(request)
     delta = _number(body, "delta", integer=True)
-    balance = b.account(request.path_params["key"]).credits + delta  # (the same 404 as topup's for no account)
+    balance = (await b.account(request.path_params["key"])).credits + delta  # (the same 404 as topup's for no account)
     if balance > MAX_INT:
         # 409: the same delta is fine on a smaller balance; it is the account's state that refuses it
         raise ControlError(f"'delta' would take the balance to {balance}, past the limit of {MAX_INT}", 409)
-    account = b.topup(request.path_params["key"], delta)
-    return json_response(account_view(account, ledger=True))
+    account = await b.topup(request.path_params["key"], delta)
+    return json_response(account_view(account, await b.ledger(account.key)))
 
 
 async def list_tasks(request: Request) -> Response:
     b = _backend(request)
     # One moment, rendered in chunks, so other clients go on meanwhile.
-    moment, total = b.tasks_page(request.query_params.get("key"), _limit(request))
+    moment, total = await b.tasks_page(request.query_params.get("key"), _limit(request))
     base, now = _base(request), b.now()
     views = Items(range(len(moment)), lambda i: task_view_at(b, moment, i, base, now))
     return streamed_json([views], headers={"x-total-count": str(total)})
@@ -263,14 +264,15 @@ async def list_tasks(request: Request) -> Response:
 
 async def get_task(request: Request) -> Response:
     b = _backend(request)
-    return json_response(task_view(b, b.task_for_control(request.path_params["task_id"]), _base(request)))
+    task = await b.task_for_control(request.path_params["task_id"])
+    return json_response(await task_view(b, task, _base(request)))
 
 
 async def resolve_task(request: Request) -> Response:
     b = _backend(request)
     body = await read_control_json(request)
-    task = b.resolve(request.path_params["task_id"], _outcome(body), _optional_str(body, "msg"))
-    return json_response(task_view(b, task, _base(request)))
+    task = await b.resolve(request.path_params["task_id"], _outcome(body), _optional_str(body, "msg"))
+    return json_response(await task_view(b, task, _base(request)))
 
 
 async def advance_clock(request: Request) -> Response:
@@ -281,7 +283,7 @@ async def advance_clock(request: Request) -> Response:
         raise ControlError("'seconds' must be from 0 to ten years")
     if b.now() + seconds > MAX_TIME:
         raise ControlError(f"'seconds' would take the clock past the end of year 9999 ({MAX_TIME} Unix seconds)", 409)
-    return json_response({"now": b.advance(seconds)})
+    return json_response({"now": await b.advance(seconds)})
 
 
 def _journal_filter(request: Request) -> Filter:
@@ -373,7 +375,7 @@ async def put_scenario(request: Request) -> Response:
             scenario = await run_in_threadpool(parse_scenario, text, "<PUT /_mock/scenario>")
     except ScenarioError as exc:
         return json_response({"error": "scenario refused", "issues": [i.as_dict() for i in exc.issues]}, 422)
-    b.load(scenario)
+    await b.load(scenario)
     return json_response({"name": scenario.name, "loaded": True})
 
 
@@ -383,7 +385,7 @@ async def list_scenarios(request: Request) -> Response:
 
 async def reset(request: Request) -> Response:
     b = _backend(request)
-    b.reset()
+    await b.reset()
     return json_response({"reset": True, "scenario": b.scenario_name, "now": b.now()})
 
 
@@ -397,18 +399,19 @@ async def queue_next(request: Request) -> Response:
     if model_id is not None and not b.has_model(model_id):
         raise ControlError(f"unknown model_id {model_id!r}")
     entry = NextOutcome(_outcome(body), count, model_id, _optional_str(body, "key"), _optional_str(body, "msg"))
-    length = b.queue_next(entry)  # 409 when the queue is full
+    length = await b.queue_next(entry)  # 409 when the queue is full
     return json_response({"queued": [vars_(entry)], "length": length}, 201)
 
 
 async def list_next(request: Request) -> Response:
-    queue = _backend(request).queued_next()
-    shown = newest(queue, _limit(request))
-    return json_response({"queued": [vars_(e) for e in shown]}, headers={"x-total-count": str(len(queue))})
+    b = _backend(request)
+    shown = await b.queued_next(_limit(request))
+    total = len(shown) if _limit(request) is None else len(await b.queued_next())
+    return json_response({"queued": [vars_(e) for e in shown]}, headers={"x-total-count": str(total)})
 
 
 async def clear_next(request: Request) -> Response:
-    _backend(request).clear_next()
+    await _backend(request).clear_next()
     return Response(status_code=204)
 
 
@@ -423,7 +426,7 @@ def vars_(entry: NextOutcome) -> dict[str, Any]:
 
 
 async def get_state(request: Request) -> Response:
-    return streamed_json(state_parts(state_at(_backend(request))))
+    return streamed_json(state_parts(await state_at(_backend(request))))
 
 
 def state_parts(state: StateAt) -> Iterator[Part]:
@@ -447,8 +450,8 @@ async def put_state(request: Request) -> Response:
     # Parsed, checked and built aside in a thread, so other clients are served meanwhile; only the
     # swap runs here, in one step: no request sees half a world, and a refused state changes nothing.
     world = await run_in_threadpool(_prepared, b, raw)
-    install_state(b, world)
-    await run_in_threadpool(world.release)  # the old world, now there, freed away from the loop
+    old = await install_state(b, world)
+    await run_in_threadpool(old.release)  # the old world, now there, freed away from the loop
     return json_response({"restored": True, "now": b.now()})
 
 

@@ -53,11 +53,11 @@ def _status(text: str) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and len(text) == 3 else None
 
 
-def find_fault(
+async def find_fault(
     request: Request, backend: Backend, route: str, account: Account | None, req: Submit | Probe | None = None
 ) -> Fault | None:
     """The fault injected into this request: its X-Mockgen-Fault header first, then the scenario's."""
-    return header_fault(request) or backend.fault_for(route, account, req)
+    return header_fault(request) or await backend.fault_for(route, account, req)
 
 
 async def fault_response(request: Request, backend: Backend, fault: Fault, account: Account | None) -> Response | None:
@@ -65,7 +65,7 @@ async def fault_response(request: Request, backend: Backend, fault: Fault, accou
     handled before its answer is lost (``lost_response``)."""
     note(request, fault=fault.name)
     if fault.latency is not None:
-        await asyncio.sleep(backend.latency(fault))
+        await asyncio.sleep(await backend.latency(fault))
     headers = {"x-mockgen-fault": fault.name}
     status = 429 if fault.rate_limit is not None else fault.status
     if status is not None:

@@ -123,12 +123,12 @@ class Plan(NamedTuple):
     credits: int
     outcome: str  # the planned outcome, "success" | "failed"
     failure_message: str
-    progress: str  # "time" | "polls" | "manual"
-    polls_queued: int
-    polls_running: int
-    rule: str | None
-    results: str
-    extra: dict[str, Any] | None
+    progress: str = "time"  # "time" | "polls" | "manual"
+    polls_queued: int = 0
+    polls_running: int = 0
+    rule: str | None = None
+    results: str = "local"
+    extra: dict[str, Any] | None = None
     lost_answer: str | None = None  # the fault that lost the create's answer (the task exists, charged)
 
 
@@ -145,14 +145,12 @@ def _planned(name: str) -> property:
     return property(lambda task: task.plan[index], doc=f"The plan's {name} (fixed at submit).")
 
 
+@dataclass(slots=True, eq=False)
 class Task:
-    """One generation task. Its status is computed when read, from the clock and its plan."""
+    """One generation task: its own fields, and the ``plan`` it shares with other tasks (never
+    changed once made). Its status is computed when read, from the clock and the plan."""
 
-    __slots__ = (
-        "task_id", "key", "prompt", "aspect_ratio", "image_urls", "created_at", "request_id",
-        "running_at", "finish_at", "polls", "final_status", "settled_at", "message", "plan",
-    )  # fmt: skip
-
+    plan: Plan
     task_id: str
     key: str
     prompt: str
@@ -162,94 +160,17 @@ class Task:
     request_id: str
     running_at: float  # when status 2 begins
     finish_at: float  # when it finishes by time; NEVER when it progresses by polls or by hand
-    polls: int
-    final_status: int  # 0 until settled, then SUCCEEDED or FAILED
-    settled_at: float | None
-    message: str | None  # the failure message it ended with
-    plan: Plan
-
-    def __init__(
-        self,
-        task_id: str,
-        key: str,
-        model_id: str,
-        task_type: str,
-        prompt: str,
-        aspect_ratio: str,
-        image_urls: tuple[str, ...],
-        credits: int,
-        created_at: float,
-        request_id: str,
-        running_at: float,
-        finish_at: float,
-        outcome: str,
-        failure_message: str,
-        progress: str = "time",
-        polls_queued: int = 0,
-        polls_running: int = 0,
-        polls: int = 0,
-        final_status: int = 0,
-        settled_at: float | None = None,
-        message: str | None = None,
-        rule: str | None = None,
-        results: str = "local",
-        extra: dict[str, Any] | None = None,
-        lost_answer: str | None = None,
-    ) -> None:
-        plan = Plan(
-            model_id, task_type, credits, outcome, failure_message, progress, polls_queued, polls_running, rule,
-            results, extra, lost_answer,
-        )  # fmt: skip
-        self._own(plan, task_id, key, prompt, aspect_ratio, image_urls, created_at, request_id, running_at, finish_at)
-        self.polls = polls
-        self.final_status = final_status
-        self.settled_at = settled_at
-        self.message = message
+    polls: int = 0
+    final_status: int = 0  # 0 until settled, then SUCCEEDED or FAILED
+    settled_at: float | None = None
+    message: str | None = None  # the failure message it ended with
 
     @classmethod
-    def planned(
-        cls,
-        plan: Plan,
-        task_id: str,
-        key: str,
-        prompt: str,
-        aspect_ratio: str,
-        image_urls: tuple[str, ...],
-        created_at: float,
-        request_id: str,
-        running_at: float,
-        finish_at: float,
-    ) -> Task:
-        """A new task following ``plan`` (shared with other tasks: it is never changed)."""
-        task = cls.__new__(cls)
-        task._own(plan, task_id, key, prompt, aspect_ratio, image_urls, created_at, request_id, running_at, finish_at)
-        task.polls = task.final_status = 0
-        task.settled_at = task.message = None
-        return task
-
-    def _own(
-        self,
-        plan: Plan,
-        task_id: str,
-        key: str,
-        prompt: str,
-        aspect_ratio: str,
-        image_urls: tuple[str, ...],
-        created_at: float,
-        request_id: str,
-        running_at: float,
-        finish_at: float,
-    ) -> None:
-        self.plan = plan
-        self.task_id = task_id
-        self.key = key
-        self.prompt = prompt
-        self.aspect_ratio = aspect_ratio
-        self.image_urls = image_urls
-        self.created_at = created_at
-        self.request_id = request_id
-        self.running_at = running_at
-        self.finish_at = finish_at
+    def from_fields(cls, **fields: Any) -> Task:
+        """The task with these fields (TASK_FIELDS, as ``fields()`` gives them and a state holds them)."""
+        defaults = Plan._field_defaults
+        plan = Plan(*(fields.pop(f) if f in fields else defaults[f] for f in Plan._fields))
+        return cls(plan, **fields)
 
     model_id = _planned("model_id")
     task_type = _planned("task_type")
@@ -265,13 +186,21 @@ class Task:
     lost_answer = _planned("lost_answer")
 
     def fields(self) -> dict[str, Any]:
-        """Every field by name (TASK_FIELDS), as Task() takes them."""
+        """Every field by name (TASK_FIELDS), as ``from_fields`` takes them."""
         return {name: getattr(self, name) for name in TASK_FIELDS}
+
+    def copy(self) -> Task:
+        """The task as it is now (the plan is shared: it never changes)."""
+        return Task(
+            self.plan, self.task_id, self.key, self.prompt, self.aspect_ratio, self.image_urls, self.created_at,
+            self.request_id, self.running_at, self.finish_at, self.polls, self.final_status, self.settled_at,
+            self.message,
+        )  # fmt: skip
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Task) and self.fields() == other.fields()
 
-    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+    __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
         return f"Task({self.task_id!r}, {self.model_id!r}, status={self.final_status})"
@@ -298,6 +227,17 @@ class Task:
         return self.plan.polls_queued + self.plan.polls_running + 1
 
 
+@dataclass(slots=True)
+class NextOutcome:
+    """An outcome for the next ``count`` submits of ``model_id`` with ``key`` (None: any)."""
+
+    outcome: str
+    count: int
+    model_id: str | None = None
+    key: str | None = None
+    message: str | None = None
+
+
 class TasksAt:
     """Tasks as they are at one moment, to render later (in chunks, or in a thread) as of then.
 
@@ -320,11 +260,7 @@ class TasksAt:
         return len(self.tasks)
 
     def task(self, i: int) -> Task:
-        t = self.tasks[i]
-        copy = Task.planned(
-            t.plan, t.task_id, t.key, t.prompt, t.aspect_ratio, t.image_urls, t.created_at, t.request_id,
-            t.running_at, t.finish_at,
-        )  # fmt: skip
+        copy = self.tasks[i].copy()
         copy.polls, copy.final_status = self._polls[i], self._final[i]
         copy.settled_at, copy.message = self._settled[i], self._messages[i]
         return copy

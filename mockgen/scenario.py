@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import random
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any, Literal, Protocol
 
 import yaml
 
+from .draws import Uniform
 from .errors import ScenarioError, ScenarioIssue
 from .spec import KEY_PATTERN, KINDS, MODELS, Kind, Msg
 
@@ -42,7 +42,7 @@ class Duration:
     lo: float
     hi: float
 
-    def sample(self, rng: random.Random) -> float:
+    def sample(self, rng: Uniform) -> float:
         return self.lo if self.lo == self.hi else rng.uniform(self.lo, self.hi)
 
     def __str__(self) -> str:
@@ -88,7 +88,7 @@ class Outcome:
 
     weights: tuple[tuple[str, float], ...]
 
-    def pick(self, rng: random.Random) -> str:
+    def pick(self, rng: Uniform) -> str:
         if len(self.weights) == 1:
             return self.weights[0][0]
         x = rng.uniform(0, 100)

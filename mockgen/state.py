@@ -8,11 +8,12 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
-from .backend import NEXT_LIMIT, Backend, NextOutcome
+from .backend import Backend
 from .errors import ControlError, show
-from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Ledger, LedgerEntry, Task, TasksAt
+from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Ledger, LedgerEntry, NextOutcome, Task, TasksAt
 from .scenario import KEY_RE, MAX_INT, MAX_TIME
 from .spec import KINDS, RATIOS
+from .store import NEXT_LIMIT, run_now
 
 if TYPE_CHECKING:
     from .store import Store
@@ -50,18 +51,18 @@ class StateAt(NamedTuple):
         return view
 
 
-def state_at(backend: Backend) -> StateAt:
+async def state_at(backend: Backend) -> StateAt:
     """The world now (due tasks settled first), for an export rendered later."""
-    backend.settle()
-    accounts = list(backend.store.accounts())
+    accounts, _ = await backend.accounts_page()  # (settled)
+    tasks, _ = await backend.tasks_page()
     return StateAt(
         backend.scenario_name,
         {"kind": backend.clock.kind, "now": backend.now()},
         accounts,
         [a.credits for a in accounts],
-        [a.ledger.copy() for a in accounts],
-        TasksAt(list(backend.store.tasks())),
-        [{f: getattr(e, f) for f in NextOutcome.__slots__} for e in backend.next_outcomes],  # type: ignore[attr-defined]
+        [await backend.ledger(a.key) for a in accounts],
+        TasksAt(tasks.tasks),
+        [{f: getattr(e, f) for f in NextOutcome.__slots__} for e in await backend.queued_next()],  # type: ignore[attr-defined]
     )
 
 
@@ -73,21 +74,25 @@ def state_task(task: Task) -> dict[str, Any]:
     return fields
 
 
-def export_state(backend: Backend) -> dict[str, Any]:
+async def export_state(backend: Backend) -> dict[str, Any]:
     """Accounts, ledger, tasks, clock and queued outcomes as plain JSON-able data."""
-    return state_at(backend).as_dict()
+    return (await state_at(backend)).as_dict()
 
 
 class LoadedState(NamedTuple):
-    """A checked state, built into a store aside (``prepare_state``), ready to put in force."""
+    """A checked state (``prepare_state``), built into a store aside if that store never waits
+    (else ``install_state`` builds it), ready to put in force."""
 
-    store: Store
+    accounts: list[Account]
+    tasks: list[Task]
     next: list[NextOutcome]
     now: float
+    store: Store | None
 
     def release(self) -> None:
         """Empty the world this holds (after ``install_state``: the old one), in small steps."""
-        self.store.release()
+        if self.store is not None:
+            self.store.release()
 
 
 def prepare_state(backend: Backend, state: Mapping[str, Any]) -> LoadedState:
@@ -106,20 +111,26 @@ def prepare_state(backend: Backend, state: Mapping[str, Any]) -> LoadedState:
         fields["image_urls"] = tuple(fields.get("image_urls") or ())
         if fields.get("finish_at") is None:
             fields["finish_at"] = NEVER
-        tasks.append(Task(**fields))
-    store = backend.store.staged(accounts, tasks)
-    return LoadedState(store, [NextOutcome(**n) for n in state.get("next", [])], state["clock"]["now"])
+        tasks.append(Task.from_fields(**fields))
+    queued = [NextOutcome(**n) for n in state.get("next", [])]
+    store = backend.store
+    staged = run_now(store.staged(accounts, tasks, queued)) if store.immediate else None
+    return LoadedState(accounts, tasks, queued, state["clock"]["now"], staged)
 
 
-def install_state(backend: Backend, world: LoadedState) -> None:
-    """Put a prepared state in force, in one step that cannot fail or wait: no request sees half of it.
-    ``world`` is left holding the old world (for the caller to ``release``)."""
-    backend.install(world.store, world.next, world.now)
+async def install_state(backend: Backend, world: LoadedState) -> LoadedState:
+    """Put a prepared state in force, in one step: no request sees half of it. Returns what holds
+    the old world now (for the caller to ``release``)."""
+    staged = world.store
+    if staged is None:
+        staged = await backend.store.staged(world.accounts, world.tasks, world.next)
+    await backend.install(staged, world.now)
+    return world._replace(store=staged)
 
 
-def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
+async def import_state(backend: Backend, state: Mapping[str, Any]) -> None:
     """Replace the world with an exported state; a malformed one is refused whole (ControlError)."""
-    install_state(backend, prepare_state(backend, state))
+    (await install_state(backend, prepare_state(backend, state))).release()
 
 
 # --- what a state must hold, field by field ---------------------------------------------------------

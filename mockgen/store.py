@@ -1,58 +1,241 @@
 """Where the emulated world lives: the Store interface and its in-memory implementation.
 
-Everything that must stay consistent across processes goes through these few methods
-(an atomic charge, a credit, tasks, the due-queue, the journal), so that a shared store
-(e.g. Redis with a Lua script for ``charge``) can replace ``MemoryStore`` later without
-touching the backend's logic.
+Every piece of a world is behind these methods, and every change to it is one of them, atomic:
+the charge with its balance check, the refund of a task (once, whoever asks), the finish of a
+task (once: a compare-and-set from unfinished), poll counts, rule and fault counters, rate-limit
+buckets, the next-outcome queue, the sequence that seeds each request's randomness, the clock,
+the due-queue and the journal. The Backend decides *what* happens; a Store only holds the world
+and makes each step whole, so a shared store (Redis, with a script per step) can hold one world
+for many processes without the Backend's logic changing.
+
+The interface is async, for a store that must do I/O. ``MemoryStore`` never waits: each of its
+coroutines completes on its first step, which is what keeps it the fastest (``run_now`` drives
+one from plain code, e.g. to build a world before any event loop runs).
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import deque
-from collections.abc import Iterable, Iterator
+from collections import OrderedDict, deque
+from collections.abc import Coroutine, Iterable, Iterator
 from itertools import islice, repeat
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
+from .clock import Clock, ManualClock, SystemClock
 from .journal import MAX_BYTES as JOURNAL_BYTES
 from .journal import Journal
-from .models import NEVER, Account, Ledger, Task
+from .models import FAILED, NEVER, Account, Ledger, NextOutcome, Task, newest
+
+__all__ = ["MAX_BUCKETS", "MAX_COUNTERS", "NEXT_LIMIT", "MemoryStore", "NextQueue", "Store", "run_now"]
+
+MAX_BUCKETS = 100_000  # rate-limit buckets kept (scope, key), least recently used dropped first
+MAX_COUNTERS = 100_000  # rule and fault counters kept (scope, key), first seen dropped first
+NEXT_LIMIT = 1_000  # entries in the queue of next outcomes (README, Limits)
+
+T = TypeVar("T")
+
+
+def run_now(coroutine: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that completes without waiting (every MemoryStore step does), run
+    from plain code; RuntimeError if it would wait (it needs an event loop: await it instead)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coroutine.close()
+    raise RuntimeError("this store waits for I/O: await it on an event loop")
 
 
 class Store(Protocol):
-    journal: Journal
-    max_accounts: int
+    """One world's state. Each method is one atomic step on it (see the module's docstring).
 
-    def clear(self) -> None: ...
-    def get_account(self, key: str) -> Account | None: ...
-    def add_account(self, account: Account) -> None: ...
-    def accounts(self, newest: int | None = None) -> Iterator[Account]: ...
-    def account_count(self) -> int: ...
-    def charge(self, key: str, amount: int, at: float, task_id: str) -> bool: ...
-    def credit(self, key: str, amount: int, at: float, kind: str, task_id: str | None) -> int: ...
-    def get_task(self, task_id: str) -> Task | None: ...
-    def make_room(self) -> bool: ...
-    def add_task(self, task: Task) -> None: ...
-    def task_finished(self, task: Task) -> None: ...
-    def tasks(self) -> Iterator[Task]: ...
-    def task_count(self) -> int: ...
-    def schedule(self, at: float, task_id: str) -> None: ...
-    def pop_due(self, now: float) -> Iterator[tuple[float, str]]: ...
-    def staged(self, accounts: Iterable[Account], tasks: Iterable[Task]) -> Store: ...
-    def take(self, staged: Store) -> None: ...
-    def release(self) -> None: ...
+    Accounts and tasks handed out are the store's view of them at that moment: read them, never
+    change them (a change is a store step). ``immediate`` is True for a store whose steps never
+    wait (``run_now`` may drive them); ``clock`` is the clock the world reads its time from.
+    """
+
+    journal: Journal
+    max_tasks: int
+    max_accounts: int
+    immediate: bool
+    clock: Clock
+
+    async def clear(self) -> None:
+        """An empty world: no accounts, tasks, counters, buckets or queued outcomes; the sequence at 0."""
+        ...
+
+    # accounts and credits
+    async def get_account(self, key: str) -> Account | None: ...
+    async def add_account(self, account: Account) -> Account | None:
+        """Store ``account`` unless its key has one already (then that one); None at ``max_accounts``."""
+        ...
+
+    async def accounts(self, newest: int | None = None) -> list[Account]:
+        """Every account, oldest first; or only the ``newest`` ones (still oldest first)."""
+        ...
+
+    async def account_count(self) -> int: ...
+    async def ledger(self, key: str) -> Ledger:
+        """A copy of the account's ledger entries as they are now, oldest first (none: no account)."""
+        ...
+
+    async def credit(self, key: str, amount: int, at: float, kind: str, task_id: str | None = None) -> int:
+        """Add ``amount`` (negative: take away, never below zero) with a ledger entry; the new balance."""
+        ...
+
+    async def refund(self, task: Task, at: float) -> bool:
+        """Give back ``task``'s charge, once: a second refund of the same task does nothing (False)."""
+        ...
+
+    # tasks
+    async def submit(self, task: Task) -> bool | None:
+        """Charge ``task.credits`` to ``task.key`` if the balance covers it, keep the task and, when it
+        finishes by time, queue it to finish then: all of it (True), or nothing: False when the
+        balance is short (or the key has no stored account), None when a task has its id already."""
+        ...
+
+    async def make_room(self) -> bool:
+        """Room for one more task (at ``max_tasks`` the task that finished first goes); False when
+        every task kept is unfinished."""
+        ...
+
+    async def get_task(self, task_id: str) -> Task | None: ...
+    async def tasks(self) -> list[Task]: ...
+    async def task_count(self) -> int: ...
+    async def count_poll(self, task_id: str) -> int:
+        """One more poll of the task; its poll count now."""
+        ...
+
+    async def finish(self, task_id: str, status: int, at: float, message: str | None = None) -> bool:
+        """Set an unfinished task's final status (SUCCEEDED or FAILED) and when; a failure keeps
+        ``message`` and is refunded. A compare-and-set: False, and nothing changed, if it had finished."""
+        ...
+
+    async def pop_due(self, now: float) -> list[tuple[float, str]]:
+        """Take the tasks queued to finish by ``now``: (when, task id), earliest first."""
+        ...
+
+    # counters, buckets, the sequence
+    async def count(self, scope: str, key: str) -> int:
+        """One more for the counter (scope, key); its count now (at most MAX_COUNTERS are kept)."""
+        ...
+
+    async def take_token(self, scope: str, key: str, burst: int, rate: float, now: float) -> bool:
+        """A token from the bucket (scope, key) of ``burst`` tokens filling at ``rate`` a second; False when empty."""
+        ...
+
+    async def next_seq(self) -> int:
+        """The next number of the world's sequence (1, 2, ...): what each request's random draws come from."""
+        ...
+
+    # the next-outcome queue
+    async def queue_next(self, entry: NextOutcome) -> int | None:
+        """Queue ``entry`` last; the queue's length now, or None when it is full (NEXT_LIMIT)."""
+        ...
+
+    async def take_next(self, model_id: str, key: str) -> NextOutcome | None:
+        """The oldest queued entry that a submit of ``model_id`` with ``key`` matches, one of its count used."""
+        ...
+
+    async def queued(self, limit: int | None = None) -> list[NextOutcome]:
+        """The queued entries, oldest first (only the newest ``limit``: ``limit``)."""
+        ...
+
+    async def clear_next(self) -> None: ...
+
+    # the clock
+    async def set_clock(self, clock: Clock) -> None:
+        """The world's clock from now on."""
+        ...
+
+    async def advance_clock(self, seconds: float) -> float:
+        """Move a manual clock on (ValueError if it is real or ``seconds`` < 0); the time now."""
+        ...
+
+    # a whole world replaced (PUT /_mock/state): built aside, then put in force at once
+    async def staged(
+        self, accounts: Iterable[Account], tasks: Iterable[Task], next_outcomes: Iterable[NextOutcome]
+    ) -> Store:
+        """A store with this one's bounds holding these (due tasks queued), and an empty journal."""
+        ...
+
+    async def take(self, staged: Store) -> None:
+        """Hold what ``staged`` holds instead of this world, in one step; the journal stays, cleared.
+        ``staged`` gets the old world (``release`` it)."""
+        ...
+
+    def release(self) -> None:
+        """Empty this store in many small steps (in a thread: the event loop stays free)."""
+        ...
+
+
+class NextQueue:
+    """The outcomes queued for the next submits (``POST /_mock/next``), oldest first, at most ``limit``.
+
+    Kept in buckets by what they match (a model or any, a key or any), each in the order they came,
+    so a submit looks only at the oldest entry of the four buckets that can match it and takes the
+    oldest of those: what a scan of the whole queue in order finds, at a cost that does not grow with it.
+    """
+
+    def __init__(self, entries: Iterable[NextOutcome] = (), limit: int = NEXT_LIMIT) -> None:
+        self.limit = limit
+        self._seq = 0
+        self._order: dict[int, NextOutcome] = {}  # the whole queue, in the order it came
+        self._buckets: dict[tuple[str | None, str | None], deque[tuple[int, NextOutcome]]] = {}
+        for entry in entries:
+            self._add(entry)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __iter__(self) -> Iterator[NextOutcome]:
+        return iter(list(self._order.values()))
+
+    def append(self, entry: NextOutcome) -> bool:
+        """Queue ``entry`` last; False (nothing queued) when the queue is full."""
+        if len(self._order) >= self.limit:
+            return False
+        self._add(entry)
+        return True
+
+    def _add(self, entry: NextOutcome) -> None:
+        self._seq += 1
+        self._order[self._seq] = entry
+        self._buckets.setdefault((entry.model_id, entry.key), deque()).append((self._seq, entry))
+
+    def take(self, model_id: str, key: str) -> NextOutcome | None:
+        """The oldest entry for a submit of ``model_id`` with ``key``, one of its count used (gone at 0)."""
+        buckets = self._buckets
+        best: deque[tuple[int, NextOutcome]] | None = None
+        where: tuple[str | None, str | None] = (None, None)
+        for candidate in ((model_id, key), (model_id, None), (None, key), (None, None)):
+            bucket = buckets.get(candidate)
+            if bucket is not None and (best is None or bucket[0][0] < best[0][0]):
+                best, where = bucket, candidate
+        if best is None:
+            return None
+        seq, entry = best[0]
+        entry.count -= 1
+        if entry.count <= 0:
+            best.popleft()
+            del self._order[seq]
+            if not best:
+                del buckets[where]
+        return entry
 
 
 class MemoryStore:
-    """The default store: plain dicts and a heap in this process (the fastest).
+    """The default store: plain dicts and a heap in this process (the fastest; it never waits).
 
     Bounded, so a server left running for days stays flat: it holds at most ``max_tasks`` tasks
     (past it the oldest finished task goes, in the order they finished; when every task kept is
     unfinished ``make_room`` says no and the submit is refused), at most ``max_accounts`` accounts
-    (the backend refuses a new key past it), and ledger entries at most ``ledger_limit`` per account
-    and ``ledger_total`` in all (oldest first; a balance is never changed by a dropped entry). The
-    journal keeps its newest ``journal_limit`` requests.
+    (``add_account`` refuses a new key past it), and ledger entries at most ``ledger_limit`` per
+    account and ``ledger_total`` in all (oldest first; a balance is never changed by a dropped
+    entry). The journal keeps its newest ``journal_limit`` requests.
     """
+
+    immediate = True
 
     def __init__(
         self,
@@ -73,28 +256,43 @@ class MemoryStore:
         self._batch = max(1, self.ledger_limit // 64)
         self._total_batch = max(1, self.ledger_total // 64)
         self.journal = Journal(journal_limit, journal_bytes)
+        self.clock: Clock = SystemClock()
+        self._new_world()
+
+    def _new_world(self) -> None:
         self._accounts: dict[str, Account] = {}
         self._tasks: dict[str, Task] = {}
         self._finished: deque[str] = deque()  # ids of finished tasks, in the order they finished
+        self._refunded: set[str] = set()  # ids of tasks refunded (of those kept)
         self._due: list[tuple[float, str]] = []
         # One item per ledger entry logged, oldest first: the ledger it went to (see _drop_oldest_entries).
         # About 8 bytes an entry; at most ledger_total, so entries kept (fewer: some were trimmed) are too.
         self._entries: deque[Ledger] = deque()
+        self._counters: dict[tuple[str, str], int] = {}
+        # Rate-limit buckets (tokens, when last taken from), least recently used first.
+        self._buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
+        self._next = NextQueue()
+        self._seq = 0
 
-    def clear(self) -> None:
-        self._accounts.clear()
-        self._tasks.clear()
-        self._finished.clear()
-        self._due.clear()
-        self._entries.clear()
+    async def clear(self) -> None:
+        self._new_world()
         self.journal.clear()
 
     # accounts and credits
-    def get_account(self, key: str) -> Account | None:
+    async def get_account(self, key: str) -> Account | None:
         return self._accounts.get(key)
 
-    def add_account(self, account: Account) -> None:
-        """Store ``account`` (the backend checks ``max_accounts`` first, where the door is known)."""
+    async def add_account(self, account: Account) -> Account | None:
+        kept = self._accounts.get(account.key)
+        if kept is not None:
+            return kept
+        if len(self._accounts) >= self.max_accounts:
+            return None
+        self._add_account(account)
+        return account
+
+    def _add_account(self, account: Account) -> None:
+        account.stored = True
         self._accounts[account.key] = account
         ledger = account.ledger  # e.g. from a state import: its entries count towards the total
         if len(ledger):
@@ -103,32 +301,38 @@ class MemoryStore:
             if len(self._entries) > self.ledger_total:
                 self._drop_oldest_entries()
 
-    def accounts(self, newest: int | None = None) -> Iterator[Account]:
-        """Every account, oldest first; or only the ``newest`` ones (still oldest first)."""
+    async def accounts(self, newest: int | None = None) -> list[Account]:
         values = self._accounts.values()
         if newest is None or newest >= len(values):
-            return iter(list(values))
-        return reversed(list(islice(reversed(values), newest)))
+            return list(values)
+        return list(reversed(list(islice(reversed(values), newest))))
 
-    def account_count(self) -> int:
+    async def account_count(self) -> int:
         return len(self._accounts)
 
-    def charge(self, key: str, amount: int, at: float, task_id: str) -> bool:
-        """Debit ``amount`` if the balance covers it; atomic (no await between check and debit)."""
-        account = self._accounts[key]
-        if account.credits < amount:
-            return False
-        account.credits -= amount
-        self._log(account, "charge", amount, at, task_id)
-        return True
+    async def ledger(self, key: str) -> Ledger:
+        account = self._accounts.get(key)
+        return Ledger() if account is None else account.ledger.copy()
 
-    def credit(self, key: str, amount: int, at: float, kind: str, task_id: str | None) -> int:
-        """Add ``amount`` (negative to take away, never below zero); returns the new balance."""
+    async def credit(self, key: str, amount: int, at: float, kind: str, task_id: str | None = None) -> int:
         account = self._accounts[key]
         applied = max(amount, -account.credits)
         account.credits += applied
         self._log(account, kind, applied, at, task_id)
         return account.credits
+
+    async def refund(self, task: Task, at: float) -> bool:
+        return self._refund(task, at)
+
+    def _refund(self, task: Task, at: float) -> bool:
+        task_id = task.task_id
+        account = self._accounts.get(task.key)
+        if task_id in self._refunded or account is None or not task.credits:
+            return False
+        self._refunded.add(task_id)
+        account.credits += task.credits
+        self._log(account, "refund", task.credits, at, task_id)
+        return True
 
     def _log(self, account: Account, kind: str, amount: int, at: float, task_id: str | None) -> None:
         ledger = account.ledger
@@ -163,12 +367,21 @@ class MemoryStore:
             del ledger[:n]
 
     # tasks
-    def get_task(self, task_id: str) -> Task | None:
-        return self._tasks.get(task_id)
+    async def submit(self, task: Task) -> bool | None:
+        if task.task_id in self._tasks:
+            return None
+        account = self._accounts.get(task.key)
+        cost = task.credits
+        if account is None or account.credits < cost:
+            return False
+        account.credits -= cost
+        self._log(account, "charge", cost, task.created_at, task.task_id)
+        self._tasks[task.task_id] = task
+        if task.finish_at != NEVER:
+            heapq.heappush(self._due, (task.finish_at, task.task_id))
+        return True
 
-    def make_room(self) -> bool:
-        """Room for one more task: at ``max_tasks`` the oldest finished task goes; False when every
-        task kept is unfinished (nothing may go: a client may still poll them)."""
+    async def make_room(self) -> bool:
         tasks = self._tasks
         if len(tasks) < self.max_tasks:
             return True
@@ -182,75 +395,136 @@ class MemoryStore:
             task = tasks.get(task_id)
             if task is not None and task.final_status:  # (not a newer task that reused an evicted id)
                 del tasks[task_id]
+                self._refunded.discard(task_id)
                 return True
         return False
 
-    def add_task(self, task: Task) -> None:
-        """Keep ``task``; past ``max_tasks`` (a state import) the oldest finished ones go first."""
+    def _add_task(self, task: Task) -> None:
+        """Keep ``task`` as it is (a state import); past ``max_tasks`` the oldest finished ones go first."""
         tasks = self._tasks
         tasks[task.task_id] = task
         if task.final_status:
             self._finished.append(task.task_id)
+            if task.final_status == FAILED and task.credits:
+                self._refunded.add(task.task_id)  # a failed task was refunded when it finished
+        elif task.finish_at != NEVER:
+            heapq.heappush(self._due, (task.finish_at, task.task_id))
         while len(tasks) > self.max_tasks and self._evict():
             pass
 
-    def task_finished(self, task: Task) -> None:
-        """``task`` has just finished: it may now be evicted, after those that finished before it."""
-        self._finished.append(task.task_id)
+    async def get_task(self, task_id: str) -> Task | None:
+        return self._tasks.get(task_id)
 
-    def tasks(self) -> Iterator[Task]:
-        return iter(list(self._tasks.values()))
+    async def tasks(self) -> list[Task]:
+        return list(self._tasks.values())
 
-    def task_count(self) -> int:
+    async def task_count(self) -> int:
         return len(self._tasks)
 
-    # the due-queue: when time-driven tasks finish, so no timer per task is needed
-    def schedule(self, at: float, task_id: str) -> None:
-        heapq.heappush(self._due, (at, task_id))
+    async def count_poll(self, task_id: str) -> int:
+        task = self._tasks[task_id]
+        task.polls += 1
+        return task.polls
 
-    def pop_due(self, now: float) -> Iterator[tuple[float, str]]:
+    async def finish(self, task_id: str, status: int, at: float, message: str | None = None) -> bool:
+        task = self._tasks.get(task_id)
+        if task is None or task.final_status:
+            return False
+        task.final_status = status
+        task.settled_at = at
+        self._finished.append(task_id)  # it may be evicted now, after those that finished before it
+        if status == FAILED:
+            task.message = message
+            self._refund(task, at)
+        return True
+
+    async def pop_due(self, now: float) -> list[tuple[float, str]]:
         due = self._due
         if not due or due[0][0] > now:
-            return iter(())  # the common case on every request: nothing due, no generator made
-        return self._pop_due(now)
-
-    def _pop_due(self, now: float) -> Iterator[tuple[float, str]]:
-        due = self._due
+            return []  # the common case on every request: nothing due
+        popped = []
         while due and due[0][0] <= now:
-            yield heapq.heappop(due)
+            popped.append(heapq.heappop(due))
+        return popped
 
-    # a whole world replaced (PUT /_mock/state): built aside, in any thread, then put in force at once
-    def staged(self, accounts: Iterable[Account], tasks: Iterable[Task]) -> MemoryStore:
-        """A store with this one's bounds holding ``accounts`` and ``tasks`` (due ones scheduled), and
-        an empty journal. Nothing is shared with this store, so it may be built in a thread."""
+    # counters, buckets, the sequence
+    async def count(self, scope: str, key: str) -> int:
+        counters = self._counters
+        counter = (scope, key)
+        n = counters.get(counter, 0) + 1
+        if n == 1 and len(counters) >= MAX_COUNTERS:
+            del counters[next(iter(counters))]  # the counter first seen longest ago goes (its key starts over)
+        counters[counter] = n
+        return n
+
+    async def take_token(self, scope: str, key: str, burst: int, rate: float, now: float) -> bool:
+        # A bucket that is not kept is a full one: unused that long, it has almost always refilled.
+        buckets = self._buckets
+        tokens, last = buckets.pop((scope, key), (float(burst), now))
+        tokens = min(float(burst), tokens + (now - last) * rate)
+        taken = tokens >= 1
+        buckets[(scope, key)] = (tokens - 1 if taken else tokens, now)  # (last: the most recently used)
+        if len(buckets) > MAX_BUCKETS:
+            buckets.popitem(last=False)
+        return taken
+
+    async def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    # the next-outcome queue
+    async def queue_next(self, entry: NextOutcome) -> int | None:
+        return len(self._next) if self._next.append(entry) else None
+
+    async def take_next(self, model_id: str, key: str) -> NextOutcome | None:
+        return self._next.take(model_id, key) if self._next else None
+
+    async def queued(self, limit: int | None = None) -> list[NextOutcome]:
+        return newest(list(self._next), limit)
+
+    async def clear_next(self) -> None:
+        self._next = NextQueue()
+
+    # the clock
+    async def set_clock(self, clock: Clock) -> None:
+        self.clock = clock
+
+    async def advance_clock(self, seconds: float) -> float:
+        clock = self.clock
+        if not isinstance(clock, ManualClock):
+            raise ValueError("the clock is real")
+        return clock.advance(seconds)
+
+    # a whole world replaced
+    async def staged(
+        self, accounts: Iterable[Account], tasks: Iterable[Task], next_outcomes: Iterable[NextOutcome]
+    ) -> MemoryStore:
+        """Nothing is shared with this store, so it may be built in a thread (``run_now``)."""
         staged = MemoryStore(
             self.max_tasks, 1, self.ledger_limit, max_accounts=self.max_accounts, ledger_total=self.ledger_total
         )
         for account in accounts:
-            staged.add_account(account)
+            staged._add_account(account)
         for task in tasks:
-            staged.add_task(task)
-            if not task.final_status and task.finish_at != NEVER:
-                staged.schedule(task.finish_at, task.task_id)
+            staged._add_task(task)
+        staged._next = NextQueue(next_outcomes)
         return staged
 
-    def take(self, staged: Store) -> None:
-        """Hold what ``staged`` holds instead of this world, in one step (no request sees half of
-        either); the journal stays this one's, cleared. ``staged`` gets the old world, to drop."""
+    async def take(self, staged: Store) -> None:
         assert isinstance(staged, MemoryStore)
-        journal = self.journal
+        keep = {"journal": self.journal, "clock": self.clock, "_seq": self._seq}
         mine, theirs = vars(self).copy(), vars(staged).copy()
         vars(self).update(theirs)
         vars(staged).update(mine)
-        self.journal, staged.journal = journal, theirs["journal"]
-        journal.clear()
+        vars(self).update(keep)
+        staged.journal = theirs["journal"]
+        self.journal.clear()
 
     def release(self) -> None:
-        """Empty this store (not its journal) in many small steps rather than one long one, so that a
-        thread doing it leaves the event loop free between them: how a replaced world is dropped."""
         for items in (self._tasks, self._accounts):
             while items:
                 items.popitem()
         self._due.clear()
         self._finished.clear()
         self._entries.clear()
+        self._refunded.clear()

@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from .clock import Clock, check_clock
 from .journal import mask_key
 from .scenario import Scenario
+from .store import run_now
 
 T = TypeVar("T")
 
@@ -185,18 +186,18 @@ class MockServer:
         """The Authorization header of ``key`` (default: the ready ``api_key``)."""
         return {"Authorization": f"Bearer {key or self.api_key}"}
 
-    def _on_server(self, fn: Callable[[], T]) -> T:
-        """``fn()`` run on the server's event loop, between requests, and its result.
+    def _on_server(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """``await fn()`` run on the server's event loop, between requests, and its result.
 
         The world is changed only there: called from this (the test's) thread, it could run in the
-        middle of a submit being handled and break it (a 500). Before ``start``, it is simply called.
+        middle of a submit being handled and break it (a 500). Before ``start``, it is simply run.
         """
         servers = getattr(self._server, "servers", None)
         if not servers or self._thread is None or threading.get_ident() == self._thread.ident:
-            return fn()
+            return run_now(fn())  # type: ignore[arg-type]
 
         async def call() -> T:
-            return fn()
+            return await fn()
 
         return asyncio.run_coroutine_threadsafe(call(), servers[0].get_loop()).result(timeout=60)
 
@@ -298,7 +299,11 @@ class MockServer:
 
         backend = self.app.state.backend
         checked = check_clock(clock)
-        self._on_server(lambda: setattr(backend, "clock_override", checked))
+
+        async def override() -> None:
+            backend.clock_override = checked
+
+        self._on_server(override)
         text = str(name_or_yaml)
         if isinstance(name_or_yaml, Path) or text.endswith((".yaml", ".yml")) and "\n" not in text:
             scenario = load_scenario(Path(text))  # in-process, so errors name the file
