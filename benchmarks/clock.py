@@ -12,6 +12,7 @@ import time
 from inproc import KEY, call
 
 from mockgen import create_app
+from mockgen.store import run_now
 
 TASKS = 10_000
 
@@ -19,7 +20,7 @@ TASKS = 10_000
 async def main() -> dict[str, float]:
     app = create_app("default", clock="manual")
     backend = app.state.backend
-    backend.create_account(TASKS * 15, KEY)
+    run_now(backend.create_account(TASKS * 15, KEY))
     start = time.perf_counter()
     for i in range(TASKS):
         prompt = f"task {i} [fail]" if i % 2 else f"task {i}"
@@ -30,9 +31,9 @@ async def main() -> dict[str, float]:
     status, answer = await call(app, "POST", "/_mock/clock/advance", b'{"seconds": 60}')
     advanced = time.perf_counter()
     assert status == 200, answer
-    statuses = [t.final_status for t in backend.store.tasks()]
+    statuses = [t.final_status for t in run_now(backend.store.tasks())]
     assert statuses.count(3) == TASKS // 2 and statuses.count(4) == TASKS // 2
-    assert backend.store.get_account(KEY).credits == TASKS // 2 * 15
+    assert run_now(backend.store.get_account(KEY)).credits == TASKS // 2 * 15
     return {"tasks": TASKS, "submit_s": submitted - start, "advance_s": advanced - submitted}
 
 

@@ -75,17 +75,18 @@ async def per_request_us(app: Any, method: str, path: str, body: bytes, n: int) 
 
 def make_mockgen() -> tuple[Any, str, bytes, bytes]:
     from mockgen import create_app
+    from mockgen.store import run_now
 
     app = create_app("default", clock="manual")
     backend = app.state.backend
-    backend.create_account(10**15, KEY)
+    run_now(backend.create_account(10**15, KEY))
 
     async def prepare() -> tuple[str, bytes, bytes]:
         status, created = await call(app, "POST", "/api/v1/tasks/create", BODY)
         import json
 
         task_id = json.loads(created)["data"]["task_id"]
-        backend.advance(60)
+        run_now(backend.advance(60))
         status, polled = await call(app, "GET", f"/api/v1/tasks/{task_id}")
         assert status == 200 and b'"task_status":3' in polled, polled
         return task_id, polled, created

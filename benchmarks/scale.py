@@ -20,6 +20,7 @@ from inproc import KEY, scope
 
 from mockgen import create_app
 from mockgen.http import parse_json
+from mockgen.store import run_now
 
 PROMPT = "a serene zen garden at sunrise, seen from a wooden bridge"  # 56 characters, a typical prompt
 
@@ -33,18 +34,18 @@ def fill(app: Any, count: int) -> None:
     own), validated, charged (a ledger entry each), scheduled; the clock moves on every thousand,
     as time does on a real server, so they finish while others arrive."""
     backend = app.state.backend
-    account = backend.authenticate(f"Bearer {KEY}")
+    account = run_now(backend.authenticate(f"Bearer {KEY}"))
     for i in range(count):
         raw = b'{"model_id": "gpt-image-2", "prompt": "%s %d"}' % (PROMPT.encode(), i)
-        backend.submit(account, backend.validate(parse_json(raw)))
+        run_now(backend.submit(account, backend.validate(parse_json(raw))))
         if i % 1000 == 999:
-            backend.advance(10)
-    backend.advance(3600)  # every task finished: the steady state of a long-running server
+            run_now(backend.advance(10))
+    run_now(backend.advance(3600))  # every task finished: the steady state of a long-running server
 
 
 def new_app(max_tasks: int) -> Any:
     app = create_app("default", clock="manual", max_tasks=max_tasks)
-    app.state.backend.create_account(10**15, KEY)
+    run_now(app.state.backend.create_account(10**15, KEY))
     return app
 
 
@@ -83,7 +84,7 @@ def main() -> None:
 
     small = new_app(args.small)
     fill(small, args.small)
-    small_ids = [t.task_id for t in small.state.backend.store.tasks()]
+    small_ids = [t.task_id for t in run_now(small.state.backend.store.tasks())]
 
     big = new_app(args.tasks)
     fill(big, 1_000)  # warm every lazy path before the baseline
@@ -92,7 +93,7 @@ def main() -> None:
     fill(big, args.tasks - 1_000)
     gc.collect()
     after = rss_bytes()
-    big_ids = [t.task_id for t in big.state.backend.store.tasks()]
+    big_ids = [t.task_id for t in run_now(big.state.backend.store.tasks())]
     assert len(big_ids) == args.tasks
 
     rng = random.Random(1)

@@ -288,7 +288,7 @@ async def watch_scenario(app: Starlette, path: Path, interval: float = 0.5) -> N
         try:
             # In a thread: a large file takes PyYAML a while, and clients go on being served meanwhile.
             scenario = await asyncio.to_thread(load_scenario, path)
-            app.state.backend.load(scenario)
+            await app.state.backend.load(scenario)
         except ScenarioError as exc:
             log.error("scenario %s refused, keeping %r:\n%s", path, app.state.backend.scenario_name, exc)
             continue

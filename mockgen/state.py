@@ -10,7 +10,19 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from .backend import Backend
 from .errors import ControlError, show
-from .models import FAILED, NEVER, SUCCEEDED, TASK_FIELDS, Account, Ledger, LedgerEntry, NextOutcome, Task, TasksAt
+from .models import (
+    FAILED,
+    NEVER,
+    SUCCEEDED,
+    TASK_FIELDS,
+    Account,
+    Ledger,
+    LedgerEntry,
+    NextOutcome,
+    Plan,
+    Task,
+    TasksAt,
+)
 from .scenario import KEY_RE, MAX_INT, MAX_TIME
 from .spec import KINDS, RATIOS
 from .store import NEXT_LIMIT, run_now
@@ -224,8 +236,10 @@ TASK_CHECKS = {
     "extra": _or_null(_Expect(lambda v: isinstance(v, Mapping) and _plain(v), "an object (of finite numbers)")),
     "lost_answer": _or_null(STR),
 }  # fmt: skip
-# What Task() has no default for (finish_at may be null: it never finishes by time).
-TASK_REQUIRED = {n for n, p in inspect.signature(Task).parameters.items() if p.default is p.empty}
+# What Task.from_fields has no default for (finish_at may be null: it never finishes by time).
+TASK_REQUIRED = {n for n, p in inspect.signature(Task).parameters.items() if p.default is p.empty} - {"plan"} | {
+    f for f in Plan._fields if f not in Plan._field_defaults
+}
 NEXT_FIELDS = {
     "outcome": OUTCOME, "count": _Expect(lambda v: _integer(v, 1), f"an integer from 1 to {MAX_INT}"),
     "model_id": _or_null(STR), "key": _or_null(STR), "message": _or_null(STR),

@@ -8,6 +8,7 @@ from collections import Counter
 import httpx
 
 from mockgen import create_app
+from mockgen.store import run_now
 
 from .conftest import Client
 
@@ -133,9 +134,9 @@ def test_flaky_100_submits_see_429_and_5xx_and_never_charge_without_a_task() -> 
     assert sum(n for status, n in codes.items() if status >= 500) > 0
     assert all(r.headers.get("x-mockgen-fault") for r in answers if r.status_code != 200)
     created = {r.json()["data"]["task_id"] for r in answers if r.status_code == 200}
-    account = backend.store.get_account(key)
+    account = run_now(backend.store.get_account(key))
     charges = {e.task_id for e in account.ledger if e.kind == "charge"}
-    assert charges == created == {t.task_id for t in backend.store.tasks()}
+    assert charges == created == {t.task_id for t in run_now(backend.store.tasks())}
     refunds = [e.task_id for e in account.ledger if e.kind == "refund"]
     assert set(refunds) <= created and len(refunds) == len(set(refunds))
     assert account.credits == 100_000 - 8 * len(created) + 8 * len(refunds)

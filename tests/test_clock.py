@@ -14,6 +14,7 @@ import pytest
 from mockgen import ManualClock, SystemClock, create_app
 from mockgen.backend import Backend
 from mockgen.scenario import load_scenario
+from mockgen.store import run_now
 from mockgen.testing import MockServer
 
 from .conftest import AUTH, JSON, KEY, Client
@@ -63,11 +64,11 @@ def test_real_clock_cannot_be_advanced(make_client) -> None:
 
 def test_ten_thousand_tasks_finish_in_one_advance(client: Client) -> None:
     backend = client.app.state.backend
-    account = backend.topup(client.key, 10_000 * 15)  # (stores the open key's account)
+    account = run_now(backend.topup(client.key, 10_000 * 15))  # (stores the open key's account)
     for i in range(10_000):
-        backend.submit(account, {"model_id": "gpt-image-2", "prompt": f"p{i} [fail]" if i % 2 else f"p{i}"})
+        run_now(backend.submit(account, {"model_id": "gpt-image-2", "prompt": f"p{i} [fail]" if i % 2 else f"p{i}"}))
     client.advance(10)
-    statuses = [t.final_status for t in backend.store.tasks()]
+    statuses = [t.final_status for t in run_now(backend.store.tasks())]
     assert statuses.count(3) == 5_000 and statuses.count(4) == 5_000
     assert client.balance() == 1000 + 10_000 * 15 - 5_000 * 15
 
@@ -144,8 +145,8 @@ def test_the_string_forms_stay_and_the_scenario_decides_without_one() -> None:
     assert Backend(load_scenario("default"), clock="manual").clock.kind == "manual"
     given = ManualClock(7)
     backend = Backend(ci, clock=given)
-    backend.reset()
-    backend.load(load_scenario("default"))
+    run_now(backend.reset())
+    run_now(backend.load(load_scenario("default")))
     assert backend.clock is given and backend.now() == 7
 
 

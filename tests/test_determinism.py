@@ -6,6 +6,7 @@ from typing import Any
 
 from mockgen import create_app
 from mockgen.scenario import parse_scenario
+from mockgen.store import run_now
 
 from .conftest import JSON, Client
 
@@ -57,7 +58,7 @@ def test_different_seed_different_ids() -> None:
 
 
 def test_reset_replays_the_same_sequence(client: Client) -> None:
-    client.app.state.backend.load(parse_scenario(SCENARIO, "seeded.yaml"))
+    run_now(client.app.state.backend.load(parse_scenario(SCENARIO, "seeded.yaml")))
     first = [client.submit()["data"]["task_id"] for _ in range(3)]
     client.post("/_mock/reset", headers=JSON)
     assert [client.submit()["data"]["task_id"] for _ in range(3)] == first

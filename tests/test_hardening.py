@@ -18,6 +18,7 @@ from mockgen.api import POLL_KEYS, polled, submitted, task_data
 from mockgen.backend import Msg
 from mockgen.http import MAX_BODY_BYTES, dumps
 from mockgen.media import ASPECT_RATIOS
+from mockgen.store import run_now
 
 from .conftest import AUTH, JSON, KEY, Client
 
@@ -148,7 +149,7 @@ paths = st.text(max_size=30).filter(lambda t: "/" not in t and t not in ("", "."
 
 def test_fuzz_thousands_of_bodies_never_reach_the_catch_all(errors: Errors, loop: asyncio.AbstractEventLoop) -> None:
     app = create_app("default", clock="manual")
-    app.state.backend.create_account(RICH["credits"], KEY)
+    run_now(app.state.backend.create_account(RICH["credits"], KEY))
     auth = [(b"authorization", f"Bearer {KEY}".encode())]
     seen: dict[int, int] = {}
 
@@ -470,7 +471,7 @@ def test_the_poll_answer_is_dumps_of_its_envelope(make_client: Callable[..., Cli
     for step in (0, 1, 60):
         client.advance(step)
         for task_id in ids:
-            task = backend.store.get_task(task_id)
+            task = run_now(backend.store.get_task(task_id))
             for base in ("http://mock.test", 'http://we"ird\\host', "http://é.test"):
                 data = task_data(backend, task, base)
                 assert tuple(data) == POLL_KEYS

@@ -12,7 +12,6 @@ import pytest
 
 import mockgen.journal
 from mockgen import create_app
-from mockgen.backend import NEXT_LIMIT, NextOutcome, NextQueue
 from mockgen.journal import (
     ENTRY_HEADERS,
     HEADER_SETS,
@@ -24,6 +23,8 @@ from mockgen.journal import (
     Journal,
     Record,
 )
+from mockgen.models import NextOutcome
+from mockgen.store import NEXT_LIMIT, NextQueue
 
 from .conftest import AUTH, JSON, KEY, OTHER_KEY, Client
 from .serving import Serve, serve_once
@@ -341,7 +342,7 @@ class Watched(NextOutcome):
 
 def test_a_submit_looks_only_at_the_entries_that_can_match_it(client: Client) -> None:
     backend = client.app.state.backend  # type: ignore[attr-defined]
-    backend.next_outcomes = queue = NextQueue(limit=10_000)  # past the bound, to show the cost does not grow
+    backend.store._next = queue = NextQueue(limit=10_000)  # past the bound, to show the cost does not grow
     for n in range(5000):  # none of them can match KEY's submits of gpt-image-2
         queue.append(Watched("failed", 1, "seedance-2" if n % 2 else None, None if n % 2 else OTHER_KEY))
     Watched.reads = 0

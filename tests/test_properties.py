@@ -26,7 +26,8 @@ from mockgen import create_app
 from mockgen.api import POLL_KEYS
 from mockgen.app import load_state_file, save_state_file
 from mockgen.scenario import Scenario, load_bundled
-from mockgen.state import export_state
+from mockgen.state import export_state, state_at
+from mockgen.store import run_now
 
 from .conftest import JSON, KEY, OTHER_KEY, Client
 
@@ -343,10 +344,10 @@ def test_values_at_the_edges_that_the_api_accepts_save_and_load_back(client: Cli
     exported = client.get("/_mock/state").json()
     assert exported["tasks"][0]["prompt"] == body["prompt"] and odd in [a["name"] for a in exported["accounts"]]
     path = tmp_path / "state.json"
-    save_state_file(backend, path)
+    save_state_file(run_now(state_at(backend)), path)
     again = create_app("default", clock="manual")
-    assert load_state_file(again.state.backend, path)
-    assert export_state(again.state.backend) == export_state(backend) == exported
+    assert run_now(load_state_file(again.state.backend, path))
+    assert run_now(export_state(again.state.backend)) == run_now(export_state(backend)) == exported
 
 
 @pytest.mark.parametrize("now", [9e14, 253_402_300_800, -1])

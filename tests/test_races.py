@@ -357,7 +357,11 @@ def test_mock_server_changes_the_world_on_the_servers_loop_never_from_the_tests_
     path = tmp_path / "other.yaml"
     path.write_text(OTHER)
     with MockServer("default", clock="manual") as mock:
-        assert mock._thread is not None and mock._on_server(threading.get_ident) == mock._thread.ident
+
+        async def ident() -> int:
+            return threading.get_ident()
+
+        assert mock._thread is not None and mock._on_server(ident) == mock._thread.ident
         mock.use_scenario(path, clock="real")
         with httpx.Client(base_url=mock.base_url, timeout=10) as client:
             scenario = client.get("/_mock/scenario").json()
@@ -365,4 +369,8 @@ def test_mock_server_changes_the_world_on_the_servers_loop_never_from_the_tests_
             assert client.get("/_mock/health").json()["clock"] == "real"
             r = client.post(CREATE, json={"model_id": "other-model", "prompt": "a cat"}, headers=mock.headers())
             assert r.json()["code"] == 200, r.text
-    assert MockServer("default")._on_server(lambda: 42) == 42  # not started: simply called
+
+    async def answer() -> int:
+        return 42
+
+    assert MockServer("default")._on_server(answer) == 42  # not started: simply run

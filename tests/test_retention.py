@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mockgen.models import Account, Task
-from mockgen.store import MemoryStore
+from mockgen.models import NEVER, Account, Task
+from mockgen.store import MemoryStore, run_now
 
 from .conftest import AUTH, Client
 
@@ -41,9 +41,9 @@ def test_unfinished_tasks_count_against_the_limit(make_client: Callable[..., Cli
 
 
 def _task(i: int, finished: bool) -> Task:
-    return Task(
+    return Task.from_fields(
         task_id=f"t{i:011d}", key="sk-x", model_id="gpt-image-2", task_type="image", prompt="p", aspect_ratio="1:1",
-        image_urls=(), credits=1, created_at=0.0, request_id=f"kie_{i:012d}", running_at=0.0, finish_at=1.0,
+        image_urls=(), credits=1, created_at=0.0, request_id=f"kie_{i:012d}", running_at=0.0, finish_at=NEVER,
         outcome="success", failure_message="", final_status=3 if finished else 0,
     )  # fmt: skip
 
@@ -73,6 +73,7 @@ class CountingDict(dict[str, Task]):
 
 def counting_store(max_tasks: int) -> MemoryStore:
     store = MemoryStore(max_tasks=max_tasks)
+    run_now(store.add_account(Account("sk-x", 10**9)))
     store._tasks = CountingDict()
     CountingDict.lookups = CountingDict.walks = 0
     return store
@@ -80,9 +81,9 @@ def counting_store(max_tasks: int) -> MemoryStore:
 
 def submit(store: MemoryStore, task: Task) -> bool:
     """What Backend.submit asks of the store: room, then the task."""
-    if not store.make_room():
+    if not run_now(store.make_room()):
         return False
-    store.add_task(task)
+    assert run_now(store.submit(task))
     return True
 
 
@@ -91,12 +92,12 @@ def test_eviction_is_constant_work_per_submit() -> None:
     for i in range(20_000):
         task = _task(i, finished=False)
         assert submit(store, task)
-        task.final_status = 3  # it finishes before the next submit, as a quick task does
-        store.task_finished(task)
-        assert store.task_count() <= 1_000
+        assert run_now(store.finish(task.task_id, 3, 1.0))  # before the next submit, as a quick task does
+        CountingDict.lookups -= 1  # (finish's own lookup of the task it finishes)
+        assert run_now(store.task_count()) <= 1_000
     assert CountingDict.walks == 0
     assert CountingDict.lookups <= 20_000  # one per task dropped, never a scan
-    ids = [t.task_id for t in store.tasks()]
+    ids = [t.task_id for t in run_now(store.tasks())]
     assert ids == [f"t{i:011d}" for i in range(19_000, 20_000)]  # the newest, in order
 
 
@@ -104,37 +105,36 @@ def test_a_store_full_of_unfinished_tasks_refuses_without_rescanning() -> None:
     store = counting_store(max_tasks=640)
     for i in range(640):
         assert submit(store, _task(i, finished=False))
+    CountingDict.lookups = 0
     refused = sum(not submit(store, _task(640 + i, finished=False)) for i in range(5_000))
-    assert refused == 5_000 and store.task_count() == 640  # nothing finished: nothing may go, nothing added
+    assert refused == 5_000 and run_now(store.task_count()) == 640  # nothing finished: nothing may go, nothing added
     assert CountingDict.walks == 0 and CountingDict.lookups == 0
-    stuck = store.get_task(f"t{7:011d}")
-    assert stuck is not None
-    stuck.final_status = 3
-    store.task_finished(stuck)
+    assert run_now(store.finish(f"t{7:011d}", 3, 1.0))
     assert submit(store, _task(9_999, finished=False))  # the one finished task made room
-    assert store.get_task(f"t{7:011d}") is None and store.task_count() == 640
+    assert run_now(store.get_task(f"t{7:011d}")) is None and run_now(store.task_count()) == 640
 
 
 def test_an_import_past_the_limit_keeps_the_newest_finished_and_every_unfinished() -> None:
     store = MemoryStore(max_tasks=10)
-    for i in range(30):
-        store.add_task(_task(i, finished=i % 3 != 0))  # 10 unfinished, 20 finished
-    kept = [t.task_id for t in store.tasks()]
+    tasks = [_task(i, finished=i % 3 != 0) for i in range(30)]  # 10 unfinished, 20 finished
+    staged = run_now(store.staged([], tasks, []))
+    kept = [t.task_id for t in run_now(staged.tasks())]
     assert kept == [f"t{i:011d}" for i in range(0, 30, 3)]  # over the limit: only unfinished ones are left
-    assert not store.make_room()
+    assert not run_now(staged.make_room())
 
 
 def test_ledger_keeps_the_newest_entries_and_the_whole_balance() -> None:
     store = MemoryStore(max_tasks=1_000, ledger_limit=50)
-    store.add_account(Account("sk-x", 0))
+    run_now(store.add_account(Account("sk-x", 0)))
     for i in range(1_000):
-        store.credit("sk-x", 1, float(i), "topup", None)
-    account = store.get_account("sk-x")
+        run_now(store.credit("sk-x", 1, float(i), "topup", None))
+    account = run_now(store.get_account("sk-x"))
     assert account is not None
     assert account.credits == 1_000
-    assert 1 <= len(account.ledger) <= 50
-    assert account.ledger[-1].at == 999.0
-    assert [e.at for e in account.ledger] == sorted(e.at for e in account.ledger)
+    ledger = run_now(store.ledger("sk-x"))
+    assert 1 <= len(ledger) <= 50
+    assert ledger[-1].at == 999.0
+    assert [e.at for e in ledger] == sorted(e.at for e in ledger)
 
 
 def test_ledger_limit_follows_max_tasks(make_client: Callable[..., Client]) -> None:

@@ -9,6 +9,7 @@ from mockgen.backend import Backend, Steering
 from mockgen.errors import ApiError
 from mockgen.models import Account, Task
 from mockgen.scenario import parse_scenario
+from mockgen.store import run_now
 
 KEY = "sk-" + "r" * 32
 OTHER = "sk-" + "o" * 32
@@ -16,13 +17,13 @@ OTHER = "sk-" + "o" * 32
 
 def world(yaml_text: str) -> tuple[Backend, Account]:
     backend = Backend(parse_scenario("clock: manual\nseed: 5\n" + yaml_text, "rules.yaml"))
-    return backend, backend.authenticate(f"Bearer {KEY}")
+    return backend, run_now(backend.authenticate(f"Bearer {KEY}"))
 
 
 def submit(backend: Backend, account: Account, steering: Steering | None = None, **body: object) -> Task:
     body.setdefault("model_id", "gpt-image-2")
     body.setdefault("prompt", "a lighthouse")
-    return backend.submit(account, body, steering or Steering())
+    return run_now(backend.submit(account, body, steering or Steering()))
 
 
 def rule_of(backend: Backend, account: Account, **body: object) -> str | None:
@@ -63,7 +64,7 @@ def test_key_and_account_matchers() -> None:
         f"rules:\n  - {{name: by-key, match: {{key: {KEY}}}, cost: 1}}\n"
         "  - {name: by-account, match: {account: vip}, cost: 2}\n"
     )
-    vip = b.authenticate(f"Bearer {OTHER}")
+    vip = run_now(b.authenticate(f"Bearer {OTHER}"))
     assert submit(b, a).credits == 1
     assert submit(b, vip).credits == 2
 
@@ -83,7 +84,7 @@ def test_counters_every_nth_first_n_after_n() -> None:
 
 def test_counters_per_key() -> None:
     b, a = world("rules:\n  - {name: first, match: {first_n: 1, count_per: key}, outcome: failed}\n")
-    other = b.authenticate(f"Bearer {OTHER}")
+    other = run_now(b.authenticate(f"Bearer {OTHER}"))
     assert [submit(b, a).outcome, submit(b, a).outcome] == ["failed", "success"]
     assert submit(b, other).outcome == "failed"
 
@@ -107,10 +108,10 @@ def test_rule_effects_durations_outcome_message_cost_extra_results() -> None:
     assert t.running_at - t.created_at == 2 and 5 <= t.finish_at - t.created_at <= 6
     assert (t.outcome, t.failure_message, t.credits) == ("failed", "out of GPUs", 7)
     assert task_data(b, t, "http://h")["progress"] == 50
-    b.advance(10)
+    run_now(b.advance(10))
     assert t.final_status == 4 and t.message == "out of GPUs"
     y = submit(b, a, prompt="y")
-    b.advance(10)
+    run_now(b.advance(10))
     assert task_data(b, y, "http://h")["image_url"] == f"https://cdn.example.net/images/{y.task_id}.png"
 
 
@@ -118,7 +119,7 @@ def test_reject_is_refused_before_any_charge() -> None:
     b, a = world("rules:\n  - {match: {model_id: seedance-2}, reject: 'video is off today'}\n")
     with pytest.raises(ApiError, match="video is off today"):
         submit(b, a, model_id="seedance-2")
-    assert a.credits == 1000 and a.ledger == [] and b.store.task_count() == 0
+    assert a.credits == 1000 and a.ledger == [] and run_now(b.store.task_count()) == 0
 
 
 def test_weighted_outcomes_follow_the_weights() -> None:
@@ -130,18 +131,18 @@ def test_weighted_outcomes_follow_the_weights() -> None:
 def test_progress_by_polls() -> None:
     b, a = world("defaults: {progress: polls, polls: {queued: 2, running: 1}}\n")
     t = submit(b, a)
-    seen = [task_data(b, b.query(a, t.task_id), "http://h")["task_status"] for _ in range(5)]
+    seen = [task_data(b, run_now(b.query(a, t.task_id)), "http://h")["task_status"] for _ in range(5)]
     assert seen == [1, 1, 2, 3, 3]
-    b.advance(3600)
+    run_now(b.advance(3600))
     assert t.polls == 5 and t.final_status == 3
 
 
 def test_progress_manual_waits_for_resolve_and_refunds_on_failure() -> None:
     b, a = world("defaults: {progress: manual, queued: 1}\n")
     t = submit(b, a)
-    b.advance(3600)
+    run_now(b.advance(3600))
     assert t.status_at(b.now()) == 2 and a.credits == 985
-    b.resolve(t.task_id, "failed", "no")
+    run_now(b.resolve(t.task_id, "failed", "no"))
     assert t.final_status == 4 and a.credits == 1000
 
 

@@ -11,8 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mockgen.backend import NextOutcome
-from mockgen.models import TASK_FIELDS
+from mockgen.models import TASK_FIELDS, NextOutcome
 from mockgen.scenario import MAX_INT, parse_scenario
 from mockgen.state import NEXT_FIELDS, TASK_CHECKS
 

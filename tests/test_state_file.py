@@ -11,6 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from mockgen import create_app
+from mockgen.store import run_now
 from mockgen.testing import MockServer
 
 from .serving import serve_once
@@ -65,7 +66,7 @@ def test_a_prompt_with_a_lone_surrogate_saves_and_loads_back(tmp_path: Path) -> 
         task_id = created.json()["data"]["task_id"]
     path.read_text(encoding="ascii")  # escaped, so any string survives the trip
     with MockServer("ci", state_file=path) as mock:
-        assert mock.app.state.backend.store.get_task(task_id).prompt == "a cat \ud800 on a mat"
+        assert run_now(mock.app.state.backend.store.get_task(task_id)).prompt == "a cat \ud800 on a mat"
 
 
 def test_a_save_that_fails_keeps_the_old_file_removes_its_tmp_and_says_so(tmp_path: Path, caplog) -> None:

@@ -18,6 +18,7 @@ from mockgen.backend import Backend
 from mockgen.control import account_view, task_view
 from mockgen.http import CHUNK_ITEMS, PAUSE_BYTES, dumps
 from mockgen.state import export_state, state_at
+from mockgen.store import run_now
 from mockgen.testing import MockServer
 from tests.conftest import JSON, KEY, OTHER_KEY, Client
 
@@ -25,15 +26,15 @@ from tests.conftest import JSON, KEY, OTHER_KEY, Client
 def fill(backend: Backend, tasks: int, key: str = KEY) -> None:
     """``tasks`` tasks of ``key`` made through the Backend directly (far faster than over HTTP), some
     finished (a third failed and refunded), some running, some polled."""
-    account = backend.account(key, create=True)
-    backend.topup(key, tasks * 100)
+    account = run_now(backend.account(key, create=True))
+    run_now(backend.topup(key, tasks * 100))
     for i in range(tasks):
         prompt = f"a cat number {i}" + (" [fail]" if i % 3 == 0 else "")
-        task = backend.submit(account, {"model_id": "gpt-image-2", "prompt": prompt})
+        task = run_now(backend.submit(account, {"model_id": "gpt-image-2", "prompt": prompt}))
         if i % 5 == 0:
-            backend.query(account, task.task_id)
+            run_now(backend.query(account, task.task_id))
         if i == tasks // 2 and backend.clock.kind == "manual":
-            backend.advance(30)  # the first half finishes; the rest is still queued or running
+            run_now(backend.advance(30))  # the first half finishes; the rest is still queued or running
 
 
 @pytest.fixture
@@ -66,14 +67,14 @@ def test_the_streamed_state_is_the_export_byte_for_byte(big: Client) -> None:
     r = big.get("/_mock/state")
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     assert "content-length" not in r.headers  # it was streamed
-    assert r.content == dumps(export_state(backend))
-    assert r.json() == export_state(backend)
+    assert r.content == dumps(run_now(export_state(backend)))
+    assert r.json() == run_now(export_state(backend))
 
 
 def test_the_streamed_task_list_is_the_list_rendered_whole(big: Client) -> None:
     backend = big.app.state.backend  # type: ignore[attr-defined]
     base = "http://mock.test"
-    every = [task_view(backend, t, base) for t in backend.store.tasks()]
+    every = [run_now(task_view(backend, t, base)) for t in run_now(backend.store.tasks())]
     r = big.get("/_mock/tasks")
     assert "content-length" not in r.headers and r.headers["x-total-count"] == str(len(every))
     assert r.content == dumps(every)
@@ -88,21 +89,21 @@ def test_the_streamed_account_list_is_the_list_rendered_whole(make_client: Calla
     client = make_client("default")
     backend = client.app.state.backend  # type: ignore[attr-defined]
     for i in range(PAUSE_BYTES // 40):  # past what is rendered in one go (an account is ~75 bytes)
-        backend.create_account(i, name=f"user {i}")
+        run_now(backend.create_account(i, name=f"user {i}"))
     r = client.get("/_mock/accounts")
     assert "content-length" not in r.headers
-    assert r.content == dumps([account_view(a) for a in backend.store.accounts()])
+    assert r.content == dumps([account_view(a) for a in run_now(backend.store.accounts())])
 
 
 def test_an_accounts_whole_ledger_streams_as_it_is_rendered_whole(big: Client) -> None:
     backend = big.app.state.backend  # type: ignore[attr-defined]
     for _ in range(PAUSE_BYTES // 50):  # past what is rendered in one go (an entry is ~60 bytes)
-        backend.topup(KEY, 1)
+        run_now(backend.topup(KEY, 1))
     r = big.get(f"/_mock/accounts/{KEY}")
     assert "content-length" not in r.headers
-    assert r.content == dumps(account_view(backend.account(KEY), ledger=True))
+    assert r.content == dumps(account_view(run_now(backend.account(KEY)), run_now(backend.ledger(KEY))))
     small = big.get(f"/_mock/accounts/{OTHER_KEY}")
-    assert small.json() == account_view(backend.account(OTHER_KEY), ledger=True)
+    assert small.json() == account_view(run_now(backend.account(OTHER_KEY)), run_now(backend.ledger(OTHER_KEY)))
 
 
 def test_a_lone_surrogate_streams_escaped(make_client: Callable[..., Client]) -> None:
@@ -111,19 +112,19 @@ def test_a_lone_surrogate_streams_escaped(make_client: Callable[..., Client]) ->
     fill(backend, CHUNK_ITEMS * 2)
     raw = b'{"model_id": "gpt-image-2", "prompt": "a cat \\ud800 on a mat"}'
     client.post("/api/v1/tasks/create", content=raw, headers={"Authorization": f"Bearer {KEY}", **JSON})
-    assert client.get("/_mock/state").json() == export_state(backend)
+    assert client.get("/_mock/state").json() == run_now(export_state(backend))
     assert client.get("/_mock/tasks").json()[-1]["request"]["prompt"] == "a cat \ud800 on a mat"
 
 
 def test_the_export_is_one_moment(big: Client) -> None:
     """What changes after the snapshot (a poll, a finish, a charge, a ledger trimmed) is not in it."""
     backend = big.app.state.backend  # type: ignore[attr-defined]
-    before = export_state(backend)
-    snapshot = state_at(backend)
-    account = backend.account(KEY)
-    task = backend.submit(account, {"model_id": "gpt-image-2", "prompt": "one more"})
-    backend.query(account, before["tasks"][0]["task_id"])  # (its polls count goes up)
-    backend.advance(600)
+    before = run_now(export_state(backend))
+    snapshot = run_now(state_at(backend))
+    account = run_now(backend.account(KEY))
+    task = run_now(backend.submit(account, {"model_id": "gpt-image-2", "prompt": "one more"}))
+    run_now(backend.query(account, before["tasks"][0]["task_id"]))  # (its polls count goes up)
+    run_now(backend.advance(600))
     del account.ledger[:10]
     assert snapshot.as_dict() == before
     assert task.task_id not in {t["task_id"] for t in before["tasks"]}
@@ -131,9 +132,9 @@ def test_the_export_is_one_moment(big: Client) -> None:
 
 def test_the_state_file_is_written_from_a_snapshot(big: Client, tmp_path: Path) -> None:
     backend = big.app.state.backend  # type: ignore[attr-defined]
-    before = export_state(backend)
-    snapshot = state_at(backend)
-    backend.advance(600)
+    before = run_now(export_state(backend))
+    snapshot = run_now(state_at(backend))
+    run_now(backend.advance(600))
     save_state_file(snapshot, tmp_path / "world.json")
     assert json.loads((tmp_path / "world.json").read_text()) == before
 

@@ -12,7 +12,7 @@ import pytest
 
 import mockgen.backend
 from mockgen.models import Account
-from mockgen.store import MemoryStore
+from mockgen.store import MemoryStore, run_now
 
 from .conftest import AUTH, JSON, KEY, OTHER_KEY, Client
 from .serving import Serve
@@ -82,7 +82,7 @@ def test_requests_that_change_nothing_create_no_account(make_client: Callable[..
     shown = client.get(f"/_mock/accounts/{key}").json()
     assert shown == {"key": key, "name": None, "credits": 20, "ledger": []}  # looking shows, and stores nothing
     assert stored(client) == 0
-    assert client.app.state.backend.store.account_count() == 0
+    assert run_now(client.app.state.backend.store.account_count()) == 0
 
 
 def test_a_first_charge_or_top_up_stores_the_account(make_client: Callable[..., Client], bounds: Path) -> None:
@@ -104,13 +104,13 @@ def test_concurrent_first_submits_of_a_new_key_share_one_account(
     """Two requests authenticated before either was charged: the second uses the account the first stored."""
     client = make_client(bounds)
     backend = client.app.state.backend
-    first = backend.authenticate(f"Bearer {KEY}")
-    second = backend.authenticate(f"Bearer {KEY}")
+    first = run_now(backend.authenticate(f"Bearer {KEY}"))
+    second = run_now(backend.authenticate(f"Bearer {KEY}"))
     assert first is not second and not first.stored
     for account in (first, second, second, second):
-        backend.submit(account, {"model_id": "cheap", "prompt": "p"})
-    broke = backend.authenticate(f"Bearer {KEY}")
-    assert broke.stored and broke.credits == 0 and backend.store.account_count() == 1
+        run_now(backend.submit(account, {"model_id": "cheap", "prompt": "p"}))
+    broke = run_now(backend.authenticate(f"Bearer {KEY}"))
+    assert broke.stored and broke.credits == 0 and run_now(backend.store.account_count()) == 1
     assert [e.kind for e in broke.ledger] == ["charge"] * 4
 
 
@@ -188,16 +188,16 @@ def test_the_ledger_total_bound_drops_the_oldest_entries_of_any_account() -> Non
     store = MemoryStore(max_tasks=1_000, ledger_limit=1_000, ledger_total=64)  # batches of 1
     keys = [new_key(i) for i in range(4)]
     for key in keys:
-        store.add_account(Account(key, 0))
+        run_now(store.add_account(Account(key, 0)))
     for n in range(400):
-        store.credit(keys[n % 4 if n < 200 else 0], 1, float(n), "topup", None)
-        total = sum(len(a.ledger) for a in store.accounts())
+        run_now(store.credit(keys[n % 4 if n < 200 else 0], 1, float(n), "topup", None))
+        total = sum(len(a.ledger) for a in run_now(store.accounts()))
         assert total <= 64
-    kept = sorted(e.at for a in store.accounts() for e in a.ledger)
+    kept = sorted(e.at for a in run_now(store.accounts()) for e in a.ledger)
     assert len(kept) >= 63  # past 64, down to a batch (here 1) under it
     assert kept == [float(n) for n in range(400 - len(kept), 400)]  # the newest of all, whoever they went to
-    assert [a.credits for a in store.accounts()] == [250, 50, 50, 50]  # every balance whole
-    assert [len(a.ledger) for a in store.accounts()] == [len(kept), 0, 0, 0]
+    assert [a.credits for a in run_now(store.accounts())] == [250, 50, 50, 50]  # every balance whole
+    assert [len(a.ledger) for a in run_now(store.accounts())] == [len(kept), 0, 0, 0]
 
 
 def test_both_ledger_bounds_together_keep_the_newest() -> None:
@@ -205,26 +205,26 @@ def test_both_ledger_bounds_together_keep_the_newest() -> None:
     store = MemoryStore(max_tasks=1_000, ledger_limit=10, ledger_total=100)
     keys = [new_key(i) for i in range(30)]
     for key in keys:
-        store.add_account(Account(key, 0))
+        run_now(store.add_account(Account(key, 0)))
     for n in range(3_000):
-        store.credit(keys[(n * 7) % 30], 2, float(n), "topup", None)
-        assert sum(len(a.ledger) for a in store.accounts()) <= 100
-        assert all(len(a.ledger) <= 10 for a in store.accounts())
-    for account in store.accounts():
+        run_now(store.credit(keys[(n * 7) % 30], 2, float(n), "topup", None))
+        assert sum(len(a.ledger) for a in run_now(store.accounts())) <= 100
+        assert all(len(a.ledger) <= 10 for a in run_now(store.accounts()))
+    for account in run_now(store.accounts()):
         assert account.credits == 200  # 100 top-ups of 2 each, whatever the ledger kept
         ats = [e.at for e in account.ledger]
         assert ats == sorted(ats) and (not ats or ats[-1] >= 3_000 - 30)
-    assert sum(len(a.ledger) for a in store.accounts()) >= 100 - 100 // 64 - 30
+    assert sum(len(a.ledger) for a in run_now(store.accounts())) >= 100 - 100 // 64 - 30
 
 
 def test_the_bookkeeping_of_the_total_bound_is_bounded_too() -> None:
     """One busy account trimmed by its own bound: what the store keeps to order entries stays bounded."""
     store = MemoryStore(max_tasks=1_000, ledger_limit=10, ledger_total=100)
-    store.add_account(Account(KEY, 0))
+    run_now(store.add_account(Account(KEY, 0)))
     for n in range(10_000):
-        store.credit(KEY, 1, float(n), "topup", None)
+        run_now(store.credit(KEY, 1, float(n), "topup", None))
         assert len(store._entries) <= 100
-    account = store.get_account(KEY)
+    account = run_now(store.get_account(KEY))
     assert account is not None and account.credits == 10_000
     assert [e.at for e in account.ledger] == [float(n) for n in range(10_000 - len(account.ledger), 10_000)]
     assert 1 <= len(account.ledger) <= 10
@@ -299,14 +299,14 @@ def _poller(make_client: Callable[..., Client], tmp_path: Path, text: str) -> tu
 def test_rate_limit_buckets_are_bounded(
     make_client: Callable[..., Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mockgen.backend, "MAX_BUCKETS", 10)
+    monkeypatch.setattr(mockgen.store, "MAX_BUCKETS", 10)
     client, poll = _poller(make_client, tmp_path, RATE_LIMITED)
     backend = client.app.state.backend
 
     assert [poll(KEY) for _ in range(3)] == [200, 200, 429]  # a burst of 2, then throttled
     for i in range(50):
         assert poll(new_key(i)) == 200
-        assert len(backend.buckets) <= 10
+        assert len(backend.store._buckets) <= 10
     assert poll(KEY) == 200  # its bucket went (least recently used): a full one again
     assert [poll(new_key(49)) for _ in range(2)] == [200, 429]  # a kept bucket keeps counting
     assert client.get("/api/v1/tasks/x", headers=AUTH).status_code == 200
@@ -328,13 +328,13 @@ faults:
 def test_counters_per_key_are_bounded(
     make_client: Callable[..., Client], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mockgen.backend, "MAX_COUNTERS", 10)
+    monkeypatch.setattr(mockgen.store, "MAX_COUNTERS", 10)
     client, poll = _poller(make_client, tmp_path, COUNTED)
     backend = client.app.state.backend
 
     assert [poll(KEY) for _ in range(2)] == [503, 200]  # its first poll only
     for i in range(50):
         assert [poll(new_key(i)), poll(new_key(i))] == [503, 200]
-        assert len(backend.counters) <= 10
+        assert len(backend.store._counters) <= 10
     assert poll(new_key(49)) == 200  # a kept counter keeps counting
     assert poll(KEY) == 503  # its counter went (first seen longest ago): it starts over
