@@ -28,8 +28,8 @@ class Kind(NamedTuple):
     """How to make an empty store of one kind, and what the suite may assume of it."""
 
     make: Factory
-    # Reads mockgen.store.MAX_COUNTERS at each call, so a test can lower the counters' bound.
-    reads_max_counters: bool = True
+    # Reads mockgen.store's MAX_COUNTERS and MAX_BUCKETS at each call, so a test can lower those bounds.
+    reads_bounds: bool = True
     # Fixtures to start first (a session-wide server, say), by name.
     fixtures: tuple[str, ...] = ()
 
@@ -55,14 +55,17 @@ def imported(module: str, name: str) -> Factory:
 
 STORES: dict[str, Kind] = {
     "memory": Kind(make_memory_store),
-    # "redis": Kind(imported("tests.redis_server", "make_redis_store"), reads_max_counters=False),
+    # "redis": Kind(imported("tests.redis_server", "make_redis_store"), reads_bounds=False),
 }
 
 
-def selected(choice: str | None = None, known: Sequence[str] = tuple(STORES)) -> list[str]:
-    """The kinds named in ``choice`` (``MOCKGEN_TEST_STORES`` when None: every kind if it is unset or empty)."""
+def selected(choice: str | None = None, known: Sequence[str] | None = None) -> list[str]:
+    """The kinds of ``known`` (all in STORES) named in ``choice`` (None: ``MOCKGEN_TEST_STORES``); all of
+    them if it names none."""
     if choice is None:
         choice = os.environ.get(ENV, "")
+    if known is None:
+        known = tuple(STORES)
     names = [name.strip() for name in choice.split(",") if name.strip()]
     unknown = [name for name in names if name not in known]
     if unknown:

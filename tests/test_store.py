@@ -334,10 +334,15 @@ def test_counters_count_one_to_n_each_once_per_scope_and_key(stores: Stores) -> 
     stores.run(check)
 
 
+def lower(bound: str, stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mockgen.store``'s ``bound`` set to 5 for this test (skipped for a store that reads it only once)."""
+    if not stores.kind.reads_bounds:
+        pytest.skip(f"the {stores.name} store reads {bound} once: it cannot be lowered for a test")
+    monkeypatch.setattr(mockgen.store, bound, 5)
+
+
 def test_counters_are_bounded_by_max_counters(stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not stores.kind.reads_max_counters:
-        pytest.skip(f"the {stores.name} store reads MAX_COUNTERS once: its bound cannot be lowered for a test")
-    monkeypatch.setattr(mockgen.store, "MAX_COUNTERS", 5)
+    lower("MAX_COUNTERS", stores, monkeypatch)
 
     async def check(store: Store) -> None:
         assert [await store.count("rule", f"k{i}") for i in range(20)] == [1] * 20
@@ -363,6 +368,20 @@ def test_a_bucket_gives_its_burst_then_refills_at_its_rate(stores: Stores) -> No
         assert await take("rate", KEY, 3, 2.0, 100.5) is False
         # Refilled to its burst at most, however long it rested.
         assert [await take("rate", KEY, 3, 2.0, 10_000.0) for _ in range(4)] == [True, True, True, False]
+
+    stores.run(check)
+
+
+def test_buckets_are_bounded_by_max_buckets(stores: Stores, monkeypatch: pytest.MonkeyPatch) -> None:
+    lower("MAX_BUCKETS", stores, monkeypatch)
+
+    async def check(store: Store) -> None:
+        take = store.take_token
+        assert [await take("rate", f"k{i}", 1, 0.001, 1.0) for i in range(20)] == [True] * 20  # each empty now
+        assert await take("rate", "k19", 1, 0.001, 1.0) is False  # the one used last is kept
+        again = [await take("rate", f"k{i}", 1, 0.001, 1.0) for i in range(19)]
+        # A bucket still kept is empty (False); one dropped is a full one again (True). At most 5 are kept.
+        assert again.count(False) <= 5
 
     stores.run(check)
 
