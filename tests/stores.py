@@ -3,8 +3,8 @@
 A kind of store is one line in ``STORES``: its name, and how to make an empty store of it with the
 bounds a test asks for (``max_tasks``, ``max_accounts``, ``journal_limit``, ``ledger_limit``,
 ``ledger_total``), awaited on the test's own event loop. ``MOCKGEN_TEST_STORES=memory,redis`` picks
-the kinds that run; unset, every kind does, and a kind whose factory cannot run here (no
-``redis-server``, say) skips its tests with the reason, or fails them under ``CI=true``.
+the kinds that run, and each of them must run; unset, every kind does, and one whose factory cannot
+run here (no ``redis-server``, say) skips its tests with the reason (under ``CI=true`` it fails them).
 """
 
 from __future__ import annotations
@@ -85,20 +85,38 @@ async def close(store: Store) -> None:
             return
 
 
+def chosen() -> bool:
+    """Whether ``MOCKGEN_TEST_STORES`` names the kinds to run (then none of them may be skipped)."""
+    return bool(os.environ.get(ENV, "").strip())
+
+
 class Stores:
-    """Runs a test's coroutine with fresh stores of one kind, on an event loop of its own."""
+    """Runs a test's coroutine with fresh stores of one kind, on an event loop of its own.
+
+    ``required``: the kind was asked for, so a factory that cannot run here fails the test, not skips it.
+    """
 
     TIMEOUT = 30.0  # seconds a whole check may take: a store that hangs fails the test, not the suite
 
-    def __init__(self, name: str, kind: Kind) -> None:
+    def __init__(self, name: str, kind: Kind, required: bool = False) -> None:
         self.name = name
         self.kind = kind
+        self.required = required
+
+    def refuse_skip(self, skipped: BaseException) -> None:
+        """Fail instead of skipping when this kind was asked for."""
+        if self.required:
+            pytest.fail(f"{ENV} asks for the {self.name} store, which cannot run here: {skipped}")
 
     def run(self, check: Callable[[Store], Awaitable[None]], **bounds: Any) -> None:
         """Make an empty store with ``bounds``, await ``check(store)`` on it, then close it."""
 
         async def main() -> None:
-            store = await self.kind.make(**bounds)
+            try:
+                store = await self.kind.make(**bounds)
+            except pytest.skip.Exception as skipped:
+                self.refuse_skip(skipped)
+                raise
             try:
                 await asyncio.wait_for(check(store), self.TIMEOUT)
             finally:

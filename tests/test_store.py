@@ -9,7 +9,7 @@ store's are snapshots. The suite's own last tests show it catches stores that ar
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -19,20 +19,23 @@ from mockgen.models import NEVER, Account, Ledger, LedgerEntry, NextOutcome, Pla
 from mockgen.spec import FAILED, SUCCEEDED
 from mockgen.store import NEXT_LIMIT, MemoryStore, Store, run_now
 
-from .stores import STORES, Kind, Stores, imported, selected
+from .stores import ENV, STORES, Kind, Stores, chosen, imported, selected
 
 KEY = "sk-" + "a" * 32
 OTHER = "sk-" + "b" * 32
 COST = 15
-Check = Callable[[Store], Awaitable[None]]
 
 
 @pytest.fixture(params=selected())
 def stores(request: pytest.FixtureRequest) -> Stores:
-    kind = STORES[request.param]
-    for name in kind.fixtures:
-        request.getfixturevalue(name)
-    return Stores(request.param, kind)
+    stores = Stores(request.param, STORES[request.param], required=chosen())
+    for name in stores.kind.fixtures:
+        try:
+            request.getfixturevalue(name)
+        except pytest.skip.Exception as skipped:
+            stores.refuse_skip(skipped)
+            raise
+    return stores
 
 
 def task(n: int, key: str = KEY, credits: int = COST, finish_at: float = NEVER, created_at: float = 0.0) -> Task:
@@ -808,3 +811,18 @@ def test_a_kind_whose_module_cannot_be_imported_is_skipped_outside_ci(monkeypatc
     monkeypatch.setenv("CI", "true")
     with pytest.raises(ImportError):
         asyncio.run(make())
+
+
+def test_a_kind_asked_for_that_cannot_run_fails_its_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    absent = Kind(imported("tests.no_such_store_module", "make_store"))
+
+    async def check(store: Store) -> None:
+        raise AssertionError("never run: there is no store")
+
+    with pytest.raises(pytest.skip.Exception):
+        Stores("absent", absent).run(check)
+    monkeypatch.setenv(ENV, "absent")
+    assert chosen()
+    with pytest.raises(pytest.fail.Exception, match=f"{ENV} asks for the absent store"):
+        Stores("absent", absent, required=chosen()).run(check)
