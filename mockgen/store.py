@@ -103,12 +103,13 @@ class Store(Protocol):
     async def tasks(self) -> list[Task]: ...
     async def task_count(self) -> int: ...
     async def count_poll(self, task_id: str) -> int:
-        """One more poll of the task; its poll count now."""
+        """One more poll of the task; its poll count now (0, nothing counted, for a task not kept)."""
         ...
 
     async def finish(self, task_id: str, status: int, at: float, message: str | None = None) -> bool:
         """Set an unfinished task's final status (SUCCEEDED or FAILED) and when; a failure keeps
-        ``message`` and is refunded. A compare-and-set: False, and nothing changed, if it had finished."""
+        ``message`` and is refunded. A compare-and-set: False, and nothing changed, if it had finished
+        (or is not kept)."""
         ...
 
     async def pop_due(self, now: float) -> list[tuple[float, str]]:
@@ -160,12 +161,15 @@ class Store(Protocol):
         ...
 
     async def take(self, staged: Store) -> None:
-        """Hold what ``staged`` holds instead of this world, in one step; the journal stays, cleared.
-        ``staged`` gets the old world (``release`` it)."""
+        """Hold what ``staged`` holds instead of this world, in one step: its accounts, tasks (due ones
+        queued) and next outcomes. What a state does not hold stays: the clock, the sequence, rule and
+        fault counters and rate-limit buckets; the journal stays too, cleared. ``staged`` gets the old
+        world (``release`` it)."""
         ...
 
     def release(self) -> None:
-        """Empty this store in many small steps (in a thread: the event loop stays free)."""
+        """Empty this store (accounts, tasks, due-queue, next outcomes) in many small steps (in a thread:
+        the event loop stays free)."""
         ...
 
 
@@ -422,7 +426,9 @@ class MemoryStore:
         return len(self._tasks)
 
     async def count_poll(self, task_id: str) -> int:
-        task = self._tasks[task_id]
+        task = self._tasks.get(task_id)
+        if task is None:  # evicted since it was read (by another replica, on a shared store)
+            return 0
         task.polls += 1
         return task.polls
 
@@ -512,12 +518,13 @@ class MemoryStore:
 
     async def take(self, staged: Store) -> None:
         assert isinstance(staged, MemoryStore)
-        keep = {"journal": self.journal, "clock": self.clock, "_seq": self._seq}
         mine, theirs = vars(self).copy(), vars(staged).copy()
         vars(self).update(theirs)
         vars(staged).update(mine)
-        vars(self).update(keep)
-        staged.journal = theirs["journal"]
+        # What a state does not hold stays (as it did when counters and buckets lived on the Backend).
+        for name in ("journal", "clock", "_seq", "_counters", "_buckets"):
+            setattr(self, name, mine[name])
+            setattr(staged, name, theirs[name])
         self.journal.clear()
 
     def release(self) -> None:
@@ -528,3 +535,4 @@ class MemoryStore:
         self._finished.clear()
         self._entries.clear()
         self._refunded.clear()
+        self._next = NextQueue()
