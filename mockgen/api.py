@@ -23,6 +23,10 @@ from .http import JSON_HEADER, BodyTooLarge, dumps, note_scope, parse_json, rece
 from .models import Task
 from .scenario import Fault
 from .spec import CREATE_PATH, FAILED, POLL_KEYS, QUERY_PATH, SUCCEEDED, Msg
+from .store import StoreUnavailable
+
+# A shared store that cannot be reached: the contract's envelope with a 503, never a 500 (README, Sharing one world).
+STORE_DOWN = ApiError(Msg.STORE_DOWN, code=503, status=503)
 
 
 def base_url(request: Request) -> str:
@@ -273,6 +277,8 @@ class CreateTask:
             return status, exc.head if isinstance(exc, BodyTooLarge) else raw
         except ClientDisconnect:
             return 0, raw  # the client left mid-body: there is no one to answer
+        except StoreUnavailable:
+            return await _send_error(scope, receive, send, backend, STORE_DOWN, fault), raw
         note_scope(scope, task_id=task.task_id)
         render = submitted_compat if backend.compat else submitted
         created = render(task.task_id, task.request_id, task.credits)
@@ -303,6 +309,8 @@ class GetTask:
             task = await backend.query(account, scope["path_params"]["task_id"])
         except ApiError as exc:
             return await _send_error(scope, receive, send, backend, exc, fault), b""
+        except StoreUnavailable:
+            return await _send_error(scope, receive, send, backend, STORE_DOWN, fault), b""
         note_scope(scope, task_id=task.task_id)
         data = task_data(backend, task, _base_url(scope, incoming.host))
         body = polled_compat(data, task.message or task.failure_message) if backend.compat else polled(data)

@@ -34,7 +34,7 @@ from .openapi import build_openapi
 from .scenario import Scenario, load_scenario
 from .spec import FILES_PATH, Msg
 from .state import StateAt, import_state, state_at
-from .store import MemoryStore, run_now
+from .store import Store, StoreUnavailable, open_store, run_now
 
 __all__ = ["create_app"]
 
@@ -87,6 +87,15 @@ async def stray_api_error(request: Request, exc: Exception) -> Response:
     if _is_control(request.url.path):
         return json_response({"error": exc.msg}, exc.status if exc.status != 200 else 400)
     return envelope(exc.code, exc.msg, None, exc.status)
+
+
+async def store_unavailable(request: Request, exc: Exception) -> Response:
+    """A shared store that cannot be reached now: 503, in the control API's shape or the contract's envelope."""
+    headers = {"retry-after": "1"}
+    if _is_control(request.url.path):
+        return json_response({"error": f"the shared store is unavailable: {exc}"}, 503, headers)
+    note(request, error=Msg.STORE_DOWN)
+    return json_response({"code": 503, "msg": Msg.STORE_DOWN, "data": None}, 503, headers)
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
@@ -400,6 +409,8 @@ def create_app(
     allowed_hosts: Iterable[str] = (),
     state_bytes: int = MAX_STATE_BYTES,
     fast_path: bool = True,
+    store: Store | str | None = None,
+    store_prefix: str = "mockgen",
 ) -> Starlette:
     """The ASGI app of one emulated world. ``scenario`` is a Scenario, a bundled name or a path.
 
@@ -415,6 +426,9 @@ def create_app(
     ``PUT /_mock/state`` takes a body of up to ``state_bytes`` (413 past it).
     ``fast_path=False`` sends the contract's two routes through Starlette's middleware and router
     like every other request (same answers, more work per request; mockgen.fastpath says when it is off).
+    ``store`` is where the world lives: a Store, or a URL for ``open_store`` ("memory", the default,
+    or ``redis://...`` with ``store_prefix``: README, Sharing one world). A shared store is joined
+    (or its world started) when the app starts serving, and a state file needs the memory store.
     """
     if scenario is None:
         scenario = "default"
@@ -426,6 +440,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.shutdown = control.Shutdown()  # a fresh one: an app may be served again after a stop
+        backend = app.state.backend
+        if not backend.store.immediate:
+            await backend.open()  # StoreUnavailable: the server does not start (uvicorn says why)
         watcher = asyncio.create_task(watch_scenario(app, watched, watch_interval)) if watched else None
         try:
             yield
@@ -434,9 +451,14 @@ def create_app(
             if watcher is not None:
                 await stop_watcher(watcher)
             if state_path is not None:
-                await save_at_shutdown(app.state.backend, state_path)
+                await save_at_shutdown(backend, state_path)
+            await backend.store.close()
 
-    store = MemoryStore(max_tasks, journal_limit, max_accounts=max_accounts, journal_bytes=journal_bytes)
+    if store is None or isinstance(store, str):
+        bounds = {"max_tasks": max_tasks, "journal_limit": journal_limit, "max_accounts": max_accounts}
+        store = open_store(store, store_prefix, **bounds, journal_bytes=journal_bytes)
+    if state_path is not None and not store.immediate:
+        raise ValueError("a state file needs the memory store: a shared store keeps the world itself")
     backend = Backend(scenario, clock=clock, envelope=envelope, store=store)
     routes = [
         *api.routes,
@@ -453,6 +475,7 @@ def create_app(
             HTTPException: not_found,
             ControlError: control_error,
             ApiError: stray_api_error,
+            StoreUnavailable: store_unavailable,
             Exception: server_error,
         },
     )

@@ -16,7 +16,7 @@ from .journal import Journal
 from .models import FAILED, NEVER, SUCCEEDED, Account, Ledger, NextOutcome, Plan, Task, TasksAt, newest
 from .scenario import ENVELOPES, KEY_RE, Behaviour, Fault, Match, ModelSpec, Scenario
 from .spec import DEFAULT_RATIO, FILES_PREFIX, KIND_RATIOS, REQUEST_ID_PREFIX, RESULT_EXT, Msg
-from .store import NEXT_LIMIT, MemoryStore, Store, run_now
+from .store import NEXT_LIMIT, MemoryStore, Store, StoreUnavailable, run_now
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
 # Random bytes -> id characters in one C call (rng.choices costs a Python call per character).
@@ -154,14 +154,35 @@ class Backend:
         self._faker: Any = None
         store = self.store
         await store.clear()
+        await store.set_meta({"seed": self.seed, "scenario": s.name})
         await store.set_clock(make_clock(self.clock_override, s.clock, s.start_time))
         for spec in s.accounts:
             await store.add_account(Account(spec.key, spec.credits, spec.name))
+
+    async def open(self) -> None:
+        """Join the world the store holds (a shared store that another replica started, or this one
+        before a restart), or start it on the scenario when there is none. Joining changes nothing
+        and draws nothing: only a reset or a scenario swap starts a world over."""
+        meta = await self.store.get_meta()
+        if meta is None:
+            await self.reset()
+            return
+        self.seed = int(meta["seed"])
+        self._faker = None
 
     @property
     def clock(self) -> Clock:
         """The clock the world reads its time from."""
         return self.store.clock
+
+    async def store_status(self) -> dict[str, Any]:
+        """The store's kind and whether it answers: ``{"store": kind, "up": bool}`` (and why not)."""
+        status: dict[str, Any] = {"store": self.store.kind, "up": True}
+        try:
+            await self.store.ping()
+        except StoreUnavailable as exc:
+            status.update(up=False, error=str(exc))
+        return status
 
     @property
     def scenario_name(self) -> str:
@@ -189,15 +210,17 @@ class Backend:
         """Random draws of their own for one request: from the seed and the store's next number."""
         return Draws(self.seed, await self.store.next_seq())
 
-    async def new_key(self) -> str:
-        draws = await self.draws()
-        return "sk-" + draws.bytes(32).translate(KEY_BYTES).decode("ascii")
+    async def new_key(self, fresh: bool = False) -> str:
+        """A new key from the world's draws (``fresh``: from os.urandom, so no draw is used up)."""
+        raw = os.urandom(32) if fresh else (await self.draws()).bytes(32)
+        return "sk-" + raw.translate(KEY_BYTES).decode("ascii")
 
     async def ready_key(self) -> str:
-        """A key a person can use right away: the first listed account, or a fresh open one."""
-        for account in await self.store.accounts(None):
+        """A key a person can use right away: the first listed account, or a fresh open one. On a
+        shared store the fresh key draws nothing (replicas starting must not shift the world's ids)."""
+        for account in await self.store.accounts():
             return account.key
-        key = await self.new_key()
+        key = await self.new_key(fresh=not self.store.immediate)
         await self.create_account(self.scenario.default_credits, key)
         return key
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -130,6 +132,27 @@ def option(*names: str, **kwargs: Any) -> Callable[[F], F]:
     is_flag=True,
     help="Load a --state-file saved under another scenario (refused otherwise).",
 )
+@option(
+    "--store",
+    envvar="MOCKGEN_STORE",
+    default="memory",
+    metavar="URL",
+    help="Where the world lives: memory (this process), or redis://HOST:PORT/DB, rediss://... or "
+    "unix:///PATH: one world shared by every server pointed at it.",
+)
+@option(
+    "--store-prefix",
+    envvar="MOCKGEN_STORE_PREFIX",
+    default="mockgen",
+    help="The world's name in a shared store (several worlds can share one Redis; reset clears only its own).",
+)
+@option(
+    "--workers",
+    envvar="MOCKGEN_WORKERS",
+    default=1,
+    type=click.IntRange(1, 64),
+    help="Worker processes serving the port (above 1 needs a shared --store).",
+)
 def serve(
     scenario: str,
     host: str,
@@ -148,51 +171,72 @@ def serve(
     access_log: bool,
     state_file: str | None,
     state_any_scenario: bool,
+    store: str,
+    store_prefix: str,
+    workers: int,
 ) -> None:
     """Run the emulator."""
     from .app import create_app
     from .guard import is_loopback_host
-    from .server import BindError, bind, make_server
+    from .server import BindError, bind, make_server, run_workers
+    from .store import StoreUnavailable
 
+    if workers > 1 and store == "memory":
+        raise click.UsageError(
+            f"--workers {workers} needs a shared store: with the memory store each worker would hold a world "
+            "of its own (two servers, two balances). Start Redis and add --store redis://127.0.0.1:6379/0 "
+            "(README, Sharing one world), or serve with one worker."
+        )
     hosts = [name for value in allowed_hosts for name in value.split(",") if name.strip()]
     if host not in ("0.0.0.0", "::", ""):
         hosts.append(host)  # the name it was bound to is its own
+    options: dict[str, Any] = {
+        "scenario": scenario,
+        "clock": clock,
+        "envelope": envelope,
+        "public_url": public_url,
+        "admin_token": admin_token,
+        "max_tasks": max_tasks,
+        "journal_bytes": journal_bytes,
+        "max_accounts": max_accounts,
+        "watch": watch,
+        "state_file": state_file,
+        "state_any_scenario": state_any_scenario,
+        "allowed_hosts": hosts,
+        "state_bytes": state_bytes,
+        "store": store,
+        "store_prefix": store_prefix,
+    }
     try:
-        app = create_app(
-            scenario,
-            clock=clock,
-            envelope=envelope,
-            public_url=public_url,
-            admin_token=admin_token,
-            max_tasks=max_tasks,
-            journal_bytes=journal_bytes,
-            max_accounts=max_accounts,
-            watch=watch,
-            state_file=state_file,
-            state_any_scenario=state_any_scenario,
-            allowed_hosts=hosts,
-            state_bytes=state_bytes,
-        )
+        app = create_app(**options)
     except ScenarioError as exc:
         raise click.ClickException(f"scenario refused:\n{exc}") from None
     except ControlError as exc:
         raise click.ClickException(f"state file {state_file} refused: {exc.msg}") from None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    backend = app.state.backend
+    try:
+        # A shared store: joined (or its world started) here, for the banner; each server joins it again.
+        key = run_now(backend.ready_key()) if backend.store.immediate else asyncio.run(_join(backend))
+    except StoreUnavailable as exc:
+        raise click.ClickException(f"the store at {store} does not answer: {exc}") from None
     try:
         sock = bind(host, port)  # before the banner: it names a port that is really ours
     except BindError as exc:
         raise click.ClickException(str(exc)) from None
     port = sock.getsockname()[1]
-    backend = app.state.backend
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     if ":" in shown_host:
         shown_host = f"[{shown_host}]"
     base = public_url.rstrip("/") if public_url else f"http://{shown_host}:{port}"
-    key = run_now(backend.ready_key())  # (the memory store: nothing waits)
     click.echo(f"mockgen {backend.scenario_name!r} scenario, {backend.clock.kind} clock")
     click.echo(f"  API        {base}{CREATE_PATH}")
     click.echo(f"  key        {key}")
     click.echo(f"  dashboard  {base}/")
     click.echo(f"  control    {base}/_mock/health")
+    if not backend.store.immediate:
+        click.echo(f"  store      {mask_url(store)} (world {store_prefix!r}, {workers} worker(s) here)")
     if state_file:
         loaded = "loaded" if app.state.state_loaded else "new"
         click.echo(f"  state      {state_file} ({loaded}; written at shutdown)")
@@ -210,9 +254,45 @@ def serve(
             err=True,
         )
     sys.stdout.flush()
+    if workers > 1:
+        os.environ[WORKER_OPTIONS] = json.dumps(options)
+        run_workers("mockgen.cli:worker_app", sock, workers, access_log=access_log, max_connections=max_connections)
+        return
     server = make_server(app, access_log=access_log, max_connections=max_connections)
     with tuned_gc():
         server.run(sockets=[sock])
+
+
+WORKER_OPTIONS = "MOCKGEN_WORKER_OPTIONS"  # serve's create_app options, as JSON, for each worker process
+
+
+async def _join(backend: Any) -> str:
+    """Join (or start) the shared world and name a key for the banner; the store is let go after."""
+    try:
+        await backend.open()
+        return str(await backend.ready_key())
+    finally:
+        await backend.store.close()
+
+
+def worker_app() -> Any:
+    """The app of one ``serve --workers N`` process: serve's options, from the environment."""
+    from .app import create_app
+
+    app = create_app(**json.loads(os.environ[WORKER_OPTIONS]))
+    gc.collect()
+    gc.freeze()  # as tuned_gc does (the process only serves)
+    gc.set_threshold(20_000, 20, 20)
+    return app
+
+
+def mask_url(url: str) -> str:
+    """A store URL with any password in it hidden (``redis://:pw@host`` -> ``redis://:***@host``)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 @contextlib.contextmanager

@@ -185,9 +185,11 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
 
 async def health(request: Request) -> Response:
     b = _backend(request)
-    return json_response(
-        {"status": "ok", "scenario": b.scenario_name, "clock": b.clock.kind, "envelope": b.envelope, "now": b.now()}
-    )
+    store = await b.store_status()
+    view: dict[str, Any] = {"status": "ok" if store["up"] else "store down", "scenario": b.scenario_name}
+    view["clock"] = b.clock.kind
+    view.update(envelope=b.envelope, now=b.now(), **store)
+    return json_response(view, 200 if store["up"] else 503)
 
 
 async def list_accounts(request: Request) -> Response:

@@ -163,12 +163,15 @@ def _control_schemas(models: list[str], ratios: list[str], scenarios: list[str])
         ),
         "ScenarioIssue": _obj(("file", "line", "path", "message"), file=s, line=_null(i), path=s, message=s),
         "Health": _obj(
-            ("status", "scenario", "clock", "now"),
-            status={"type": "string", "enum": ["ok"]},
+            ("status", "scenario", "clock", "now", "store", "up"),
+            status={"type": "string", "enum": ["ok", "store down"]},
             scenario=s,
             clock={"type": "string", "enum": ["real", "manual"]},
             envelope=ENVELOPE,
             now=n,
+            store={"type": "string", "enum": ["memory", "redis"]},
+            up={"type": "boolean"},
+            error=s,
         ),
         "LedgerEntry": _obj(("kind", "amount", "at"), kind=ledger_kind, amount=i, at=n, task_id=s),
         "Account": _obj(("key", "name", "credits"), key=KEY, name=_null(s), credits=count),
@@ -459,6 +462,12 @@ CONTROL_ERRORS = {
 NOT_JSON = "not a JSON content type: send 'Content-Type: application/json' (PUT /_mock/scenario: or application/yaml)"
 
 
+def _health_op() -> Schema:
+    op = _control_op("getHealth", "Status, scenario, clock kind, the time now and the store's.", _ref("Health"))
+    op["responses"]["503"] = {"description": "the shared store does not answer", **_content(_ref("Health"))}
+    return op
+
+
 def _control_op(
     op_id: str,
     summary: str,
@@ -479,6 +488,7 @@ def _control_op(
         "409": "a conflict (the message says which)",
         "413": "body over the size limit",
         "422": "the scenario was refused (each issue listed)",
+        "503": "the shared store is unavailable (README, Sharing one world)",
     }
     op: Schema = {
         "tags": ["control"],
@@ -487,7 +497,7 @@ def _control_op(
         "security": [{}, {"adminToken": []}],
         "responses": {ok: {"description": "done", **({} if answer is None else _content(answer))}},
     }
-    for status in ("400", "401", "403", *errors, *(("413",) if body is not None else ())):
+    for status in ("400", "401", "403", *errors, *(("413",) if body is not None else ()), "503"):
         op["responses"][status] = {"description": statuses[status], **refused}
     if changes or body is not None:
         # Required: the server refuses a change without a JSON content type (a bodiless one: any JSON, ignored).
@@ -545,7 +555,7 @@ def _control_paths() -> dict[str, Any]:
 
     return {
         "/_mock/health": {
-            "get": _control_op("getHealth", "Status, scenario, clock kind and the time now.", _ref("Health"))
+            "get": _health_op(),
         },
         "/_mock/accounts": {
             "get": _control_op("listAccounts", "Every account and its balance.", array("Account"), params=("?limit",)),

@@ -10,6 +10,7 @@ from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import multiprocess
 
 
 class BindError(OSError):
@@ -121,15 +122,20 @@ class BoundedHttpTools(HttpToolsProtocol):
                 self.transport.close()
 
 
-def make_server(
+def make_server(app: Any, **options: Any) -> Server:
+    """A ``Server`` for ``app`` (``server_config``)."""
+    return Server(server_config(app, **options))
+
+
+def server_config(
     app: Any,
     *,
     access_log: bool = False,
     max_connections: int = MAX_CONNECTIONS,
     head_seconds: float = HEAD_SECONDS,
     **options: Any,
-) -> Server:
-    """A ``Server`` for ``app`` that logs warnings, and uvicorn's access lines if ``access_log``,
+) -> uvicorn.Config:
+    """uvicorn's config for ``app`` that logs warnings, and uvicorn's access lines if ``access_log``,
     with the bounds above on connections and slow clients (``max_connections``: uvicorn's
     limit_concurrency)."""
     # ws="none": nothing here speaks WebSocket, and uvicorn's default imports the websockets package
@@ -152,4 +158,26 @@ def make_server(
     config = uvicorn.Config(app, log_level="warning", access_log=access_log, **options)
     if access_log:  # log_level="warning" also silences the access logger, which logs at info
         logging.getLogger("uvicorn.access").setLevel(logging.INFO)
-    return Server(config)
+    return config
+
+
+class WorkerProcess(multiprocess.Process):
+    """uvicorn's worker process, serving with our ``Server`` (prompt long-poll shutdown, head deadlines)."""
+
+    @property
+    def server(self) -> Server:
+        if self._server is None:
+            self._server = Server(config=self.config)
+        return self._server  # type: ignore[return-value]
+
+
+def run_workers(factory: str, sock: socket.socket, workers: int, **options: Any) -> None:
+    """Serve on ``sock`` from ``workers`` processes, each building its app with ``factory`` (an
+    import string "module:function"), under uvicorn's supervisor, which restarts a worker that dies."""
+    config = server_config(factory, factory=True, workers=workers, **options)
+    # uvicorn's supervisor makes its workers from the module's Process (no parameter for it).
+    default, multiprocess.Process = multiprocess.Process, WorkerProcess  # type: ignore[misc]
+    try:
+        multiprocess.Multiprocess(config, sockets=[sock]).run()
+    finally:
+        multiprocess.Process = default  # type: ignore[misc]

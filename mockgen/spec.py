@@ -127,3 +127,4 @@ class Msg:
         " may still poll it. Let some finish, resolve them, or restart with a higher --max-tasks (MOCKGEN_MAX_TASKS)."
     )
     RESET = "The mock was reset while this request was in flight; retry."
+    STORE_DOWN = "The mock's shared store is unavailable right now; retry in a moment."

@@ -26,13 +26,20 @@ from .journal import MAX_BYTES as JOURNAL_BYTES
 from .journal import Journal
 from .models import FAILED, NEVER, Account, Ledger, NextOutcome, Task, newest
 
-__all__ = ["MAX_BUCKETS", "MAX_COUNTERS", "NEXT_LIMIT", "MemoryStore", "NextQueue", "Store", "run_now"]
+__all__ = [
+    "MAX_BUCKETS", "MAX_COUNTERS", "NEXT_LIMIT", "MemoryStore", "NextQueue", "Store", "StoreUnavailable", "run_now",
+]  # fmt: skip
 
 MAX_BUCKETS = 100_000  # rate-limit buckets kept (scope, key), least recently used dropped first
 MAX_COUNTERS = 100_000  # rule and fault counters kept (scope, key), first seen dropped first
 NEXT_LIMIT = 1_000  # entries in the queue of next outcomes (README, Limits)
 
 T = TypeVar("T")
+
+
+class StoreUnavailable(Exception):
+    """A shared store cannot be reached now (down, unreachable or too slow): the step did not happen,
+    or its answer was lost. The store reconnects by itself; a server answers 503 meanwhile."""
 
 
 def run_now(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -59,9 +66,25 @@ class Store(Protocol):
     max_accounts: int
     immediate: bool
     clock: Clock
+    kind: str  # "memory", "redis": what /_mock/health reports
 
     async def clear(self) -> None:
         """An empty world: no accounts, tasks, counters, buckets or queued outcomes; the sequence at 0."""
+        ...
+
+    async def get_meta(self) -> dict[str, Any] | None:
+        """The world's own facts as ``set_meta`` left them (its seed, its scenario's name); None when
+        the store holds no world yet. A replica that starts joins a world that is there."""
+        ...
+
+    async def set_meta(self, meta: dict[str, Any]) -> None: ...
+
+    async def close(self) -> None:
+        """Let go of connections (a later step opens new ones)."""
+        ...
+
+    async def ping(self) -> bool:
+        """Whether the store answers now (StoreUnavailable when it does not)."""
         ...
 
     # accounts and credits
@@ -240,6 +263,7 @@ class MemoryStore:
     """
 
     immediate = True
+    kind = "memory"
 
     def __init__(
         self,
@@ -261,6 +285,7 @@ class MemoryStore:
         self._total_batch = max(1, self.ledger_total // 64)
         self.journal = Journal(journal_limit, journal_bytes)
         self.clock: Clock = SystemClock()
+        self._meta: dict[str, Any] | None = None
         self._new_world()
 
     def _new_world(self) -> None:
@@ -281,6 +306,18 @@ class MemoryStore:
     async def clear(self) -> None:
         self._new_world()
         self.journal.clear()
+
+    async def get_meta(self) -> dict[str, Any] | None:
+        return self._meta
+
+    async def set_meta(self, meta: dict[str, Any]) -> None:
+        self._meta = dict(meta)
+
+    async def close(self) -> None:
+        pass
+
+    async def ping(self) -> bool:
+        return True
 
     # accounts and credits
     async def get_account(self, key: str) -> Account | None:
@@ -536,3 +573,18 @@ class MemoryStore:
         self._entries.clear()
         self._refunded.clear()
         self._next = NextQueue()
+
+
+def open_store(url: str | None = None, prefix: str = "mockgen", **bounds: Any) -> Store:
+    """The store a URL names: ``memory`` (or None) for MemoryStore, ``redis://``, ``rediss://`` or
+    ``unix://`` for a RedisStore under ``prefix``; ``bounds`` as MemoryStore takes them.
+    ValueError for another URL, or when the Redis client is not installed."""
+    if url is None or url == "memory":
+        return MemoryStore(**bounds)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            from .redis_store import RedisStore
+        except ImportError:
+            raise ValueError(f"--store {url} needs the Redis client: pip install 'mockgen[redis]'") from None
+        return RedisStore(url, prefix, **bounds)
+    raise ValueError(f"a store is 'memory' or a redis://, rediss:// or unix:// URL, not {url!r}")
