@@ -26,13 +26,20 @@ from .journal import MAX_BYTES as JOURNAL_BYTES
 from .journal import Journal
 from .models import FAILED, NEVER, Account, Ledger, NextOutcome, Task, newest
 
-__all__ = ["MAX_BUCKETS", "MAX_COUNTERS", "NEXT_LIMIT", "MemoryStore", "NextQueue", "Store", "run_now"]
+__all__ = [
+    "MAX_BUCKETS", "MAX_COUNTERS", "NEXT_LIMIT", "MemoryStore", "NextQueue", "Store", "StoreUnavailable", "run_now",
+]  # fmt: skip
 
 MAX_BUCKETS = 100_000  # rate-limit buckets kept (scope, key), least recently used dropped first
 MAX_COUNTERS = 100_000  # rule and fault counters kept (scope, key), first seen dropped first
 NEXT_LIMIT = 1_000  # entries in the queue of next outcomes (README, Limits)
 
 T = TypeVar("T")
+
+
+class StoreUnavailable(Exception):
+    """A shared store cannot be reached now (down, unreachable or too slow): the step did not happen,
+    or its answer was lost. The store reconnects by itself; a server answers 503 meanwhile."""
 
 
 def run_now(coroutine: Coroutine[Any, Any, T]) -> T:
