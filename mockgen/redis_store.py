@@ -411,14 +411,16 @@ class RedisStore:
         root = f"{{{prefix}}}:"
         self._root = root
         self._base = f"{root}{_space}:"
-        self._seq_key, self._clock_key = root + "seq", root + "clock"
+        self._seq_key, self._clock_key = (root + "seq").encode(), (root + "clock").encode()
         batch = max(1, self.ledger_total // 64)
-        self._world = (self._base, self.ledger_limit, self.ledger_total, batch)
+        # Keys and the world's arguments encoded once: redis-py passes bytes through as they are.
+        self._batch = batch
+        self._world = tuple(str(v).encode() for v in (self._base, self.ledger_limit, self.ledger_total, batch))
         self._scripts: dict[str, AsyncScript] = {
             name: self._client.register_script(_PRELUDE + source) for name, source in _SCRIPTS.items()
         }
         self._scripts.update({name: self._client.register_script(s) for name, s in _OWN_ARGV.items()})
-        k = [self._base + name for name in WORLD_KEYS]
+        k = [(self._base + name).encode() for name in WORLD_KEYS]
         self._keys = {name: k[i] for name, i in _INDEX.items()}
         # Decoded plans by their JSON (most tasks share a handful), and encoded ones by the plan object.
         self._plans: dict[str, Plan] = {}
@@ -436,11 +438,11 @@ class RedisStore:
             "encoding_errors": "surrogatepass",  # keys and prompts as JSON may hold lone surrogates
         }
 
-    def _k(self, *names: str) -> list[str]:
+    def _k(self, *names: str) -> list[str | bytes]:
         keys = self._keys
         return [keys[name] for name in names]
 
-    async def _run(self, script: str, keys: Sequence[str], *args: Any) -> Any:
+    async def _run(self, script: str, keys: Sequence[str | bytes], *args: Any) -> Any:
         try:
             return await self._scripts[script](keys, (*self._world, *args))
         except _DOWN as error:
@@ -731,7 +733,7 @@ class RedisStore:
         pipe.set(keys["aseq"], len(accounts))
         if len(entries) > self.ledger_total:
             dropped: set[int] = set()
-            while len(entries) > self.ledger_total - self._world[3]:
+            while len(entries) > self.ledger_total - self._batch:
                 dropped.add(entries.popleft()[0])
             for items in ledgers.values():
                 items[:] = [item for item in items if int(item.split("|", 1)[0]) not in dropped]
