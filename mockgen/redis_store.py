@@ -91,9 +91,11 @@ local LIMIT, TOTAL, BATCH = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[
 local function log(acct, kind, amount, at, task_id)
   local seq = redis.call('INCR', B .. 'lseq')
   local ledger = B .. 'l:' .. acct
-  local n = redis.call('RPUSH', ledger, seq .. '|' .. kind .. '|' .. amount .. '|' .. at .. '|' .. task_id)
+  -- (string.format: '..' writes a number with 14 digits, and a balance may have 16)
+  local entry = string.format('%d|%s|%d|%s|%s', seq, kind, tonumber(amount), at, task_id)
+  local n = redis.call('RPUSH', ledger, entry)
   if n > LIMIT then redis.call('LTRIM', ledger, n - LIMIT, -1) end
-  local e = redis.call('RPUSH', B .. 'entries', seq .. '|' .. acct)
+  local e = redis.call('RPUSH', B .. 'entries', string.format('%d|%s', seq, acct))
   if e > TOTAL then
     -- the oldest entries of all go (a batch under the bound); an entry the per-account bound dropped
     -- already is no longer its ledger's head (the seq tells), and only its item goes
@@ -521,8 +523,8 @@ class RedisStore:
 
     # tasks
     def _encode(self, task: Task) -> str:
-        """The task's fixed fields as one string: "<credits> <len(key)> <key><plan JSON>\\n<own JSON>"
-        (the finish script reads the charge and the key off its head)."""
+        """The task's fixed fields as one string: "<credits> <key's bytes> <key><plan JSON>\\n<own JSON>"
+        (the finish script reads the charge and the key off its head; Lua counts bytes)."""
         plan = task.plan
         cached = self._plan_json.get(id(plan))
         if cached is None or cached[0] is not plan:
@@ -536,12 +538,17 @@ class RedisStore:
             separators=(",", ":"),
         )  # fmt: skip
         key = task.key
-        return f"{plan.credits} {len(key)} {key}{cached[1]}\n{own}"
+        size = len(key) if key.isascii() else len(key.encode("utf-8", "surrogatepass"))
+        return f"{plan.credits} {size} {key}{cached[1]}\n{own}"
 
     def _decode(self, task_id: str, blob: str, polls: str | None, final: str | None) -> Task:
         _, n, rest = blob.split(" ", 2)
         size = int(n)
         key = rest[:size]
+        if not key.isascii():  # the size is in bytes: cut there
+            raw = rest.encode("utf-8", "surrogatepass")
+            key, rest = raw[:size].decode("utf-8", "surrogatepass"), raw[size:].decode("utf-8", "surrogatepass")
+            size = 0
         plan_json, own = rest[size:].split("\n", 1)
         plan = self._plans.get(plan_json)
         if plan is None:

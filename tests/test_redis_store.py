@@ -121,6 +121,26 @@ def test_a_submit_refuses_a_short_balance_an_unknown_key_and_an_id_in_use() -> N
     run(scenario())
 
 
+def test_any_key_and_any_balance_within_the_bounds_come_back_exactly() -> None:
+    async def scenario() -> None:
+        async with replicas(1) as (store,):
+            key, big = "sk-ключ|🙂\ud800 x", 2**53 - 1  # (a lone surrogate: JSON can carry one)
+            await store.add_account(Account(key, 0, "名前"))
+            assert await store.credit(key, big, 1.0, "topup") == big
+            assert [e.amount for e in await store.ledger(key)] == [big]
+            failing = task("t1", key=key, plan=FAILING)
+            assert await store.submit(failing) is True
+            assert await store.finish("t1", FAILED, 2.0, "no") is True  # refunded to that key, found by bytes
+            assert await store.get_task("t1") == Task(
+                FAILING, "t1", key, "a zen garden", "1:1", ("https://x.test/a.png",), 1.0, "kie_t1", 2.0, 10.0,
+                final_status=FAILED, settled_at=2.0, message="no",
+            )  # fmt: skip
+            assert await store.get_account(key) == Account(key, big, "名前")
+            assert [e.kind for e in await store.ledger(key)] == ["topup", "charge", "refund"]
+
+    run(scenario())
+
+
 def test_make_room_evicts_the_task_that_finished_first() -> None:
     async def scenario() -> None:
         async with replicas(1, max_tasks=3) as (store,):
