@@ -49,15 +49,14 @@ import re
 import sys
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 import redis.asyncio as aredis
+from redis import exceptions as rx
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from .clock import Clock, ManualClock, SystemClock
@@ -162,7 +161,9 @@ _REFUND = "return refund(ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8])"
 _SUBMIT = """
 local tasks, credits = KEYS[1], KEYS[2]
 local id, key, cost = ARGV[5], ARGV[6], tonumber(ARGV[7])
-if redis.call('HEXISTS', tasks, id) == 1 then return -1 end
+local kept = redis.call('HGET', tasks, id)
+if kept == ARGV[8] then return 1 end  -- this very submit, retried after its answer was lost: done already
+if kept then return -1 end
 local balance = redis.call('HGET', credits, key)
 if not balance or tonumber(balance) < cost then return 0 end
 redis.call('HINCRBY', credits, key, -cost)
@@ -365,7 +366,22 @@ _SCRIPTS = {
 _OWN_ARGV = {"advance": _ADVANCE}  # scripts of their own arguments (no world, no prelude)
 
 _NO_NAME = "\0"  # a name HMGET did not find (an account without one)
-_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+_DOWN = (rx.ConnectionError, rx.TimeoutError, OSError)
+# What Redis answers while it cannot serve (out of memory, a read-only replica, a cluster in flux, busy
+# with a script, no replicas; loading is a ConnectionError already): unavailable too, not a bug of ours.
+_NOT_NOW = (rx.OutOfMemoryError, rx.ReadOnlyError, rx.MasterDownError, rx.ClusterDownError, rx.TryAgainError)
+_NOT_NOW_CODES = ("BUSY", "NOREPLICAS")
+
+
+def _reraise(url: str, error: Exception) -> NoReturn:
+    """``error`` as StoreUnavailable when it means Redis is away or cannot serve now; else as it is."""
+    if (
+        isinstance(error, _DOWN + _NOT_NOW)
+        or isinstance(error, rx.ResponseError)
+        and str(error).startswith(_NOT_NOW_CODES)
+    ):
+        raise StoreUnavailable(f"the Redis store at {url} is unavailable: {error}") from error
+    raise error
 
 
 def _glob(text: str) -> str:
@@ -409,6 +425,7 @@ class RedisStore:
         self.ledger_total = ledger_total or 2 * max_tasks
         self.journal = Journal(journal_limit, journal_bytes)
         self.clock: Clock = SystemClock()
+        self._owns_client = _client is None  # (a staged store borrows its world's)
         self._client = _client if _client is not None else aredis.Redis.from_url(url, **self._options(AsyncRetry))
         root = f"{{{prefix}}}:"
         self._root = root
@@ -435,7 +452,7 @@ class RedisStore:
             "socket_timeout": SOCKET_TIMEOUT,
             # One immediate retry, on a broken connection only (e.g. after Redis restarted): a timeout
             # is not retried, so a frozen Redis costs one SOCKET_TIMEOUT, not several.
-            "retry": retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            "retry": retry(NoBackoff(), 1, supported_errors=(rx.ConnectionError,)),
             "decode_responses": True,
             "encoding_errors": "surrogatepass",  # keys and prompts as JSON may hold lone surrogates
         }
@@ -447,22 +464,23 @@ class RedisStore:
     async def _run(self, script: str, keys: Sequence[str | bytes], *args: Any) -> Any:
         try:
             return await self._scripts[script](keys, (*self._world, *args))
-        except _DOWN as error:
-            raise StoreUnavailable(f"the Redis store at {self.url} is unavailable: {error}") from error
+        except (*_DOWN, rx.RedisError) as error:
+            _reraise(self.url, error)
 
     async def _cmd(self, *args: Any) -> Any:
         try:
             return await self._client.execute_command(*args)
-        except _DOWN as error:
-            raise StoreUnavailable(f"the Redis store at {self.url} is unavailable: {error}") from error
+        except (*_DOWN, rx.RedisError) as error:
+            _reraise(self.url, error)
 
     async def ping(self) -> bool:
         """Whether Redis answers now (StoreUnavailable when not)."""
         return bool(await self._cmd("PING"))
 
     async def close(self) -> None:
-        """Close this store's connections (a later step opens new ones)."""
-        await self._client.aclose()
+        """Close this store's connections (a later step opens new ones); a staged store's are its world's."""
+        if self._owns_client:
+            await self._client.aclose()
 
     async def clear(self) -> None:
         await self._run("clear", [self._seq_key], *WORLD_KEYS)
@@ -693,8 +711,8 @@ class RedisStore:
             after = repr((float(known) if known else clock.now()) + seconds)
             try:
                 done, now = await self._scripts["advance"]([self._clock_key], [known, after])
-            except _DOWN as error:
-                raise StoreUnavailable(f"the Redis store at {self.url} is unavailable: {error}") from error
+            except (*_DOWN, rx.RedisError) as error:
+                _reraise(self.url, error)
             self._sync_clock(now)
             if done:
                 return float(after)
@@ -714,8 +732,8 @@ class RedisStore:
         )  # fmt: skip
         try:
             await staged._write(list(accounts), list(tasks), list(next_outcomes))
-        except _DOWN as error:
-            raise StoreUnavailable(f"the Redis store at {self.url} is unavailable: {error}") from error
+        except (*_DOWN, rx.RedisError) as error:
+            _reraise(self.url, error)
         return staged
 
     async def _write(self, accounts: list[Account], tasks: list[Task], next_outcomes: list[NextOutcome]) -> None:
@@ -806,7 +824,7 @@ class RedisStore:
                     batch.clear()
             if batch:
                 client.unlink(*batch)
-        except _DOWN as error:
-            raise StoreUnavailable(f"the Redis store at {self.url} is unavailable: {error}") from error
+        except (*_DOWN, rx.RedisError) as error:
+            _reraise(self.url, error)
         finally:
             client.close()

@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
@@ -107,12 +108,13 @@ def test_accounts_and_tasks_round_trip(over: str) -> None:
     run(scenario())
 
 
-def test_a_submit_refuses_a_short_balance_an_unknown_key_and_an_id_in_use() -> None:
+def test_a_submit_refuses_a_short_balance_an_unknown_key_and_an_id_in_use_and_is_idempotent() -> None:
     async def scenario() -> None:
         async with replicas(1) as (store,):
             await store.add_account(Account("sk-a", 20))
             assert await store.submit(task("t1")) is True
-            assert await store.submit(task("t1")) is None  # the id is taken: nothing charged
+            assert await store.submit(replace(task("t1"), request_id="kie_other")) is None  # the id is taken
+            assert await store.submit(task("t1")) is True  # the same submit again (a retry): charged once
             assert await store.submit(task("t2")) is False  # 5 left, 15 asked
             assert await store.submit(task("t3", key="sk-nobody")) is False
             account = await store.get_account("sk-a")
@@ -405,3 +407,21 @@ def test_redis_stopped_or_frozen_mid_run_fails_fast_and_service_resumes() -> Non
         run(scenario())
     finally:
         server.close()
+
+
+def test_a_redis_that_cannot_serve_now_is_unavailable_too() -> None:
+    async def scenario() -> None:
+        async with replicas(1) as (store,):
+            await store.add_account(Account("sk-a", 100))
+            client = redis.Redis.from_url(session_server().url)
+            try:
+                client.config_set("maxmemory", 1)  # every write refused with OOM
+                with pytest.raises(StoreUnavailable, match="maxmemory"):
+                    await store.submit(task("t1"))
+                assert (await store.get_account("sk-a")) == Account("sk-a", 100)  # reads go on
+            finally:
+                client.config_set("maxmemory", 0)
+                client.close()
+            assert await store.submit(task("t1")) is True
+
+    run(scenario())
