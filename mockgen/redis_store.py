@@ -36,9 +36,14 @@ stays), MAX_COUNTERS counters (the first seen goes), MAX_BUCKETS buckets (least 
 NEXT_LIMIT queued outcomes; ``pop_due`` takes at most POP_LIMIT tasks a call (the rest: next call).
 The journal stays in this process for now.
 
-Failure: connect and socket timeouts of about a second and one immediate retry on a broken
-connection; anything else of the connection's raises ``StoreUnavailable`` (the step may not have
-happened), and the next step connects afresh.
+Failure: connect and socket timeouts of about a second, and one immediate retry on a broken
+connection (what a pooled connection is after Redis restarted; a timeout is not retried). Past that,
+and when Redis refuses to serve (out of memory, a read-only replica, busy, a cluster down), a step
+raises ``StoreUnavailable``: it may or may not have happened; the next one connects afresh. A retried
+step may run twice if only its answer was lost (the connection broke after Redis ran it): ``submit``
+is idempotent for that (the same task again is "done"); refund and finish are once-only anyway (the
+retry answers False); a counter, a token, a poll count or a queued outcome may move by one more, and a
+top-up (``credit``) or ``advance_clock`` may apply twice.
 """
 
 from __future__ import annotations
@@ -428,7 +433,6 @@ class RedisStore:
         self._owns_client = _client is None  # (a staged store borrows its world's)
         self._client = _client if _client is not None else aredis.Redis.from_url(url, **self._options(AsyncRetry))
         root = f"{{{prefix}}}:"
-        self._root = root
         self._base = f"{root}{_space}:"
         self._seq_key, self._clock_key = (root + "seq").encode(), (root + "clock").encode()
         batch = max(1, self.ledger_total // 64)
