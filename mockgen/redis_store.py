@@ -48,6 +48,7 @@ top-up (``credit``) or ``advance_clock`` may apply twice.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -70,10 +71,14 @@ from .journal import Journal
 from .models import FAILED, NEVER, Account, Ledger, NextOutcome, Plan, Task, newest
 from .store import MAX_BUCKETS, MAX_COUNTERS, NEXT_LIMIT, StoreUnavailable
 
-__all__ = ["CONNECT_TIMEOUT", "POP_LIMIT", "SOCKET_TIMEOUT", "WORLD_KEYS", "RedisStore"]
+__all__ = ["CONNECT_TIMEOUT", "POP_LIMIT", "STEP_TIMEOUT", "WORLD_KEYS", "RedisStore"]
 
 CONNECT_TIMEOUT = 1.0  # seconds; redis-py's 5 s default would hold a request far past a 503's use
-SOCKET_TIMEOUT = 1.0
+# A step's deadline, all of it (connecting, a retry, the reply), kept here with asyncio.timeout rather
+# than by redis-py's socket timeout, whose asyncio.wait_for makes a Task for every command sent.
+STEP_TIMEOUT = 1.5
+BATCH_TIMEOUT = 30.0  # for each batch of writes that builds a staged world, and of release's unlinks
+BATCH = 10_000  # commands sent in one batch
 POP_LIMIT = 10_000  # due tasks taken by one pop_due (one script must not hold Redis for long)
 PAGE = 1_000  # tasks read by one script when listing them all
 
@@ -453,9 +458,8 @@ class RedisStore:
     def _options(retry: Any) -> dict[str, Any]:
         return {
             "socket_connect_timeout": CONNECT_TIMEOUT,
-            "socket_timeout": SOCKET_TIMEOUT,
-            # One immediate retry, on a broken connection only (e.g. after Redis restarted): a timeout
-            # is not retried, so a frozen Redis costs one SOCKET_TIMEOUT, not several.
+            "socket_timeout": None,  # (STEP_TIMEOUT instead; a cancelled read closes its connection)
+            # One immediate retry, on a broken connection only (e.g. after Redis restarted).
             "retry": retry(NoBackoff(), 1, supported_errors=(rx.ConnectionError,)),
             "decode_responses": True,
             "encoding_errors": "surrogatepass",  # keys and prompts as JSON may hold lone surrogates
@@ -465,15 +469,17 @@ class RedisStore:
         keys = self._keys
         return [keys[name] for name in names]
 
-    async def _run(self, script: str, keys: Sequence[str | bytes], *args: Any) -> Any:
+    async def _run(self, script: str, keys: Sequence[str | bytes], *args: Any, timeout: float = STEP_TIMEOUT) -> Any:
         try:
-            return await self._scripts[script](keys, (*self._world, *args))
+            async with asyncio.timeout(timeout):
+                return await self._scripts[script](keys, (*self._world, *args))
         except (*_DOWN, rx.RedisError) as error:
             _reraise(self.url, error)
 
     async def _cmd(self, *args: Any) -> Any:
         try:
-            return await self._client.execute_command(*args)
+            async with asyncio.timeout(STEP_TIMEOUT):
+                return await self._client.execute_command(*args)
         except (*_DOWN, rx.RedisError) as error:
             _reraise(self.url, error)
 
@@ -487,7 +493,7 @@ class RedisStore:
             await self._client.aclose()
 
     async def clear(self) -> None:
-        await self._run("clear", [self._seq_key], *WORLD_KEYS)
+        await self._run("clear", [self._seq_key], *WORLD_KEYS, timeout=BATCH_TIMEOUT)  # (O(accounts))
         self.journal.clear()
 
     # accounts and credits
@@ -714,7 +720,8 @@ class RedisStore:
                 raise ValueError("the clock is real")
             after = repr((float(known) if known else clock.now()) + seconds)
             try:
-                done, now = await self._scripts["advance"]([self._clock_key], [known, after])
+                async with asyncio.timeout(STEP_TIMEOUT):
+                    done, now = await self._scripts["advance"]([self._clock_key], [known, after])
             except (*_DOWN, rx.RedisError) as error:
                 _reraise(self.url, error)
             self._sync_clock(now)
@@ -754,6 +761,7 @@ class RedisStore:
             if account.name is not None:
                 pipe.hset(keys["names"], account.key, account.name)
             pipe.zadd(keys["order"], {account.key: i})
+            await self._flush(pipe, BATCH)
             items = ledgers.setdefault(account.key, [])
             for e in account.ledger:
                 seq += 1
@@ -797,6 +805,7 @@ class RedisStore:
                     pipe.sadd(keys["refunded"], task_id)  # a failed task was refunded when it finished
             elif task.finish_at != NEVER:
                 pipe.zadd(keys["due"], {task_id: task.finish_at})
+            await self._flush(pipe, BATCH)
         pipe.set(keys["tseq"], len(kept))
         ordered = [task_id for task_id in finished if task_id in kept]
         for part in range(0, len(ordered), PAGE):
@@ -809,16 +818,24 @@ class RedisStore:
             pipe.rpush(base + "nb:" + name, i)
             pipe.sadd(keys["nbs"], name)
         pipe.set(keys["nseq"], len(next_outcomes))
-        await pipe.execute()
+        await self._flush(pipe)
+
+    @staticmethod
+    async def _flush(pipe: Any, at_least: int = 0) -> None:
+        """Send the pipeline's commands, if it holds ``at_least`` of them (in a deadline of their own)."""
+        if len(pipe) >= max(at_least, 1):
+            async with asyncio.timeout(BATCH_TIMEOUT):
+                await pipe.execute()
 
     async def take(self, staged: Any) -> None:
         assert isinstance(staged, RedisStore) and staged.prefix == self.prefix
-        await self._run("take", [self._keys["tasks"], staged._keys["tasks"]], staged._base, *WORLD_KEYS)
+        keys = [self._keys["tasks"], staged._keys["tasks"]]
+        await self._run("take", keys, staged._base, *WORLD_KEYS, timeout=BATCH_TIMEOUT)  # (O(accounts))
         self.journal.clear()
 
     def release(self) -> None:
         """Unlink this store's keys, a batch at a time (a plain client of its own: fine in a thread)."""
-        client = redis.Redis.from_url(self.url, **self._options(Retry))
+        client = redis.Redis.from_url(self.url, **{**self._options(Retry), "socket_timeout": BATCH_TIMEOUT})
         try:
             batch: list[str] = []
             for key in client.scan_iter(match=_glob(self._base) + "*", count=1000):
