@@ -34,6 +34,8 @@ Bounds as MemoryStore's: ``max_tasks`` (``make_room`` evicts the task that finis
 ``max_accounts``, ``ledger_limit`` per account and ``ledger_total`` in all (oldest first; the balance
 stays), MAX_COUNTERS counters (the first seen goes), MAX_BUCKETS buckets (least recently used goes),
 NEXT_LIMIT queued outcomes; ``pop_due`` takes at most POP_LIMIT tasks a call (the rest: next call).
+The due zset holds a task id once, at its latest time (MemoryStore's heap may also hand out an entry
+of an evicted task whose id came back: the Backend skips those, as it checks ``finish_at``).
 The journal stays in this process for now.
 
 Failure: connect and socket timeouts of about a second, and one immediate retry on a broken
@@ -96,6 +98,8 @@ _INDEX = {name: i for i, name in enumerate(WORLD_KEYS)}
 # Every script sees ARGV[1..4]: the world's key base and the ledger bounds (for ``log``), its own after.
 _PRELUDE = """
 local B = ARGV[1]
+-- An integer as Redis reads one: a Lua number is sent as '%.17g', and a negated zero ("-0") is no integer
+local function int(x) return string.format('%d', x) end
 local LIMIT, TOTAL, BATCH = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local function log(acct, kind, amount, at, task_id)
   local seq = redis.call('INCR', B .. 'lseq')
@@ -120,7 +124,7 @@ end
 local function refund(id, acct, amount, at)
   if amount == 0 or redis.call('HEXISTS', B .. 'credits', acct) == 0 then return 0 end
   if redis.call('SADD', B .. 'refunded', id) == 0 then return 0 end
-  redis.call('HINCRBY', B .. 'credits', acct, amount)
+  redis.call('HINCRBY', B .. 'credits', acct, int(amount))
   log(acct, 'refund', amount, at, id)
   return 1
 end
@@ -160,7 +164,7 @@ _CREDIT = """
 local c = redis.call('HGET', KEYS[1], ARGV[5])
 if not c then return false end
 local applied = math.max(tonumber(ARGV[6]), -tonumber(c))
-local balance = redis.call('HINCRBY', KEYS[1], ARGV[5], applied)
+local balance = redis.call('HINCRBY', KEYS[1], ARGV[5], int(applied))
 log(ARGV[5], ARGV[8], applied, ARGV[7], ARGV[9])
 return balance
 """
@@ -176,7 +180,7 @@ if kept == ARGV[8] then return 1 end  -- this very submit, retried after its ans
 if kept then return -1 end
 local balance = redis.call('HGET', credits, key)
 if not balance or tonumber(balance) < cost then return 0 end
-redis.call('HINCRBY', credits, key, -cost)
+redis.call('HINCRBY', credits, key, int(-cost))
 log(key, 'charge', cost, ARGV[9], id)
 redis.call('HSET', tasks, id, ARGV[8])
 redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), id)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ import redis
 from mockgen.clock import ManualClock, SystemClock
 from mockgen.models import FAILED, NEVER, SUCCEEDED, Account, NextOutcome, Plan, Task
 from mockgen.redis_store import RedisStore
-from mockgen.store import NEXT_LIMIT, StoreUnavailable
+from mockgen.store import NEXT_LIMIT, MemoryStore, Store, StoreUnavailable
 
 from .conftest import free_port
 from .redis_server import RedisServer, make_redis_store, redis_server, session_server
@@ -423,5 +424,99 @@ def test_a_redis_that_cannot_serve_now_is_unavailable_too() -> None:
                 client.config_set("maxmemory", 0)
                 client.close()
             assert await store.submit(task("t1")) is True
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("seed", [13, 14, 15, 16])
+def test_the_same_steps_give_the_same_answers_as_the_memory_store(seed: int) -> None:
+    """A seeded run of every kind of step on both stores: each answer, and the world after, alike."""
+    rng = random.Random(seed)
+    keys = ["sk-a", "sk-b", "sk-c"]
+    outcomes = [Plan("gpt-image-2", "image", c, o, "m") for c in (0, 5, 15) for o in ("success", "failed")]
+
+    def new_task(i: int) -> Callable[[], Task]:
+        plan, key, finish_at = rng.choice(outcomes), rng.choice(keys), rng.choice([NEVER, 5.0 + i % 40])
+        task_id = f"t{rng.randrange(60):02}"  # ids collide now and then
+        return lambda: Task(plan, task_id, key, "p", "1:1", (), 1.0, f"kie_{i}", 2.0, finish_at)
+
+    steps: list[tuple[str, Any]] = []
+    for i in range(400):
+        kind = rng.choice(
+            ["add", "credit", "submit", "submit", "submit", "room", "finish", "refund", "poll", "due", "count",
+             "token", "seq", "queue", "take_next", "queued"]
+        )  # fmt: skip
+        arg: Any = {
+            "add": (rng.choice(keys + ["sk-d"]), rng.randrange(100)),
+            "credit": (rng.choice(keys), rng.randrange(-30, 30), float(i)),
+            "submit": new_task(i),
+            "finish": (f"t{rng.randrange(60):02}", rng.choice([SUCCEEDED, FAILED]), float(i)),
+            "refund": new_task(i),
+            "poll": f"t{rng.randrange(60):02}",
+            "due": 5.0 + i / 10,
+            "count": rng.choice(["r:0", "r:1"]),
+            "token": (rng.choice(keys), float(i) / 4),
+            "queue": (rng.choice(["success", "failed"]), rng.randrange(1, 3), rng.choice([None, "gpt-image-2"])),
+            "take_next": rng.choice(keys),
+        }.get(kind)
+        steps.append((kind, arg))
+
+    async def due(store: Store, at: float, task_id: str) -> bool:
+        """What Backend.settle checks: the task is there, unfinished, and due then (not rescheduled)."""
+        task = await store.get_task(task_id)
+        return task is not None and not task.final_status and task.finish_at == at
+
+    async def play(store: Store) -> list[Any]:
+        answers: list[Any] = []
+        for key in keys:
+            await store.add_account(Account(key, 60))
+        for kind, arg in steps:
+            try:
+                if kind == "add":
+                    answer: Any = await store.add_account(Account(arg[0], arg[1]))
+                    answer = (answer.key, answer.credits) if answer else None
+                elif kind == "credit":
+                    answer = await store.credit(arg[0], arg[1], arg[2], "topup")
+                elif kind == "submit":
+                    answer = await store.submit(arg())
+                elif kind == "room":
+                    answer = await store.make_room()
+                elif kind == "finish":
+                    answer = await store.finish(*arg, message="no")
+                elif kind == "refund":
+                    answer = await store.refund(arg(), 9.0)
+                elif kind == "poll":
+                    answer = await store.count_poll(arg)
+                elif kind == "due":  # what settling would finish: a store may also give stale entries
+                    answer = [(at, t) for at, t in await store.pop_due(arg) if await due(store, at, t)]
+                elif kind == "count":
+                    answer = await store.count(arg, "")
+                elif kind == "token":
+                    answer = await store.take_token("rl", arg[0], 2, 1.0, arg[1])
+                elif kind == "seq":
+                    answer = await store.next_seq()
+                elif kind == "queue":
+                    answer = await store.queue_next(NextOutcome(arg[0], arg[1], arg[2]))
+                elif kind == "take_next":
+                    taken = await store.take_next("gpt-image-2", arg)
+                    answer = None if taken is None else replace(taken)
+                else:
+                    answer = [replace(e) for e in await store.queued()]
+            except KeyError as error:
+                answer = ("KeyError", str(error))
+            answers.append(answer)
+        answers.append([(a.key, a.credits) for a in await store.accounts()])
+        answers.append([[e.as_dict() for e in await store.ledger(key)] for key in keys])
+        answers.append([t.fields() for t in await store.tasks()])
+        return answers
+
+    async def scenario() -> None:
+        async with replicas(1, max_tasks=25) as (redis_store,):
+            expected = await play(MemoryStore(max_tasks=25))
+            got = await play(redis_store)
+            assert got[:-3] == expected[:-3]  # (compared by step first: a failure shows the first that differs)
+            assert got == expected
+            kinds = [kind for (kind, _), answer in zip(steps, got, strict=False) if answer not in (False, None)]
+            assert {"submit", "finish", "refund", "room", "due", "take_next"} <= set(kinds)  # each one did something
 
     run(scenario())
