@@ -40,7 +40,7 @@ def make_task(i: int) -> Task:
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server() -> Iterator[tuple[str, int]]:
     binary = shutil.which("redis-server")
     if binary is None:
         sys.exit("redis-server is not installed (apt-get install -y redis-server), or pass --url")
@@ -82,19 +82,30 @@ def redis_server() -> Iterator[str]:
             if time.monotonic() > deadline:
                 sys.exit("redis-server did not start")
             time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{port}/0", process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-Figures = tuple[float, float, float, float]
+Figures = tuple[float, float, float, float, float]
+TICK = os.sysconf("SC_CLK_TCK")
 
 
-async def timed(n: int, step: Callable[[int], Awaitable[Any]], concurrency: int) -> Figures:
-    """(steps per second, p50 us, p99 us, this process's CPU us a step) of ``step(0..n-1)``, ``concurrency``
-    in flight. The CPU figure is the steadier one on a busy machine: it does not count waiting."""
+def cpu_seconds(pid: int | None) -> float:
+    """The user and system CPU a process has used (/proc), 0 for none."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+async def timed(n: int, step: Callable[[int], Awaitable[Any]], concurrency: int, server: int | None) -> Figures:
+    """(steps per second, p50 us, p99 us, this process's CPU us a step, redis-server's) of ``step(0..n-1)``,
+    ``concurrency`` in flight. The CPU figures are the steadier ones on a busy machine: they do not count
+    waiting (redis-server's only when this script started it: ``server`` is its pid)."""
     latencies: list[float] = []
     clock = time.perf_counter
 
@@ -104,45 +115,45 @@ async def timed(n: int, step: Callable[[int], Awaitable[Any]], concurrency: int)
             await step(i)
             latencies.append(clock() - t0)
 
-    t0, cpu = clock(), time.process_time()
+    t0, cpu, server_cpu = clock(), time.process_time(), cpu_seconds(server)
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    elapsed, cpu = clock() - t0, time.process_time() - cpu
+    elapsed, cpu, server_cpu = clock() - t0, time.process_time() - cpu, cpu_seconds(server) - server_cpu
     q = statistics.quantiles(latencies, n=100)
-    return n / elapsed, q[49] * 1e6, q[98] * 1e6, cpu / n * 1e6
+    return n / elapsed, q[49] * 1e6, q[98] * 1e6, cpu / n * 1e6, server_cpu / n * 1e6
 
 
-async def measure(store: Store, n: int, concurrency: int) -> dict[str, Figures]:
+async def measure(store: Store, n: int, concurrency: int, server: int | None = None) -> dict[str, Figures]:
     await store.clear()
     await store.add_account(Account(KEY, 15 * 4 * n))
     tasks = [make_task(i) for i in range(2 * n)]
     ids = [t.task_id for t in tasks]
     figures = {}
     for label, c, offset in (("1 in flight", 1, 0), (f"{concurrency} in flight", concurrency, n)):
-        figures[f"submit, {label}"] = await timed(n, lambda i, o=offset: store.submit(tasks[o + i]), c)
-        figures[f"get_task, {label}"] = await timed(n, lambda i: store.get_task(ids[i]), c)
-        figures[f"count_poll, {label}"] = await timed(n, lambda i: store.count_poll(ids[i]), c)
+        figures[f"submit, {label}"] = await timed(n, lambda i, o=offset: store.submit(tasks[o + i]), c, server)
+        figures[f"get_task, {label}"] = await timed(n, lambda i: store.get_task(ids[i]), c, server)
+        figures[f"count_poll, {label}"] = await timed(n, lambda i: store.count_poll(ids[i]), c, server)
     await store.clear()
     return figures
 
 
-async def main(n: int, concurrency: int, url: str) -> None:
+async def main(n: int, concurrency: int, url: str, server: int | None = None) -> None:
     memory = await measure(MemoryStore(), n, concurrency)
     store = RedisStore(url, "mockgen-bench")
     try:
-        shared = await measure(store, n, concurrency)
+        shared = await measure(store, n, concurrency, server)
     finally:
         await store.close()
     load = os.getloadavg()[0]
     print(f"{n:,} steps each; Python {sys.version.split()[0]}, {os.cpu_count()} cores, load {load:.1f}; Redis at {url}")
     print(
         f"{'step':<22} {'memory ops/s':>12} {'redis ops/s':>11} {'ratio':>6} {'redis p50':>9} {'redis p99':>9}"
-        f" {'CPU/step memory':>15} {'redis':>7}"
+        f" {'CPU/step: memory':>16} {'client':>7} {'redis-server':>12}"
     )
-    for name, (ops, _, _, cpu) in memory.items():
-        rops, p50, p99, rcpu = shared[name]
+    for name, (ops, _, _, cpu, _) in memory.items():
+        rops, p50, p99, rcpu, scpu = shared[name]
         print(
             f"{name:<22} {ops:>12,.0f} {rops:>11,.0f} {rops / ops:>6.3f} {p50:>7.0f}us {p99:>7.0f}us"
-            f" {cpu:>13.1f}us {rcpu:>5.0f}us"
+            f" {cpu:>14.1f}us {rcpu:>5.0f}us {scpu if server else float('nan'):>10.0f}us"
         )
 
 
@@ -155,5 +166,5 @@ if __name__ == "__main__":
     if args.url:
         asyncio.run(main(args.n, args.concurrency, args.url))
     else:
-        with redis_server() as url:
-            asyncio.run(main(args.n, args.concurrency, url))
+        with redis_server() as (url, pid):
+            asyncio.run(main(args.n, args.concurrency, url, pid))
