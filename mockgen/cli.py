@@ -216,11 +216,17 @@ def serve(
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     backend = app.state.backend
-    try:
-        # A shared store: joined (or its world started) here, for the banner; each server joins it again.
-        key = run_now(backend.ready_key()) if backend.store.immediate else asyncio.run(_join(backend))
-    except StoreUnavailable as exc:
-        raise click.ClickException(f"the store at {store} does not answer: {exc}") from None
+    if backend.store.immediate:
+        key = run_now(backend.ready_key())
+    else:
+        # A shared store: joined (or its world started) here, for the banner, by an app of its own (a
+        # client's connections belong to one event loop); each server then joins the world again.
+        try:
+            key = asyncio.run(_join(backend))
+        except StoreUnavailable as exc:
+            raise click.ClickException(f"the store at {mask_url(store)} does not answer: {exc}") from None
+        app = create_app(**options)
+        backend = app.state.backend
     try:
         sock = bind(host, port)  # before the banner: it names a port that is really ours
     except BindError as exc:

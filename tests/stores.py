@@ -55,7 +55,7 @@ def imported(module: str, name: str) -> Factory:
 
 STORES: dict[str, Kind] = {
     "memory": Kind(make_memory_store),
-    # "redis": Kind(imported("tests.redis_server", "make_redis_store"), reads_bounds=False),
+    "redis": Kind(imported("tests.redis_server", "make_redis_store"), reads_bounds=False),
 }
 
 
