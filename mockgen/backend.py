@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import string
@@ -14,10 +15,11 @@ from .draws import Draws
 from .errors import ApiError, ControlError, show
 from .journal import Journal
 from .models import FAILED, NEVER, SUCCEEDED, Account, Ledger, NextOutcome, Plan, Task, TasksAt, newest
-from .scenario import ENVELOPES, KEY_RE, Behaviour, Fault, Match, ModelSpec, Scenario
+from .scenario import ENVELOPES, KEY_RE, Behaviour, Fault, Match, ModelSpec, Scenario, parse_scenario
 from .spec import DEFAULT_RATIO, FILES_PREFIX, KIND_RATIOS, REQUEST_ID_PREFIX, RESULT_EXT, Msg
 from .store import NEXT_LIMIT, MemoryStore, Store, StoreUnavailable, run_now
 
+log = logging.getLogger("mockgen")
 ID_ALPHABET = string.ascii_lowercase + string.digits
 # Random bytes -> id characters in one C call (rng.choices costs a Python call per character).
 ID_BYTES = bytes(ord(ID_ALPHABET[b % len(ID_ALPHABET)]) for b in range(256))
@@ -126,6 +128,7 @@ class Backend:
         # the world. A request notes it when it authenticates, and a submit that finds another one
         # (it awaited its body or a fault's delay meanwhile) is told to retry: see ``submit``.
         self.world = 0
+        self.generation = ""  # the world's generation this replica serves (see follow)
         self._use(scenario)
         if self.store.immediate:  # a store that never waits: the world is ready now
             run_now(self.reset())
@@ -154,7 +157,10 @@ class Backend:
         self._faker: Any = None
         store = self.store
         await store.clear()
-        await store.set_meta({"seed": self.seed, "scenario": s.name})
+        self.generation = os.urandom(8).hex()
+        # What another replica needs to serve this world as this one does (``follow``).
+        meta = {"generation": self.generation, "seed": self.seed, "scenario": s.name, "source": s.source}
+        await store.set_meta({**meta, "path": s.path, "envelope": self.envelope_override})
         await store.set_clock(make_clock(self.clock_override, s.clock, s.start_time))
         for spec in s.accounts:
             await store.add_account(Account(spec.key, spec.credits, spec.name))
@@ -167,8 +173,30 @@ class Backend:
         if meta is None:
             await self.reset()
             return
+        if meta.get("scenario") != self.scenario.name:
+            log.warning(
+                "joined the world in the store, which runs the scenario %r (not %r): "
+                "PUT /_mock/scenario on any replica changes it for all",
+                meta.get("scenario"),
+                self.scenario.name,
+            )
+        self._adopt(meta)
+
+    async def follow(self) -> None:
+        """Serve the world's current generation: after a reset or a scenario swap through another
+        replica of a shared store (the scenario in force comes from the store)."""
+        meta = await self.store.get_meta()
+        if meta is not None and meta.get("generation") != self.generation:
+            self._adopt(meta)
+
+    def _adopt(self, meta: dict[str, Any]) -> None:
+        self.world += 1  # (submits authenticated in the old generation are told to retry)
+        source = meta.get("source")
+        if isinstance(source, str) and source != self.scenario.source:
+            self._use(parse_scenario(source, meta.get("path") or "<the shared store's scenario>"))
         self.seed = int(meta["seed"])
         self._faker = None
+        self.generation = str(meta.get("generation", ""))
 
     @property
     def clock(self) -> Clock:
@@ -238,7 +266,11 @@ class Backend:
             raise ApiError(Msg.BAD_KEY, code=401, status=401)
         # Found by the key's hash (SipHash, keyed per process), so a wrong key is never compared
         # character by character with a stored one: refusing it takes the same time whatever it shares.
-        account = await self.store.get_account(key) or self._open_account(key)  # (not stored: see _keep)
+        store = self.store
+        account = await store.get_account(key)
+        if store.generation != self.generation:  # a shared store's world was reset or swapped elsewhere
+            await self.follow()
+        account = account or self._open_account(key)  # (not stored: see _keep)
         if account is None:
             raise ApiError(Msg.UNKNOWN_KEY, code=401, status=401)
         return account

@@ -40,8 +40,12 @@ T = TypeVar("T")
 WAITERS_RETRY_AFTER = 1  # seconds: a long-poll's slot frees as soon as its requests arrive or it times out
 
 
-def _backend(request: Request) -> Backend:
-    return request.app.state.backend
+async def _backend(request: Request) -> Backend:
+    """The Backend, serving the world's current generation (a shared store's may have moved elsewhere)."""
+    backend: Backend = request.app.state.backend
+    if not backend.store.immediate:
+        await backend.follow()
+    return backend
 
 
 # --- views -----------------------------------------------------------------------------------------
@@ -184,7 +188,7 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
 
 
 async def health(request: Request) -> Response:
-    b = _backend(request)
+    b = await _backend(request)
     store = await b.store_status()
     view: dict[str, Any] = {"status": "ok" if store["up"] else "store down", "scenario": b.scenario_name}
     view["clock"] = b.clock.kind
@@ -193,7 +197,7 @@ async def health(request: Request) -> Response:
 
 
 async def list_accounts(request: Request) -> Response:
-    b = _backend(request)
+    b = await _backend(request)
     # Balances as they are now, the list rendered in chunks (there may be 100,000 accounts).
     accounts, total = await b.accounts_page(_limit(request))
     credits = [a.credits for a in accounts]
@@ -207,7 +211,7 @@ async def list_accounts(request: Request) -> Response:
 
 
 async def create_account(request: Request) -> Response:
-    b = _backend(request)
+    b = await _backend(request)
     body = await read_control_json(request)
     credits = _number(body, "credits", integer=True, required=False, low=0)
     account = await b.create_account(credits or 0, _optional_str(body, "key"), _optional_str(body, "name"))
@@ -230,7 +234,7 @@ def _limit(request: Request) -> int | None:
 
 
 async def get_account(request: Request) -> Response:
-    b = _backend(request)
+    b = await _backend(request)
     account = await b.account(request.path_params["key"])
     ledger = await b.ledger(account.key)  # as it is now
     limit = _limit(request)
@@ -244,7 +248,7 @@ async def get_account(request: Request) -> Response:
 
 
 async def change_credits(request: Request) -> Response:
-    b = _backend(request)
+    b = await _backend(request)
     body = await read_control_json(request)
     delta = _number(body, "delta", integer=True)
     balance = (await b.account(request.path_params["key"])).credits + delta  # (the same 404 as topup's for no account)
@@ -256,7 +260,7 @@ async def change_credits(request: Request) -> Response:
 
 
 async def list_tasks(request: Request) -> Response:
-    b = _backend(request)
+    b = await _backend(request)
     # One moment, rendered in chunks, so other clients go on meanwhile.
     moment, total = await b.tasks_page(request.query_params.get("key"), _limit(request))
     base, now = _base(request), b.now()
@@ -265,20 +269,20 @@ async def list_tasks(request: Request) -> Response:
 
 
 async def get_task(request: Request) -> Response:
-    b = _backend(request)
+    b = await _backend(request)
     task = await b.task_for_control(request.path_params["task_id"])
     return json_response(await task_view(b, task, _base(request)))
 
 
 async def resolve_task(request: Request) -> Response:
-    b = _backend(request)
+    b = await _backend(request)
     body = await read_control_json(request)
     task = await b.resolve(request.path_params["task_id"], _outcome(body), _optional_str(body, "msg"))
     return json_response(await task_view(b, task, _base(request)))
 
 
 async def advance_clock(request: Request) -> Response:
-    b = _backend(request)
+    b = await _backend(request)
     body = await read_control_json(request)
     seconds = _number(body, "seconds")
     if not 0 <= seconds <= MAX_SECONDS:
@@ -302,12 +306,12 @@ def _journal_filter(request: Request) -> Filter:
 
 
 async def list_requests(request: Request) -> Response:
-    journal = _backend(request).journal
+    journal = (await _backend(request)).journal
     return json_response(journal.select(_journal_filter(request)))
 
 
 async def clear_requests(request: Request) -> Response:
-    _backend(request).journal.clear()
+    (await _backend(request)).journal.clear()
     return Response(status_code=204)
 
 
@@ -320,7 +324,7 @@ async def wait_requests(request: Request) -> Response:
     count, timeout = int(count_text), float(timeout_text)
     if count < 1 or not 0 <= timeout <= 300:
         raise ControlError("count must be >= 1 and timeout from 0 to 300 seconds")
-    journal = _backend(request).journal
+    journal = (await _backend(request)).journal
     try:
         waiter = journal.watch(_journal_filter(request), count)
     except WaitersFull:
@@ -339,7 +343,7 @@ async def wait_requests(request: Request) -> Response:
 
 
 async def get_scenario(request: Request) -> Response:
-    b = _backend(request)
+    b = await _backend(request)
     s = b.scenario
     return json_response(
         {
@@ -359,7 +363,7 @@ async def get_scenario(request: Request) -> Response:
 
 
 async def put_scenario(request: Request) -> Response:
-    b = _backend(request)
+    b = await _backend(request)
     content_type = request.headers.get("content-type", "")
     try:
         if "json" in content_type:
@@ -386,13 +390,13 @@ async def list_scenarios(request: Request) -> Response:
 
 
 async def reset(request: Request) -> Response:
-    b = _backend(request)
+    b = await _backend(request)
     await b.reset()
     return json_response({"reset": True, "scenario": b.scenario_name, "now": b.now()})
 
 
 async def queue_next(request: Request) -> Response:
-    b = _backend(request)
+    b = await _backend(request)
     body = await read_control_json(request)
     count = _number(body, "count", integer=True, required=False, low=1)
     if count is None:
@@ -406,14 +410,14 @@ async def queue_next(request: Request) -> Response:
 
 
 async def list_next(request: Request) -> Response:
-    b = _backend(request)
+    b = await _backend(request)
     shown = await b.queued_next(_limit(request))
     total = len(shown) if _limit(request) is None else len(await b.queued_next())
     return json_response({"queued": [vars_(e) for e in shown]}, headers={"x-total-count": str(total)})
 
 
 async def clear_next(request: Request) -> Response:
-    await _backend(request).clear_next()
+    await (await _backend(request)).clear_next()
     return Response(status_code=204)
 
 
@@ -428,7 +432,7 @@ def vars_(entry: NextOutcome) -> dict[str, Any]:
 
 
 async def get_state(request: Request) -> Response:
-    return streamed_json(state_parts(await state_at(_backend(request))))
+    return streamed_json(state_parts(await state_at(await _backend(request))))
 
 
 def state_parts(state: StateAt) -> Iterator[Part]:
@@ -447,7 +451,7 @@ def state_parts(state: StateAt) -> Iterator[Part]:
 
 
 async def put_state(request: Request) -> Response:
-    b = _backend(request)
+    b = await _backend(request)
     raw = await read_control_body(request, request.app.state.state_bytes)
     # Parsed, checked and built aside in a thread, so other clients are served meanwhile; only the
     # swap runs here, in one step: no request sees half a world, and a refused state changes nothing.

@@ -134,7 +134,10 @@ end
 """
 
 _GET_ACCOUNT = """
-return {redis.call('HGET', KEYS[1], ARGV[5]), redis.call('HGET', KEYS[2], ARGV[5]), redis.call('GET', KEYS[3])}
+return {
+  redis.call('HGET', KEYS[1], ARGV[5]), redis.call('HGET', KEYS[2], ARGV[5]), redis.call('GET', KEYS[3]),
+  redis.call('GET', KEYS[4])
+}
 """
 
 # ARGV: key, credits, has a name ("1"/"0"), name, max accounts, then (kind, amount, at, task id) each entry
@@ -455,7 +458,8 @@ class RedisStore:
         root = f"{{{prefix}}}:"
         self._base = f"{root}{_space}:"
         self._seq_key, self._clock_key = (root + "seq").encode(), (root + "clock").encode()
-        self._meta_key = (root + "meta").encode()
+        self._meta_key, self._gen_key = (root + "meta").encode(), (root + "gen").encode()
+        self.generation = ""  # the world's generation as last seen (every get_account brings it up to date)
         batch = max(1, self.ledger_total // 64)
         # Keys and the world's arguments encoded once: redis-py passes bytes through as they are.
         self._batch = batch
@@ -515,8 +519,11 @@ class RedisStore:
 
     # accounts and credits
     async def get_account(self, key: str) -> Account | None:
-        credits, name, now = await self._run("get_account", self._k("credits", "names") + [self._clock_key], key)
+        keys = [*self._k("credits", "names"), self._clock_key, self._gen_key]
+        credits, name, now, generation = await self._run("get_account", keys, key)
         self._sync_clock(now)
+        if generation is not None:
+            self.generation = generation
         return None if credits is None else Account(key, int(credits), name)
 
     async def add_account(self, account: Account) -> Account | None:
@@ -700,7 +707,9 @@ class RedisStore:
         return None if meta is None else json.loads(meta)  # type: ignore[no-any-return]
 
     async def set_meta(self, meta: dict[str, Any]) -> None:
-        await self._cmd("SET", self._meta_key, json.dumps(meta))
+        generation = str(meta.get("generation", ""))
+        await self._cmd("MSET", self._meta_key, json.dumps(meta), self._gen_key, generation)
+        self.generation = generation
 
     async def clear_next(self) -> None:
         await self._run("clear_next", self._k("next", "nextn", "nbs", "nseq"))

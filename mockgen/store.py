@@ -67,6 +67,9 @@ class Store(Protocol):
     immediate: bool
     clock: Clock
     kind: str  # "memory", "redis": what /_mock/health reports
+    # The world's generation (``set_meta``'s "generation") as last seen: a shared store brings it up to
+    # date with every ``get_account``, so a replica sees a reset or a scenario swap elsewhere at once.
+    generation: str
 
     async def clear(self) -> None:
         """An empty world: no accounts, tasks, counters, buckets or queued outcomes; the sequence at 0."""
@@ -286,6 +289,7 @@ class MemoryStore:
         self.journal = Journal(journal_limit, journal_bytes)
         self.clock: Clock = SystemClock()
         self._meta: dict[str, Any] | None = None
+        self.generation = ""
         self._new_world()
 
     def _new_world(self) -> None:
@@ -312,6 +316,7 @@ class MemoryStore:
 
     async def set_meta(self, meta: dict[str, Any]) -> None:
         self._meta = dict(meta)
+        self.generation = str(meta.get("generation", ""))
 
     async def close(self) -> None:
         pass

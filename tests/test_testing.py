@@ -91,6 +91,7 @@ def test_use_scenario_by_name_yaml_text_and_file(mock: MockServer, tmp_path) -> 
     mock.use_scenario("default", clock="manual")
     assert httpx.get(mock.url("/_mock/health")).json() | {"now": 0} == {
         "status": "ok", "scenario": "default", "clock": "manual", "envelope": "documented", "now": 0,
+        "store": "memory", "up": True,
     }  # fmt: skip
     mock.use_scenario("name: tiny\nclock: manual\nmodels:\n  gpt-image-2: {cost: 3}\n")
     assert submit(mock)["data"]["credits"] == 3
