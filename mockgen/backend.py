@@ -590,6 +590,7 @@ class Backend:
         clock = self.clock
         if isinstance(clock, ManualClock):
             clock.set(now)
+            await self.store.set_clock(clock)  # (the same clock: a shared store shares its time)
         await self.settle()
 
     # --- reading the world (control, result files) -----------------------------------------------

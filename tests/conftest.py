@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -55,18 +57,40 @@ class Client(TestClient):
         return self.get(f"/_mock/accounts/{key}").json()["ledger"]
 
 
+# The store the apps of ``make_client`` keep their world in: "memory" (the default) or "redis" (a fresh
+# world on the session's redis-server for each app): MOCKGEN_TEST_STORE=redis pytest tests/test_contract.py
+# runs the public contract's suite on the Redis store (README, Sharing one world on Redis).
+APP_STORE = os.environ.get("MOCKGEN_TEST_STORE", "memory")
+_worlds = itertools.count(1)
+
+
+def store_options() -> dict[str, Any]:
+    """create_app's store options for APP_STORE (none for the memory store)."""
+    if APP_STORE == "memory":
+        return {}
+    if APP_STORE != "redis":
+        raise pytest.UsageError(f"MOCKGEN_TEST_STORE is memory or redis, not {APP_STORE!r}")
+    from .redis_server import session_server
+
+    return {"store": session_server().url, "store_prefix": f"app-{os.getpid()}-{next(_worlds)}"}
+
+
 @pytest.fixture
 def make_client() -> Iterator[Callable[..., Client]]:
     clients: list[Client] = []
+    entered: list[Client] = []
 
     def make(scenario: Any = "default", clock: str | None = "manual", **options: Any) -> Client:
-        client = Client(create_app(scenario, clock=clock, **options), base_url="http://mock.test")
+        shared = store_options() if "store" not in options else {}
+        client = Client(create_app(scenario, clock=clock, **shared, **options), base_url="http://mock.test")
+        if shared:
+            entered.append(client.__enter__())  # the lifespan joins the shared store (a fresh world: starts it)
         clients.append(client)
         return client
 
     yield make
     for client in clients:
-        client.close()
+        client.__exit__(None, None, None) if client in entered else client.close()
 
 
 @pytest.fixture
