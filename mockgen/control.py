@@ -35,6 +35,7 @@ from .models import NEVER, Account, Ledger, LedgerEntry, Task, TasksAt
 from .scenario import MAX_INT, MAX_SECONDS, MAX_TIME, bundled_names, load_bundled, parse_scenario
 from .spec import SUCCEEDED, Msg
 from .state import STATE_VERSION, LoadedState, StateAt, install_state, prepare_state, state_at, state_task
+from .store import StoreUnavailable
 
 T = TypeVar("T")
 WAITERS_RETRY_AFTER = 1  # seconds: a long-poll's slot frees as soon as its requests arrive or it times out
@@ -188,7 +189,10 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
 
 
 async def health(request: Request) -> Response:
-    b = await _backend(request)
+    b: Backend = request.app.state.backend
+    if not b.store.immediate:
+        with contextlib.suppress(StoreUnavailable):  # (then it says so below)
+            await b.follow()
     store = await b.store_status()
     view: dict[str, Any] = {"status": "ok" if store["up"] else "store down", "scenario": b.scenario_name}
     view["clock"] = b.clock.kind

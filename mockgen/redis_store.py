@@ -56,6 +56,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
@@ -134,9 +135,10 @@ end
 """
 
 _GET_ACCOUNT = """
+local t = redis.call('TIME')
 return {
   redis.call('HGET', KEYS[1], ARGV[5]), redis.call('HGET', KEYS[2], ARGV[5]), redis.call('GET', KEYS[3]),
-  redis.call('GET', KEYS[4])
+  redis.call('GET', KEYS[4]), t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
 }
 """
 
@@ -413,6 +415,17 @@ def _bucket(model_id: str | None, key: str | None) -> str:
     return json.dumps([model_id, key], ensure_ascii=False)
 
 
+class RedisTime(SystemClock):
+    """The real clock as Redis tells it: this host's time plus the offset to Redis's TIME measured at
+    each request's first step, so that every host settles tasks by one time source."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+
 class RedisStore:
     """One world in Redis, shared by every RedisStore of the same URL and prefix (module docstring).
 
@@ -445,7 +458,8 @@ class RedisStore:
         self.ledger_limit = ledger_limit or max_tasks
         self.ledger_total = ledger_total or 2 * max_tasks
         self.journal = Journal(journal_limit, journal_bytes)
-        self.clock: Clock = SystemClock()
+        self._time = RedisTime()  # the real clock: Redis's, read with every get_account
+        self.clock: Clock = self._time
         self._owns_client = _client is None  # (a staged store borrows its world's)
         if _client is None:
             # A blocking pool: past POOL_SIZE connections a step waits for one (within its deadline),
@@ -520,8 +534,9 @@ class RedisStore:
     # accounts and credits
     async def get_account(self, key: str) -> Account | None:
         keys = [*self._k("credits", "names"), self._clock_key, self._gen_key]
-        credits, name, now, generation = await self._run("get_account", keys, key)
+        credits, name, now, generation, redis_time = await self._run("get_account", keys, key)
         self._sync_clock(now)
+        self._time.offset = float(redis_time) - time.time()
         if generation is not None:
             self.generation = generation
         return None if credits is None else Account(key, int(credits), name)
@@ -722,7 +737,7 @@ class RedisStore:
         clock = self.clock
         if shared == "real":
             if isinstance(clock, ManualClock):
-                self.clock = SystemClock()
+                self.clock = self._time
         elif isinstance(clock, ManualClock):
             now = float(shared)
             if clock.now() != now:
@@ -736,8 +751,9 @@ class RedisStore:
         return self.clock
 
     async def set_clock(self, clock: Clock) -> None:
-        await self._cmd("SET", self._clock_key, repr(clock.now()) if isinstance(clock, ManualClock) else "real")
-        self.clock = clock
+        manual = isinstance(clock, ManualClock)
+        await self._cmd("SET", self._clock_key, repr(clock.now()) if manual else "real")
+        self.clock = clock if manual else self._time
 
     async def advance_clock(self, seconds: float) -> float:
         if seconds < 0:

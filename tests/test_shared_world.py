@@ -1,0 +1,121 @@
+"""Two apps on one Redis world, in this process: what a replica learns from the store before it answers.
+
+A reset or a scenario swap through one replica reaches the other by its next answer; a replica that
+starts against a world joins it; the real clock is Redis's; a store that stops answering gets the
+contract's 503 and health says so. (tests/test_replicas.py runs real `mockgen serve` processes.)
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from mockgen import create_app
+from mockgen.scenario import parse_scenario
+
+from .conftest import AUTH, JSON, KEY, Client
+from .redis_server import RedisServer, session_server
+
+_worlds = itertools.count(1)
+CHEAP_YAML = "name: cheap\nclock: manual\nmodels:\n  gpt-image-2: {cost: 3}\n"
+SEEDED = parse_scenario("name: seeded-shared\nseed: 42\nclock: manual\n", "seeded.yaml")
+CHEAP = parse_scenario(CHEAP_YAML, "cheap.yaml")
+
+Replicas = Callable[..., list[Client]]
+
+
+@pytest.fixture
+def replicas() -> Iterator[Replicas]:
+    """``replicas(n, scenario, url=...)``: n apps on one fresh world of a redis-server, each serving."""
+    started: list[Client] = []
+
+    def make(n: int = 2, scenario: Any = "default", url: str | None = None, prefix: str | None = None) -> list[Client]:
+        prefix = prefix or f"shared-{os.getpid()}-{next(_worlds)}"
+        clients = []
+        for _ in range(n):
+            app = create_app(scenario, store=url or session_server().url, store_prefix=prefix)
+            client = Client(app, base_url="http://mock.test").__enter__()  # the lifespan joins the world
+            started.append(client)
+            clients.append(client)
+        return clients
+
+    yield make
+    for client in started:
+        client.__exit__(None, None, None)
+
+
+def test_a_scenario_swap_through_one_replica_reaches_the_other_before_its_next_answer(replicas: Replicas) -> None:
+    a, b = replicas()
+    assert b.get("/_mock/health").json()["scenario"] == "default"
+    r = a.put("/_mock/scenario", content=CHEAP_YAML, headers={"content-type": "application/yaml"})
+    assert r.status_code == 200, r.text
+    assert b.get("/_mock/health").json()["scenario"] == "cheap"  # the control API follows
+    assert b.get("/_mock/scenario").json()["name"] == "cheap"
+    created = b.submit()  # so does the public API: the new scenario's price
+    assert created["code"] == 200 and created["data"]["credits"] == 3
+    assert a.balance() == b.balance() == 1000 - 3
+
+
+def test_a_reset_through_one_replica_is_the_others_world_and_ids_come_from_one_sequence(
+    replicas: Replicas, make_client: Callable[..., Client]
+) -> None:
+    a, b = replicas(scenario=SEEDED)
+    b.submit(prompt="before")
+    assert a.post("/_mock/reset", headers=JSON).status_code == 200
+    assert b.get("/_mock/tasks").json() == [] and b.balance() == 1000
+    # After the reset, the submits through both replicas draw one seeded sequence: the ids a single
+    # memory-store server gives for the same submits after its reset.
+    shared = [b.submit(prompt="one")["data"]["task_id"], a.submit(prompt="two")["data"]["task_id"]]
+    alone = make_client(SEEDED, store="memory")
+    alone.submit(prompt="before")
+    assert alone.post("/_mock/reset", headers=JSON).status_code == 200
+    assert [alone.submit(prompt=p)["data"]["task_id"] for p in ("one", "two")] == shared
+
+
+def test_a_replica_that_starts_joins_the_world_and_serves_its_scenario(
+    replicas: Replicas, caplog: pytest.LogCaptureFixture
+) -> None:
+    prefix = f"join-{os.getpid()}-{next(_worlds)}"
+    [a] = replicas(1, CHEAP, prefix=prefix)
+    task_id = a.submit()["data"]["task_id"]
+    with caplog.at_level("WARNING", logger="mockgen"):
+        [late] = replicas(1, "default", prefix=prefix)  # started on another scenario
+    assert "runs the scenario 'cheap' (not 'default')" in caplog.text
+    assert late.get("/_mock/health").json()["scenario"] == "cheap"
+    assert late.balance() == 1000 - 3 and late.poll(task_id)["data"]["task_id"] == task_id  # nothing reset
+
+
+def test_the_real_clock_is_redis_time_for_every_replica(replicas: Replicas) -> None:
+    a, b = replicas(scenario=parse_scenario("name: real-shared\nclock: real\n", "real.yaml"))
+    a.submit()  # each request's first store step reads Redis's time
+    backend = a.app.state.backend  # type: ignore[attr-defined]
+    assert backend.clock.kind == "real" and abs(backend.now() - time.time()) < 1.0
+    nows = [c.get("/_mock/health").json()["now"] for c in (a, b)]
+    assert abs(nows[0] - nows[1]) < 1.0
+
+
+def test_a_store_that_stops_answering_gets_503s_in_the_envelope_then_service_resumes(replicas: Replicas) -> None:
+    server = RedisServer()
+    try:
+        [a] = replicas(1, url=server.url)
+        assert a.submit()["code"] == 200
+        server.stop()
+        started = time.monotonic()
+        r = a.post("/api/v1/tasks/create", json={"model_id": "gpt-image-2", "prompt": "p"}, headers=AUTH)
+        assert time.monotonic() - started < 2.0
+        assert r.status_code == 503 and r.json()["code"] == 503 and r.json()["data"] is None
+        assert "store" in r.json()["msg"]
+        health = a.get("/_mock/health")
+        assert health.status_code == 503 and health.json()["status"] == "store down" and not health.json()["up"]
+        control = a.get(f"/_mock/accounts/{KEY}")
+        assert control.status_code == 503 and "store" in control.json()["error"]
+        server.start()
+        assert a.get("/_mock/health").json()["up"] is True
+        assert a.submit()["code"] == 200  # by itself, once Redis is back (an empty Redis: a new world)
+    finally:
+        server.close()
