@@ -441,7 +441,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.shutdown = control.Shutdown()  # a fresh one: an app may be served again after a stop
         backend = app.state.backend
-        if not backend.store.immediate:
+        if backend.shared:
             await backend.open()  # StoreUnavailable: the server does not start (uvicorn says why)
         watcher = asyncio.create_task(watch_scenario(app, watched, watch_interval)) if watched else None
         try:
@@ -452,7 +452,7 @@ def create_app(
                 await stop_watcher(watcher)
             if state_path is not None:
                 await save_at_shutdown(backend, state_path)
-            await backend.store.close()
+            await backend.close()
 
     if store is None or isinstance(store, str):
         bounds = {"max_tasks": max_tasks, "journal_limit": journal_limit, "max_accounts": max_accounts}

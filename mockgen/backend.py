@@ -203,6 +203,15 @@ class Backend:
         """The clock the world reads its time from."""
         return self.store.clock
 
+    @property
+    def shared(self) -> bool:
+        """Whether the world is in a shared store (others may change it: ``open`` joins, ``follow`` keeps up)."""
+        return not self.store.immediate
+
+    async def close(self) -> None:
+        """Let go of the store's connections (a later request opens new ones)."""
+        await self.store.close()
+
     async def store_status(self) -> dict[str, Any]:
         """The store's kind and whether it answers: ``{"store": kind, "up": bool}`` (and why not)."""
         status: dict[str, Any] = {"store": self.store.kind, "up": True}

@@ -216,7 +216,7 @@ def serve(
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     backend = app.state.backend
-    if backend.store.immediate:
+    if not backend.shared:
         key = run_now(backend.ready_key())
     else:
         # A shared store: joined (or its world started) here, for the banner, by an app of its own (a
@@ -241,7 +241,7 @@ def serve(
     click.echo(f"  key        {key}")
     click.echo(f"  dashboard  {base}/")
     click.echo(f"  control    {base}/_mock/health")
-    if not backend.store.immediate:
+    if backend.shared:
         click.echo(f"  store      {mask_url(store)} (world {store_prefix!r}, {workers} worker(s) here)")
     if state_file:
         loaded = "loaded" if app.state.state_loaded else "new"
@@ -278,7 +278,7 @@ async def _join(backend: Any) -> str:
         await backend.open()
         return str(await backend.ready_key())
     finally:
-        await backend.store.close()
+        await backend.close()
 
 
 def worker_app() -> Any:

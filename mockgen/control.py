@@ -44,7 +44,7 @@ WAITERS_RETRY_AFTER = 1  # seconds: a long-poll's slot frees as soon as its requ
 async def _backend(request: Request) -> Backend:
     """The Backend, serving the world's current generation (a shared store's may have moved elsewhere)."""
     backend: Backend = request.app.state.backend
-    if not backend.store.immediate:
+    if backend.shared:
         await backend.follow()
     return backend
 
@@ -190,7 +190,7 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
 
 async def health(request: Request) -> Response:
     b: Backend = request.app.state.backend
-    if not b.store.immediate:
+    if b.shared:
         with contextlib.suppress(StoreUnavailable):  # (then it says so below)
             await b.follow()
     store = await b.store_status()

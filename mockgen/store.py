@@ -27,7 +27,8 @@ from .journal import Journal
 from .models import FAILED, NEVER, Account, Ledger, NextOutcome, Task, newest
 
 __all__ = [
-    "MAX_BUCKETS", "MAX_COUNTERS", "NEXT_LIMIT", "MemoryStore", "NextQueue", "Store", "StoreUnavailable", "run_now",
+    "MAX_BUCKETS", "MAX_COUNTERS", "NEXT_LIMIT", "MemoryStore", "NextQueue", "Store", "StoreUnavailable", "open_store",
+    "run_now",
 ]  # fmt: skip
 
 MAX_BUCKETS = 100_000  # rate-limit buckets kept (scope, key), least recently used dropped first

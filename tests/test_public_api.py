@@ -16,7 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 # What users import: the package (create_app and the clocks), the app factory's own module, the
 # clocks, the test helpers, the pytest plugin (pytest11) and the placeholder media.
-PUBLIC = ("mockgen", "mockgen.app", "mockgen.clock", "mockgen.media", "mockgen.pytest_plugin", "mockgen.testing")
+PUBLIC = (
+    "mockgen", "mockgen.app", "mockgen.clock", "mockgen.media", "mockgen.pytest_plugin", "mockgen.testing",
+    "mockgen.store", "mockgen.redis_store",
+)  # fmt: skip
 
 
 def exported(module: str) -> list[str]:
