@@ -442,7 +442,10 @@ def create_app(
         app.state.shutdown = control.Shutdown()  # a fresh one: an app may be served again after a stop
         backend = app.state.backend
         if backend.shared:
-            await backend.open()  # StoreUnavailable: the server does not start (uvicorn says why)
+            try:
+                await backend.open()
+            except StoreUnavailable as exc:  # it serves 503s meanwhile, and joins at the first answer
+                log.warning("the shared store does not answer (%s): 503 until it does", exc)
         watcher = asyncio.create_task(watch_scenario(app, watched, watch_interval)) if watched else None
         try:
             yield

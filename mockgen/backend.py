@@ -20,6 +20,7 @@ from .spec import DEFAULT_RATIO, FILES_PREFIX, KIND_RATIOS, REQUEST_ID_PREFIX, R
 from .store import NEXT_LIMIT, MemoryStore, Store, StoreUnavailable, run_now
 
 log = logging.getLogger("mockgen")
+UNJOINED = "(not joined yet)"  # a Backend's generation until it has joined its shared store's world
 ID_ALPHABET = string.ascii_lowercase + string.digits
 # Random bytes -> id characters in one C call (rng.choices costs a Python call per character).
 ID_BYTES = bytes(ord(ID_ALPHABET[b % len(ID_ALPHABET)]) for b in range(256))
@@ -168,7 +169,9 @@ class Backend:
     async def open(self) -> None:
         """Join the world the store holds (a shared store that another replica started, or this one
         before a restart), or start it on the scenario when there is none. Joining changes nothing
-        and draws nothing: only a reset or a scenario swap starts a world over."""
+        and draws nothing: only a reset or a scenario swap starts a world over. When the store does
+        not answer (StoreUnavailable), the first request that reaches it later does this."""
+        self.generation = UNJOINED  # (so the first answer of the store makes authenticate follow)
         meta = await self.store.get_meta()
         if meta is None:
             await self.reset()
@@ -184,9 +187,12 @@ class Backend:
 
     async def follow(self) -> None:
         """Serve the world's current generation: after a reset or a scenario swap through another
-        replica of a shared store (the scenario in force comes from the store)."""
+        replica of a shared store (the scenario in force comes from the store). A store that holds
+        no world (a new one, or one that lost its data) gets the scenario's starting world."""
         meta = await self.store.get_meta()
-        if meta is not None and meta.get("generation") != self.generation:
+        if meta is None:
+            await self.reset()
+        elif meta.get("generation") != self.generation:
             self._adopt(meta)
 
     def _adopt(self, meta: dict[str, Any]) -> None:
@@ -279,6 +285,7 @@ class Backend:
         account = await store.get_account(key)
         if store.generation != self.generation:  # a shared store's world was reset or swapped elsewhere
             await self.follow()
+            account = await store.get_account(key)  # (as the world it follows has it)
         account = account or self._open_account(key)  # (not stored: see _keep)
         if account is None:
             raise ApiError(Msg.UNKNOWN_KEY, code=401, status=401)

@@ -224,7 +224,8 @@ def serve(
         try:
             key = asyncio.run(_join(backend))
         except StoreUnavailable as exc:
-            raise click.ClickException(f"the store at {mask_url(store)} does not answer: {exc}") from None
+            click.secho(f"WARNING: the store does not answer ({exc}): 503 until it does", fg="red", err=True)
+            key = "(none yet: the store does not answer; see /_mock/health)"
         app = create_app(**options)
         backend = app.state.backend
     try:

@@ -119,3 +119,26 @@ def test_a_store_that_stops_answering_gets_503s_in_the_envelope_then_service_res
         assert a.submit()["code"] == 200  # by itself, once Redis is back (an empty Redis: a new world)
     finally:
         server.close()
+
+
+def test_a_replica_started_while_the_store_is_down_answers_503_then_joins_when_it_is_back(
+    replicas: Replicas,
+) -> None:
+    server = RedisServer()
+    try:
+        server.stop()
+        strict = parse_scenario(
+            f"name: strict\nclock: manual\nauth: {{mode: strict}}\naccounts:\n  - {{key: {KEY}, credits: 1000}}\n",
+            "s.yaml",
+        )
+        [a] = replicas(1, strict, url=server.url)  # the lifespan's join fails: it serves 503s meanwhile
+        started = time.monotonic()
+        r = a.post("/api/v1/tasks/create", json={"model_id": "gpt-image-2", "prompt": "p"}, headers=AUTH)
+        assert r.status_code == 503 and r.json()["code"] == 503 and time.monotonic() - started < 2.0
+        assert a.get("/_mock/health").json()["up"] is False
+        server.start()
+        created = a.submit()
+        assert created["code"] == 200, created  # the first answer of the store: the world started, its account there
+        assert a.get("/_mock/health").json()["scenario"] == "strict" and a.balance() == 1000 - 15
+    finally:
+        server.close()
