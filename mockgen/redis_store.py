@@ -38,9 +38,9 @@ The due zset holds a task id once, at its latest time (MemoryStore's heap may al
 of an evicted task whose id came back: the Backend skips those, as it checks ``finish_at``).
 The journal stays in this process for now.
 
-Failure: connect and socket timeouts of about a second, and one immediate retry on a broken
-connection (what a pooled connection is after Redis restarted; a timeout is not retried). Past that,
-and when Redis refuses to serve (out of memory, a read-only replica, busy, a cluster down), a step
+Failure: each step has STEP_TIMEOUT (1.5 s) for all of it, connecting (at most CONNECT_TIMEOUT) and
+one immediate retry on a broken connection (what a pooled connection is after Redis restarted)
+included. Past that, and when Redis refuses to serve (out of memory, a read-only replica, busy, a cluster down), a step
 raises ``StoreUnavailable``: it may or may not have happened; the next one connects afresh. A retried
 step may run twice if only its answer was lost (the connection broke after Redis ran it): ``submit``
 is idempotent for that (the same task again is "done"); refund and finish are once-only anyway (the
