@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from mockgen.clock import ManualClock, SystemClock
-from mockgen.models import FAILED, NEVER, SUCCEEDED, Account, NextOutcome, Plan, Task
+from mockgen.models import FAILED, NEVER, SUCCEEDED, Account, Ledger, LedgerEntry, NextOutcome, Plan, Task
 from mockgen.redis_store import RedisStore
 from mockgen.store import NEXT_LIMIT, MemoryStore, Store, StoreUnavailable
 
@@ -518,5 +518,31 @@ def test_the_same_steps_give_the_same_answers_as_the_memory_store(seed: int) -> 
             assert got == expected
             kinds = [kind for (kind, _), answer in zip(steps, got, strict=False) if answer not in (False, None)]
             assert {"submit", "finish", "refund", "room", "due", "take_next"} <= set(kinds)  # each one did something
+
+    run(scenario())
+
+
+def test_a_big_staged_world_is_written_in_batches_and_listed_in_pages() -> None:
+    n = 2_500  # past one page of tasks (1,000) and past max_tasks
+    entries = [LedgerEntry("topup", 1, float(i)) for i in range(30)]
+
+    async def scenario() -> None:
+        async with replicas(1, max_tasks=2_000, ledger_total=40) as (store,):
+            finished = [task(f"f{i:04}", final_status=SUCCEEDED, settled_at=3.0) for i in range(n - 1_900)]
+            unfinished = [task(f"u{i:04}", finish_at=NEVER) for i in range(1_900)]
+            accounts = [Account("sk-a", 30, None, Ledger(entries)), Account("sk-b", 30, None, Ledger(entries))]
+            staged = await store.staged(accounts, finished + unfinished, [])
+            await store.take(staged)
+            await asyncio.to_thread(staged.release)
+            kept = [t.task_id for t in await store.tasks()]
+            # past max_tasks the tasks that finished first went, as MemoryStore.staged does it
+            assert len(kept) == 2_000 and kept == [t.task_id for t in finished[500:] + unfinished]
+            a, b = await store.ledger("sk-a"), await store.ledger("sk-b")
+            assert (len(a), len(b)) == (9, 30)  # the oldest of all went (sk-a's), a batch under the bound
+            memory = MemoryStore(max_tasks=2_000, ledger_total=40)
+            await memory.take(await memory.staged(accounts, finished + unfinished, []))
+            assert [t.task_id for t in await memory.tasks()] == kept
+            assert [len(await memory.ledger(k)) for k in ("sk-a", "sk-b")] == [9, 30]
+            assert [(await store.get_account(k)).credits for k in ("sk-a", "sk-b")] == [30, 30]  # type: ignore[union-attr]
 
     run(scenario())
