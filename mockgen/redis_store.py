@@ -57,7 +57,7 @@ import re
 import sys
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import redis
 import redis.asyncio as aredis
@@ -71,7 +71,7 @@ from .clock import Clock, ManualClock, SystemClock
 from .journal import MAX_BYTES as JOURNAL_BYTES
 from .journal import Journal
 from .models import FAILED, NEVER, Account, Ledger, NextOutcome, Plan, Task, newest
-from .store import MAX_BUCKETS, MAX_COUNTERS, NEXT_LIMIT, StoreUnavailable
+from .store import MAX_BUCKETS, MAX_COUNTERS, NEXT_LIMIT, Store, StoreUnavailable
 
 __all__ = ["CONNECT_TIMEOUT", "POP_LIMIT", "STEP_TIMEOUT", "WORLD_KEYS", "RedisStore"]
 
@@ -853,3 +853,9 @@ class RedisStore:
             _reraise(self.url, error)
         finally:
             client.close()
+
+
+if TYPE_CHECKING:
+
+    def _is_a_store(store: RedisStore) -> Store:
+        return store  # mypy: RedisStore has every step of the Store protocol, with its types
