@@ -292,6 +292,30 @@ def test_a_failed_task_is_refunded_once_and_finished_once_whoever_asks() -> None
     run(scenario())
 
 
+def test_failed_tasks_settled_by_two_replicas_at_once_are_refunded_once() -> None:
+    async def scenario() -> None:
+        async with replicas(2) as stores:
+            await stores[0].add_account(Account("sk-a", 100 * 15))
+            for i in range(100):
+                assert await stores[i % 2].submit(task(f"t{i:03}", plan=FAILING, finish_at=10.0 + i % 7))
+
+            async def settle(store: RedisStore) -> int:
+                # what each replica does at once: settle what is due, and finish each task it is asked about
+                done = sum([await store.finish(t, FAILED, at, "x") for at, t in await store.pop_due(20.0)])
+                for i in range(100):
+                    done += await store.finish(f"t{i:03}", FAILED, 20.0, "x")
+                return done
+
+            finished = await asyncio.gather(settle(stores[0]), settle(stores[1]), settle(stores[1]))
+            assert sum(finished) == 100
+            account = await stores[0].get_account("sk-a")
+            assert account is not None and account.credits == 100 * 15
+            kinds = [e.kind for e in await stores[1].ledger("sk-a")]
+            assert (kinds.count("charge"), kinds.count("refund")) == (100, 100)
+
+    run(scenario())
+
+
 def test_two_replicas_popping_due_tasks_never_both_get_one() -> None:
     async def scenario() -> None:
         async with replicas(2) as stores:
