@@ -206,6 +206,33 @@ def test_counters_buckets_sequence_and_the_next_queue() -> None:
     run(scenario())
 
 
+@pytest.mark.parametrize("kind", ["redis", "memory"])  # (the memory store as the reference)
+def test_counters_and_buckets_are_bounded(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in ("mockgen.redis_store", "mockgen.store"):
+        monkeypatch.setattr(f"{module}.MAX_COUNTERS", 3)
+        monkeypatch.setattr(f"{module}.MAX_BUCKETS", 3)
+
+    async def check(store: Store) -> None:
+        for key in ("a", "b", "c", "a", "d"):  # d is one too many: a, the first seen, goes
+            await store.count("s", key)
+        assert [await store.count("s", key) for key in ("b", "a", "c", "b")] == [2, 1, 2, 1]  # a pushed b out
+        for key in ("a", "b", "c"):
+            assert await store.take_token("rl", key, 1, 0.0, 1.0) is True  # each bucket's one token
+        assert await store.take_token("rl", "a", 1, 0.0, 1.0) is False  # a: used last now
+        assert await store.take_token("rl", "d", 1, 0.0, 1.0) is True  # one too many: b, used longest ago, goes
+        assert await store.take_token("rl", "b", 1, 0.0, 1.0) is True  # a bucket not kept is a full one
+        assert await store.take_token("rl", "a", 1, 0.0, 1.0) is False  # a was kept (c went for b)
+
+    async def scenario() -> None:
+        if kind == "memory":
+            await check(MemoryStore())
+            return
+        async with replicas(1) as (store,):
+            await check(store)
+
+    run(scenario())
+
+
 def test_clear_empties_the_world_and_starts_the_sequence_over() -> None:
     async def scenario() -> None:
         async with replicas(1) as (store,):
