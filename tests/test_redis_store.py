@@ -597,3 +597,37 @@ def test_a_big_staged_world_is_written_in_batches_and_listed_in_pages() -> None:
             assert [(await store.get_account(k)).credits for k in ("sk-a", "sk-b")] == [30, 30]  # type: ignore[union-attr]
 
     run(scenario())
+
+
+def test_a_backend_on_redis_gives_the_ids_outcomes_and_ledger_it_gives_on_memory() -> None:
+    """The Backend unchanged on either store: the same scenario and requests, the same world after
+    (a state export and its import included: staged, taken and released)."""
+    from mockgen.backend import Backend
+    from mockgen.scenario import load_scenario
+    from mockgen.state import export_state, import_state
+
+    async def world(store: Store) -> list[Any]:
+        backend = Backend(load_scenario("refund-demo"), clock=ManualClock(1_700_000_000.0), store=store)
+        await backend.reset()
+        key = await backend.ready_key()
+        account = await backend.authenticate(f"Bearer {key}")
+        tasks = [await backend.submit(account, {"model_id": "gpt-image-2", "prompt": f"p{i}"}) for i in range(6)]
+        await backend.advance(120)
+        polled = [await backend.query(account, t.task_id) for t in tasks]
+        state = await export_state(backend)
+        await import_state(backend, state)
+        return [
+            [(t.task_id, t.request_id, t.final_status, t.polls) for t in polled],
+            (await backend.authenticate(f"Bearer {key}")).credits,
+            [e.as_dict() for e in await backend.ledger(key)],
+            state,
+            await export_state(backend) == state,
+        ]
+
+    async def scenario() -> None:
+        expected = await world(MemoryStore())
+        async with replicas(1) as (store,):
+            assert await world(store) == expected
+        assert {status for _, _, status, _ in expected[0]} == {SUCCEEDED, FAILED} and expected[-1] is True
+
+    run(scenario())
