@@ -39,9 +39,9 @@ The due zset holds a task id once, at its latest time (MemoryStore's heap may al
 of an evicted task whose id came back: the Backend skips those, as it checks ``finish_at``).
 The journal stays in this process for now.
 
-Failure: connect and socket timeouts of about a second, and one immediate retry on a broken
-connection (what a pooled connection is after Redis restarted; a timeout is not retried). Past that,
-and when Redis refuses to serve (out of memory, a read-only replica, busy, a cluster down), a step
+Failure: each step has STEP_TIMEOUT (1.5 s) for all of it, connecting (at most CONNECT_TIMEOUT) and
+one immediate retry on a broken connection (what a pooled connection is after Redis restarted)
+included. Past that, and when Redis refuses to serve (out of memory, a read-only replica, busy, a cluster down), a step
 raises ``StoreUnavailable``: it may or may not have happened; the next one connects afresh. A retried
 step may run twice if only its answer was lost (the connection broke after Redis ran it): ``submit``
 is idempotent for that (the same task again is "done"); refund and finish are once-only anyway (the
@@ -59,7 +59,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import redis
 import redis.asyncio as aredis
@@ -73,7 +73,7 @@ from .clock import Clock, ManualClock, SystemClock
 from .journal import MAX_BYTES as JOURNAL_BYTES
 from .journal import Journal
 from .models import FAILED, NEVER, Account, Ledger, NextOutcome, Plan, Task, newest
-from .store import MAX_BUCKETS, MAX_COUNTERS, NEXT_LIMIT, StoreUnavailable
+from .store import MAX_BUCKETS, MAX_COUNTERS, NEXT_LIMIT, Store, StoreUnavailable
 
 __all__ = ["CONNECT_TIMEOUT", "POP_LIMIT", "STEP_TIMEOUT", "WORLD_KEYS", "RedisStore"]
 
@@ -897,3 +897,9 @@ class RedisStore:
             _reraise(self.url, error)
         finally:
             client.close()
+
+
+if TYPE_CHECKING:
+
+    def _is_a_store(store: RedisStore) -> Store:
+        return store  # mypy: RedisStore has every step of the Store protocol, with its types

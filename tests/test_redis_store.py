@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from mockgen.clock import ManualClock, SystemClock
-from mockgen.models import FAILED, NEVER, SUCCEEDED, Account, NextOutcome, Plan, Task
+from mockgen.models import FAILED, NEVER, SUCCEEDED, Account, Ledger, LedgerEntry, NextOutcome, Plan, Task
 from mockgen.redis_store import RedisStore
 from mockgen.store import NEXT_LIMIT, MemoryStore, Store, StoreUnavailable
 
@@ -205,6 +205,33 @@ def test_counters_buckets_sequence_and_the_next_queue() -> None:
     run(scenario())
 
 
+@pytest.mark.parametrize("kind", ["redis", "memory"])  # (the memory store as the reference)
+def test_counters_and_buckets_are_bounded(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in ("mockgen.redis_store", "mockgen.store"):
+        monkeypatch.setattr(f"{module}.MAX_COUNTERS", 3)
+        monkeypatch.setattr(f"{module}.MAX_BUCKETS", 3)
+
+    async def check(store: Store) -> None:
+        for key in ("a", "b", "c", "a", "d"):  # d is one too many: a, the first seen, goes
+            await store.count("s", key)
+        assert [await store.count("s", key) for key in ("b", "a", "c", "b")] == [2, 1, 2, 1]  # a pushed b out
+        for key in ("a", "b", "c"):
+            assert await store.take_token("rl", key, 1, 0.0, 1.0) is True  # each bucket's one token
+        assert await store.take_token("rl", "a", 1, 0.0, 1.0) is False  # a: used last now
+        assert await store.take_token("rl", "d", 1, 0.0, 1.0) is True  # one too many: b, used longest ago, goes
+        assert await store.take_token("rl", "b", 1, 0.0, 1.0) is True  # a bucket not kept is a full one
+        assert await store.take_token("rl", "a", 1, 0.0, 1.0) is False  # a was kept (c went for b)
+
+    async def scenario() -> None:
+        if kind == "memory":
+            await check(MemoryStore())
+            return
+        async with replicas(1) as (store,):
+            await check(store)
+
+    run(scenario())
+
+
 def test_clear_empties_the_world_and_starts_the_sequence_over() -> None:
     async def scenario() -> None:
         async with replicas(1) as (store,):
@@ -287,6 +314,30 @@ def test_a_failed_task_is_refunded_once_and_finished_once_whoever_asks() -> None
                 assert account.credits == 100 and kinds.count("refund") == 2
             else:
                 assert account.credits == 85 and kinds.count("refund") == 1
+
+    run(scenario())
+
+
+def test_failed_tasks_settled_by_two_replicas_at_once_are_refunded_once() -> None:
+    async def scenario() -> None:
+        async with replicas(2) as stores:
+            await stores[0].add_account(Account("sk-a", 100 * 15))
+            for i in range(100):
+                assert await stores[i % 2].submit(task(f"t{i:03}", plan=FAILING, finish_at=10.0 + i % 7))
+
+            async def settle(store: RedisStore) -> int:
+                # what each replica does at once: settle what is due, and finish each task it is asked about
+                done = sum([await store.finish(t, FAILED, at, "x") for at, t in await store.pop_due(20.0)])
+                for i in range(100):
+                    done += await store.finish(f"t{i:03}", FAILED, 20.0, "x")
+                return done
+
+            finished = await asyncio.gather(settle(stores[0]), settle(stores[1]), settle(stores[1]))
+            assert sum(finished) == 100
+            account = await stores[0].get_account("sk-a")
+            assert account is not None and account.credits == 100 * 15
+            kinds = [e.kind for e in await stores[1].ledger("sk-a")]
+            assert (kinds.count("charge"), kinds.count("refund")) == (100, 100)
 
     run(scenario())
 
@@ -517,5 +568,65 @@ def test_the_same_steps_give_the_same_answers_as_the_memory_store(seed: int) -> 
             assert got == expected
             kinds = [kind for (kind, _), answer in zip(steps, got, strict=False) if answer not in (False, None)]
             assert {"submit", "finish", "refund", "room", "due", "take_next"} <= set(kinds)  # each one did something
+
+    run(scenario())
+
+
+def test_a_big_staged_world_is_written_in_batches_and_listed_in_pages() -> None:
+    n = 2_500  # past one page of tasks (1,000) and past max_tasks
+    entries = [LedgerEntry("topup", 1, float(i)) for i in range(30)]
+
+    async def scenario() -> None:
+        async with replicas(1, max_tasks=2_000, ledger_total=40) as (store,):
+            finished = [task(f"f{i:04}", final_status=SUCCEEDED, settled_at=3.0) for i in range(n - 1_900)]
+            unfinished = [task(f"u{i:04}", finish_at=NEVER) for i in range(1_900)]
+            accounts = [Account("sk-a", 30, None, Ledger(entries)), Account("sk-b", 30, None, Ledger(entries))]
+            staged = await store.staged(accounts, finished + unfinished, [])
+            await store.take(staged)
+            await asyncio.to_thread(staged.release)
+            kept = [t.task_id for t in await store.tasks()]
+            # past max_tasks the tasks that finished first went, as MemoryStore.staged does it
+            assert len(kept) == 2_000 and kept == [t.task_id for t in finished[500:] + unfinished]
+            a, b = await store.ledger("sk-a"), await store.ledger("sk-b")
+            assert (len(a), len(b)) == (9, 30)  # the oldest of all went (sk-a's), a batch under the bound
+            memory = MemoryStore(max_tasks=2_000, ledger_total=40)
+            await memory.take(await memory.staged(accounts, finished + unfinished, []))
+            assert [t.task_id for t in await memory.tasks()] == kept
+            assert [len(await memory.ledger(k)) for k in ("sk-a", "sk-b")] == [9, 30]
+            assert [(await store.get_account(k)).credits for k in ("sk-a", "sk-b")] == [30, 30]  # type: ignore[union-attr]
+
+    run(scenario())
+
+
+def test_a_backend_on_redis_gives_the_ids_outcomes_and_ledger_it_gives_on_memory() -> None:
+    """The Backend unchanged on either store: the same scenario and requests, the same world after
+    (a state export and its import included: staged, taken and released)."""
+    from mockgen.backend import Backend
+    from mockgen.scenario import load_scenario
+    from mockgen.state import export_state, import_state
+
+    async def world(store: Store) -> list[Any]:
+        backend = Backend(load_scenario("refund-demo"), clock=ManualClock(1_700_000_000.0), store=store)
+        await backend.reset()
+        key = await backend.ready_key()
+        account = await backend.authenticate(f"Bearer {key}")
+        tasks = [await backend.submit(account, {"model_id": "gpt-image-2", "prompt": f"p{i}"}) for i in range(6)]
+        await backend.advance(120)
+        polled = [await backend.query(account, t.task_id) for t in tasks]
+        state = await export_state(backend)
+        await import_state(backend, state)
+        return [
+            [(t.task_id, t.request_id, t.final_status, t.polls) for t in polled],
+            (await backend.authenticate(f"Bearer {key}")).credits,
+            [e.as_dict() for e in await backend.ledger(key)],
+            state,
+            await export_state(backend) == state,
+        ]
+
+    async def scenario() -> None:
+        expected = await world(MemoryStore())
+        async with replicas(1) as (store,):
+            assert await world(store) == expected
+        assert {status for _, _, status, _ in expected[0]} == {SUCCEEDED, FAILED} and expected[-1] is True
 
     run(scenario())
