@@ -565,7 +565,7 @@ class MemoryStore:
         vars(self).update(theirs)
         vars(staged).update(mine)
         # What a state does not hold stays (as it did when counters and buckets lived on the Backend).
-        for name in ("journal", "clock", "_seq", "_counters", "_buckets"):
+        for name in ("journal", "clock", "_seq", "_counters", "_buckets", "_meta", "generation"):
             setattr(self, name, mine[name])
             setattr(staged, name, theirs[name])
         self.journal.clear()

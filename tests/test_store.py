@@ -663,6 +663,7 @@ def test_take_puts_the_staged_world_in_force_keeps_journal_and_clock_and_release
 ) -> None:
     async def check(store: Store) -> None:
         await store.set_clock(ManualClock(40.0))
+        await store.set_meta({"generation": "g1", "seed": 7})
         await account(store, credits=100)
         old = task(1, finish_at=45.0)
         assert await store.submit(old)
@@ -676,6 +677,7 @@ def test_take_puts_the_staged_world_in_force_keeps_journal_and_clock_and_release
         await store.take(staged)
 
         assert store.journal is journal and len(journal) == 0  # the same journal (its long-polls), emptied
+        assert await store.get_meta() == {"generation": "g1", "seed": 7} and store.generation == "g1"  # the world's own
         assert store.clock.now() == 40.0
         # What a state does not hold goes on: the sequence, the counters, the buckets.
         assert await store.next_seq() == 3 and await store.count("rule", "r") == 2
