@@ -225,6 +225,8 @@ def serve(
             key = asyncio.run(_join(backend))
         except StoreUnavailable as exc:
             raise click.ClickException(f"the store at {mask_url(store)} does not answer: {exc}") from None
+    clock_kind = backend.clock.kind  # the world's, as joined (a new app's store has not joined yet)
+    if not backend.store.immediate:
         app = create_app(**options)
         backend = app.state.backend
     try:
@@ -236,7 +238,7 @@ def serve(
     if ":" in shown_host:
         shown_host = f"[{shown_host}]"
     base = public_url.rstrip("/") if public_url else f"http://{shown_host}:{port}"
-    click.echo(f"mockgen {backend.scenario_name!r} scenario, {backend.clock.kind} clock")
+    click.echo(f"mockgen {backend.scenario_name!r} scenario, {clock_kind} clock")
     click.echo(f"  API        {base}{CREATE_PATH}")
     click.echo(f"  key        {key}")
     click.echo(f"  dashboard  {base}/")
