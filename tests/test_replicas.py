@@ -304,7 +304,7 @@ def test_kill_9_of_one_replica_under_load_loses_no_acknowledged_task_or_ledger_e
     opening = 1_000_000
     acked: list[str] = []  # task ids answered code 200, through either replica
     lost = Counter[str]()  # requests without an answer, by the replica they went to
-    busy = asyncio.Event()  # set once 40 submits are acknowledged: then the kill
+    busy = asyncio.Event()  # set once 30 submits are acknowledged: then the kill
 
     async def load(client: httpx.AsyncClient, name: str, rounds: int) -> None:
         for i in range(rounds):
@@ -315,14 +315,14 @@ def test_kill_9_of_one_replica_under_load_loses_no_acknowledged_task_or_ledger_e
                 return
             assert answer["code"] == 200, answer
             acked.append(answer["data"]["task_id"])
-            if len(acked) >= 40:
+            if len(acked) >= 30:
                 busy.set()
 
     async def scenario(servers: list[Serve]) -> None:
         victim, survivor = servers
         async with clients(servers, per_server=8) as cs:
             await control(cs[1], "POST", "accounts", {"key": KEY, "credits": opening}, status=201)
-            loads = [asyncio.create_task(load(c, f"r{i % 2}", 25)) for i, c in enumerate(cs)]
+            loads = [asyncio.create_task(load(c, f"r{i % 2}", 15)) for i, c in enumerate(cs)]
             async with asyncio.timeout(20):
                 await busy.wait()  # both replicas busy
             victim.kill()
@@ -497,8 +497,10 @@ async def first_half(servers: Sequence[Serve]) -> list[Any]:
         return made
 
 
-async def world_view(client: httpx.AsyncClient) -> list[Any]:
-    return [await account(client), await tasks_of(client), (await control(client, "GET", "health"))["now"]]
+async def world_view(served: Serve) -> list[Any]:
+    """The account, its tasks and the clock, as one replica shows them."""
+    async with clients([served]) as (c,):
+        return [await account(c), await tasks_of(c), (await control(c, "GET", "health"))["now"]]
 
 
 async def second_half(servers: Sequence[Serve]) -> list[Any]:
@@ -509,20 +511,15 @@ async def second_half(servers: Sequence[Serve]) -> list[Any]:
 
 def test_a_replica_restarted_on_a_world_joins_it_and_shifts_no_ids(tmp_path: Path) -> None:
     args = ("--scenario", scenario_file(tmp_path, DICE))
-    with replicas(2, *args) as reference:  # the world where no replica restarts
-        expected = asyncio.run(first_half(reference)), asyncio.run(second_half(reference))
+    with replicas(1, *args) as (reference,):  # the world where no replica restarts (which one answers: no matter)
+        expected = asyncio.run(first_half([reference] * 2)), asyncio.run(second_half([reference] * 2))
 
     prefix = world_name()
     with replicas(2, *args, prefix=prefix) as (a, b):
         assert asyncio.run(first_half([a, b])) == expected[0]
-
-        async def view(servers: Sequence[Serve]) -> list[Any]:
-            async with clients(servers) as (c,):
-                return await world_view(c)
-
-        before = asyncio.run(view([b]))
+        before = asyncio.run(world_view(b))
         a.kill()  # a crash, then the same command again
         with serving(1, *args, *store_args(prefix)) as (again,):
             assert again.banner[0].rstrip().endswith("manual clock")
-            assert asyncio.run(view([again])) == before  # balances, ledger, tasks and the clock as they were
+            assert asyncio.run(world_view(again)) == before  # balances, ledger, tasks and the clock as they were
             assert asyncio.run(second_half([again, b])) == expected[1]  # the same ids as without the restart
