@@ -226,6 +226,9 @@ def serve(
         except StoreUnavailable as exc:
             click.secho(f"WARNING: the store does not answer ({exc}): 503 until it does", fg="red", err=True)
             key = "(none yet: the store does not answer; see /_mock/health)"
+    # The world's scenario and clock, as joined (the serving app's store has not joined yet).
+    scenario_name, clock_kind = backend.scenario_name, backend.clock.kind
+    if backend.shared:
         app = create_app(**options)
         backend = app.state.backend
     try:
@@ -237,7 +240,7 @@ def serve(
     if ":" in shown_host:
         shown_host = f"[{shown_host}]"
     base = public_url.rstrip("/") if public_url else f"http://{shown_host}:{port}"
-    click.echo(f"mockgen {backend.scenario_name!r} scenario, {backend.clock.kind} clock")
+    click.echo(f"mockgen {scenario_name!r} scenario, {clock_kind} clock")
     click.echo(f"  API        {base}{CREATE_PATH}")
     click.echo(f"  key        {key}")
     click.echo(f"  dashboard  {base}/")

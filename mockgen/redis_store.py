@@ -22,7 +22,8 @@ bucket lists found from the world's own hashes), and nothing of another prefix.
 The clock. ``clock`` is a local object the world reads synchronously. A manual clock's time is kept
 in Redis (``{prefix}:clock``, the time as ``repr(float)``, or ``real``): ``set_clock`` and
 ``advance_clock`` write it (an advance is a compare-and-set, so the time adds up exactly as a
-ManualClock's would), and every ``get_account`` (each request's first step) and ``refresh()``
+ManualClock's would), and every ``get_account`` (each request's first step), ``get_meta`` (joining)
+and ``refresh()``
 bring the local clock to the shared time, so an advance on one replica is seen by all from their
 next request on. With the real clock each process reads its own system time for now.
 
@@ -718,7 +719,10 @@ class RedisStore:
         return newest(found, limit)
 
     async def get_meta(self) -> dict[str, Any] | None:
-        meta = await self._cmd("GET", self._meta_key)
+        # The clock comes with it: a replica joining a world serves its manual clock at once (the
+        # control API too, before any public request has brought the clock up to date).
+        meta, shared = await self._cmd("MGET", self._meta_key, self._clock_key)
+        self._sync_clock(shared)
         return None if meta is None else json.loads(meta)  # type: ignore[no-any-return]
 
     async def set_meta(self, meta: dict[str, Any]) -> None:

@@ -41,10 +41,13 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    """One ``redis-server`` process of the tests' own; ``stop`` and ``start`` again on the same port."""
+    """One ``redis-server`` process of the tests' own; ``stop`` and ``start`` again on the same port.
 
-    def __init__(self, port: int | None = None) -> None:
+    ``persist``: an append-only file written at every change, so the data outlives a restart."""
+
+    def __init__(self, port: int | None = None, *, persist: bool = False) -> None:
         self.binary = redis_server_binary()
+        self.persist = persist
         self.dir = Path(tempfile.mkdtemp(prefix="mockgen-redis-"))
         self.port = port or free_port()
         self.socket = self.dir / "redis.sock"
@@ -62,7 +65,8 @@ class RedisServer:
     def start(self) -> None:
         args = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--unixsocket", str(self.socket),
-            "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+            "--unixsocketperm", "700", "--save", "", "--dir", str(self.dir),
+            "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always",
             "--daemonize", "no", "--logfile", str(self.dir / "redis.log"),
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -74,6 +74,12 @@ class Serve:
                 self.stderr.close()
         return self.errors
 
+    def kill(self, timeout: float = 10.0) -> str:
+        """SIGKILL (a crash: no shutdown of any kind), then what it wrote to stderr."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        return self.stop(timeout)
+
     def __enter__(self) -> Serve:
         return self.wait_ready()
 
