@@ -171,6 +171,8 @@ async def _send_json(send: Send, body: bytes, status: int = 200, fault: bytes | 
     """Send ``body`` as Starlette's Response(body, status, media_type="application/json") would,
     with X-Mockgen-Fault when a latency fault was injected; returns the status, for the journal."""
     headers = [(b"content-length", str(len(body)).encode()), JSON_HEADER]
+    if status == 503:  # the shared store is away (STORE_DOWN): as app.store_unavailable says it
+        headers.append((b"retry-after", b"1"))
     if fault is not None:
         headers.append((b"x-mockgen-fault", fault))
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -105,6 +106,10 @@ class Probe:
 NO_PROBE = Probe()  # a body that is not a JSON object: nothing can be read
 
 
+def _key(raw: bytes) -> str:
+    return "sk-" + raw.translate(KEY_BYTES).decode("ascii")
+
+
 class Backend:
     """The whole emulated world's rules: the only door into it. Pure domain logic, no HTTP in here;
     everything of the world is in the Store, changed only through its atomic steps (store.py)."""
@@ -151,17 +156,29 @@ class Backend:
 
     async def reset(self) -> None:
         """Back to the scenario's starting state: a new world (``world`` moves on)."""
+        await self._start(self._new_meta())
+
+    def _new_meta(self) -> dict[str, Any]:
+        """What another replica needs to serve a new world of the scenario as this one does (``follow``)."""
+        s = self.scenario
+        seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(8), "big")
+        return {
+            "generation": os.urandom(8).hex(), "seed": seed, "scenario": s.name, "source": s.source,
+            "path": s.path, "envelope": self.envelope_override,
+        }  # fmt: skip
+
+    async def _start(self, meta: dict[str, Any], claimed: bool = False) -> None:
+        """Start the world ``meta`` describes (``claimed``: the store holds that meta already)."""
         self.world += 1
         s = self.scenario
         self._use(s)
-        self.seed = s.seed if s.seed is not None else int.from_bytes(os.urandom(8), "big")
+        self.seed = int(meta["seed"])
         self._faker: Any = None
+        self.generation = meta["generation"]
         store = self.store
         await store.clear()
-        self.generation = os.urandom(8).hex()
-        # What another replica needs to serve this world as this one does (``follow``).
-        meta = {"generation": self.generation, "seed": self.seed, "scenario": s.name, "source": s.source}
-        await store.set_meta({**meta, "path": s.path, "envelope": self.envelope_override})
+        if not claimed:
+            await store.set_meta(meta)
         await store.set_clock(make_clock(self.clock_override, s.clock, s.start_time))
         for spec in s.accounts:
             await store.add_account(Account(spec.key, spec.credits, spec.name))
@@ -174,8 +191,12 @@ class Backend:
         self.generation = UNJOINED  # (so the first answer of the store makes authenticate follow)
         meta = await self.store.get_meta()
         if meta is None:
-            await self.reset()
-            return
+            new = self._new_meta()
+            if await self.store.set_meta(new, only_new=True):  # (two replicas starting: one starts it)
+                await self._start(new, claimed=True)
+                return
+            meta = await self.store.get_meta()
+            assert meta is not None
         if meta.get("scenario") != self.scenario.name:
             log.warning(
                 "joined the world in the store, which runs the scenario %r (not %r): "
@@ -218,6 +239,11 @@ class Backend:
         """Let go of the store's connections (a later request opens new ones)."""
         await self.store.close()
 
+    @property
+    def store_kind(self) -> str:
+        """The kind of store the world is in ("memory", "redis")."""
+        return self.store.kind
+
     async def store_status(self) -> dict[str, Any]:
         """The store's kind and whether it answers: ``{"store": kind, "up": bool}`` (and why not)."""
         status: dict[str, Any] = {"store": self.store.kind, "up": True}
@@ -253,18 +279,20 @@ class Backend:
         """Random draws of their own for one request: from the seed and the store's next number."""
         return Draws(self.seed, await self.store.next_seq())
 
-    async def new_key(self, fresh: bool = False) -> str:
-        """A new key from the world's draws (``fresh``: from os.urandom, so no draw is used up)."""
-        raw = os.urandom(32) if fresh else (await self.draws()).bytes(32)
-        return "sk-" + raw.translate(KEY_BYTES).decode("ascii")
+    async def new_key(self) -> str:
+        """A new key from the world's draws."""
+        return _key((await self.draws()).bytes(32))
 
     async def ready_key(self) -> str:
-        """A key a person can use right away: the first listed account, or a fresh open one. On a
-        shared store the fresh key draws nothing (replicas starting must not shift the world's ids)."""
+        """A key a person can use right away: the first listed account, or else the world's own open
+        key, drawn from number 0, which the sequence never hands out: so it is the same for every
+        replica, and starting one (or asking again) never shifts the ids the world draws."""
         for account in await self.store.accounts():
             return account.key
-        key = await self.new_key(fresh=not self.store.immediate)
-        await self.create_account(self.scenario.default_credits, key)
+        key = _key(Draws(self.seed, 0).bytes(32))
+        if await self.store.get_account(key) is None:
+            with contextlib.suppress(ControlError):  # (another replica made it first: the same key)
+                await self.create_account(self.scenario.default_credits, key)
         return key
 
     # --- auth ----------------------------------------------------------------------------------

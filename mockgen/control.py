@@ -190,10 +190,13 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
 
 async def health(request: Request) -> Response:
     b: Backend = request.app.state.backend
+    store: dict[str, Any] | None = None
     if b.shared:
-        with contextlib.suppress(StoreUnavailable):  # (then it says so below)
+        try:
             await b.follow()
-    store = await b.store_status()
+        except StoreUnavailable as exc:  # said at once: a second step would wait out its deadline too
+            store = {"store": b.store_kind, "up": False, "error": str(exc)}
+    store = store or await b.store_status()
     view: dict[str, Any] = {"status": "ok" if store["up"] else "store down", "scenario": b.scenario_name}
     view["clock"] = b.clock.kind
     view.update(envelope=b.envelope, now=b.now(), **store)

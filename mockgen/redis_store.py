@@ -725,10 +725,14 @@ class RedisStore:
         self._sync_clock(shared)
         return None if meta is None else json.loads(meta)  # type: ignore[no-any-return]
 
-    async def set_meta(self, meta: dict[str, Any]) -> None:
+    async def set_meta(self, meta: dict[str, Any], only_new: bool = False) -> bool:
         generation = str(meta.get("generation", ""))
-        await self._cmd("MSET", self._meta_key, json.dumps(meta), self._gen_key, generation)
+        command = "MSETNX" if only_new else "MSET"  # (MSETNX: both keys, only if neither is there)
+        done = await self._cmd(command, self._meta_key, json.dumps(meta), self._gen_key, generation)
+        if only_new and not done:
+            return False
         self.generation = generation
+        return True
 
     async def clear_next(self) -> None:
         await self._run("clear_next", self._k("next", "nextn", "nbs", "nseq"))

@@ -81,7 +81,9 @@ class Store(Protocol):
         the store holds no world yet. A replica that starts joins a world that is there."""
         ...
 
-    async def set_meta(self, meta: dict[str, Any]) -> None: ...
+    async def set_meta(self, meta: dict[str, Any], only_new: bool = False) -> bool:
+        """Record the world's facts; with ``only_new``, only if there are none yet (False: there were)."""
+        ...
 
     async def close(self) -> None:
         """Let go of connections (a later step opens new ones)."""
@@ -315,9 +317,12 @@ class MemoryStore:
     async def get_meta(self) -> dict[str, Any] | None:
         return self._meta
 
-    async def set_meta(self, meta: dict[str, Any]) -> None:
+    async def set_meta(self, meta: dict[str, Any], only_new: bool = False) -> bool:
+        if only_new and self._meta is not None:
+            return False
         self._meta = dict(meta)
         self.generation = str(meta.get("generation", ""))
+        return True
 
     async def close(self) -> None:
         pass

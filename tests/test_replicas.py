@@ -469,11 +469,6 @@ def test_the_same_scenario_and_requests_give_the_same_world_on_redis_as_in_memor
     assert got == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with no listed account, `serve` on the memory store draws its banner key from the seeded sequence "
-    "(Backend.ready_key), and on a shared store from os.urandom: every id after differs by one draw",
-)
 def test_a_scenario_without_listed_accounts_gives_the_same_first_task_on_redis_as_in_memory(tmp_path: Path) -> None:
     async def first_task(servers: Sequence[Serve]) -> Any:
         async with clients(servers) as (c,):

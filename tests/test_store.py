@@ -126,6 +126,20 @@ def test_concurrent_credits_all_count(stores: Stores) -> None:
     stores.run(check)
 
 
+def test_the_worlds_meta_is_claimed_by_one_of_many_starting_at_once(stores: Stores) -> None:
+    async def check(store: Store) -> None:
+        assert await store.get_meta() is None  # an empty store holds no world
+        claims = [{"generation": f"g{i}", "seed": i} for i in range(20)]
+        won = await asyncio.gather(*(store.set_meta(c, only_new=True) for c in claims))
+        assert won.count(True) == 1
+        winner = claims[won.index(True)]
+        assert await store.get_meta() == winner and store.generation == winner["generation"]
+        assert await store.set_meta({"generation": "later", "seed": 0}) is True  # (a reset: always)
+        assert (await store.get_meta() or {})["generation"] == "later"
+
+    stores.run(check)
+
+
 # --- submit: the charge ---------------------------------------------------------------------------
 
 
