@@ -224,7 +224,11 @@ def test_stop_answers_a_parked_long_poll_at_once() -> None:
 
     waiter = threading.Thread(target=park)
     waiter.start()
-    time.sleep(0.3)  # for the real request to reach the real server and park
+    journal = mock.app.state.backend.journal
+    deadline = time.monotonic() + 10
+    while not journal.waiting and time.monotonic() < deadline:  # the real request parked on the real server
+        time.sleep(0.01)
+    assert journal.waiting == 1
     started = time.monotonic()
     mock.stop()
     took = time.monotonic() - started
