@@ -23,6 +23,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("mockgen_scenario", "mockgen: the scenario of the 'mockgen' fixture", default="default")
     help_clock = "mockgen: the clock of the 'mockgen' fixture (manual, real, scenario)"
     parser.addini("mockgen_clock", help_clock, default="manual")
+    help_store = (
+        "mockgen: where the 'mockgen' fixture's world lives (memory, or a redis:// URL shared with other servers)"
+    )
+    parser.addini("mockgen_store", help_store, default="memory")
+    parser.addini("mockgen_store_prefix", "mockgen: the world's name in a shared store", default="mockgen-pytest")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,16 +54,17 @@ def _wanted(request: pytest.FixtureRequest) -> tuple[str, str]:
 class _Session:
     """The shared server and what it is set to now, so a test pays a scenario load only when it changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: str = "memory", store_prefix: str = "mockgen-pytest") -> None:
         self.server: MockServer | None = None
         self.config: tuple[str, str] | None = None
+        self.store: dict[str, Any] = {} if store == "memory" else {"store": store, "store_prefix": store_prefix}
 
     def get(self, scenario: str, clock: str) -> MockServer:
         from .testing import MockServer
 
         override = None if clock == "scenario" else clock
         if self.server is None:
-            self.server = MockServer(clock=override).start()
+            self.server = MockServer(clock=override, **self.store).start()
             self.config = ("default", clock)
         if self.config == (scenario, clock):
             self.server.reset()
@@ -74,9 +80,10 @@ class _Session:
 
 
 @pytest.fixture(scope="session")
-def mockgen_session() -> Iterator[_Session]:
+def mockgen_session(request: pytest.FixtureRequest) -> Iterator[_Session]:
     """The one server of the test session (started when a test first asks for ``mockgen``)."""
-    session = _Session()
+    ini = request.config.getini
+    session = _Session(str(ini("mockgen_store")), str(ini("mockgen_store_prefix")))
     yield session
     session.close()
 

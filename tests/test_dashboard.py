@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from starlette.testclient import TestClient
 
 from mockgen import create_app
 from mockgen.testing import MockServer
+
+from .redis_server import session_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -157,12 +160,24 @@ def _shoot(page: Any, name: str) -> Path:
     return path
 
 
+def _replicas(stack: contextlib.ExitStack, store: str) -> tuple[MockServer, MockServer]:
+    """A server on the ci scenario, and the one the page is shown by: itself (the memory store), or
+    another replica of its world on Redis (the dashboard works against any replica)."""
+    if store == "memory":
+        mock = stack.enter_context(MockServer("ci"))
+        return mock, mock
+    options = {"store": session_server().url, "store_prefix": f"dashboard-{os.getpid()}-{time.monotonic_ns()}"}
+    return stack.enter_context(MockServer("ci", **options)), stack.enter_context(MockServer("ci", **options))
+
+
 @pytest.mark.browser
-def test_demo_tasks_go_live_and_a_failure_is_refunded(page: Any) -> None:
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_demo_tasks_go_live_and_a_failure_is_refunded(page: Any, store: str) -> None:
     from playwright.sync_api import expect
 
-    with MockServer("ci") as mock:
-        page.goto(mock.base_url)
+    with contextlib.ExitStack() as stack:
+        mock, shown = _replicas(stack, store)
+        page.goto(shown.base_url)
         expect(page.locator("#scenario-name")).to_have_text("ci")
         expect(page.locator("#clock-kind")).to_have_text("manual clock")
         expect(page.locator("#clock-now")).to_have_text("2026-01-01 00:00:00 UTC")
@@ -226,7 +241,7 @@ def test_demo_tasks_go_live_and_a_failure_is_refunded(page: Any) -> None:
         page.locator("#notice").click()  # a click dismisses the last notice
         expect(page.locator("#notice")).to_be_hidden()
         shot = _shoot(page, "dashboard.png")
-        if os.environ.get("MOCKGEN_DOCS_SCREENSHOT") == "1":  # refreshes the README's picture
+        if os.environ.get("MOCKGEN_DOCS_SCREENSHOT") == "1" and store == "memory":  # the README's picture
             shutil.copyfile(shot, ROOT / "docs" / "dashboard.png")
         assert page.dialogs == []
 

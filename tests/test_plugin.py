@@ -130,3 +130,29 @@ def test_a_failed_verification_reads_like_wiremocks(pytester: pytest.Pytester) -
     output = result.stdout.str()
     assert "expected exactly 1 request(s) matching GET /api/v1/tasks/abc, got 0" in output
     assert "GET /api/v1/task/abc -> 404  [near miss: No route GET /api/v1/task/abc." in output
+
+
+def test_the_fixtures_world_can_live_in_a_shared_store(pytester: pytest.Pytester) -> None:
+    from .redis_server import session_server
+
+    url = session_server().url
+    pytester.makeini(
+        f"[pytest]\naddopts = --strict-markers\nmockgen_store = {url}\nmockgen_store_prefix = plugin-{id(pytester)}\n"
+    )
+    pytester.makepyfile(
+        """
+        import json, urllib.request
+
+        def test_on_redis(mockgen):
+            health = json.loads(urllib.request.urlopen(mockgen.url("/_mock/health")).read())
+            assert health["store"] == "redis" and health["up"] is True
+            body = json.dumps({"model_id": "gpt-image-2", "prompt": "a cat"}).encode()
+            req = urllib.request.Request(mockgen.url("/api/v1/tasks/create"), body, mockgen.headers())
+            assert json.loads(urllib.request.urlopen(req).read())["code"] == 200
+            assert len(mockgen.tasks()) == 1 and mockgen.balance() == 1000 - 15
+
+        def test_reset_before_each_test(mockgen):
+            assert mockgen.tasks() == []
+        """
+    )
+    pytester.runpytest(*PLUGIN).assert_outcomes(passed=2)
