@@ -1,0 +1,332 @@
+"""The request journal of a shared store: one bounded Redis stream that every replica writes and reads.
+
+``RedisJournal`` is the in-process ``Journal``'s interface on a stream ``{prefix}:journal``. A request
+is recorded as in memory (masked and cut by the journal middleware, the header sets masked once
+each) and put in a bounded buffer: nothing waits for Redis on the request's way. A flusher task
+writes what the buffer holds, in one script call a batch (``_APPEND``): each entry gets the next
+number of ``{prefix}:jseq`` as its id (``<n>-0``; the ``id`` shown), the stream is cut to its
+newest ``limit`` entries (``XADD MAXLEN ~``) and to ``max_bytes`` (each entry carries the bytes
+appended before it, as in memory, so the script drops the oldest until the rest fit). When Redis
+does not answer, the batch is lost, with one log line for the whole outage (and one when it is
+back), and the client never sees it.
+
+Readers flush their own replica's buffer first, so a replica sees its own requests at once, and
+another replica's within about one round trip of their answer. ``read`` takes the newest ``limit``
+entries (the approximate trim may leave a few more); ``wipe`` deletes the stream; a long-poll
+(``watch``) scans the stream once, then follows it with ``XREAD BLOCK`` on a pool of its own (at most
+``max_waiters`` connections: a parked long-poll never holds one of the store's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from typing import Any
+
+import redis.asyncio as aredis
+from redis import exceptions as rx
+
+from .journal import (
+    ENTRY_BYTES,
+    LIMIT,
+    MAX_BYTES,
+    WAITERS,
+    Entry,
+    Headers,
+    Item,
+    Journal,
+    Pred,
+    Waiter,
+    WaitersFull,
+    _text,
+)
+from .store import StoreUnavailable
+
+__all__ = ["BUFFER", "RedisJournal"]
+
+log = logging.getLogger("mockgen")
+
+BUFFER = 10_000  # entries recorded and not yet written, at most (past it the oldest are lost)
+BATCH_ENTRIES = 500  # entries written by one script call at most
+BATCH_BYTES = 1 << 20  # and their encoded bytes, about
+PAGE = 1_000  # entries read by one command
+STEP_TIMEOUT = 1.5  # seconds for one write or read (as the store's steps)
+_CACHED = 256  # encoded (and decoded) header sets remembered
+
+# KEYS: the stream, its sequence, the bytes ever appended; ARGV: limit, max bytes, then (size, headers,
+# entry) for each entry. Returns the last id given.
+_APPEND = """
+local stream, limit, most = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local n = (#ARGV - 2) / 3
+local seq = redis.call('INCRBY', KEYS[2], n) - n
+local total = tonumber(redis.call('GET', KEYS[3]) or '0')
+for i = 3, #ARGV, 3 do
+  seq = seq + 1
+  redis.call('XADD', stream, 'MAXLEN', '~', limit, string.format('%d-0', seq),
+             'm', string.format('%d', total), 'h', ARGV[i + 1], 'e', ARGV[i + 2])
+  total = total + tonumber(ARGV[i])
+end
+redis.call('SET', KEYS[3], string.format('%d', total))
+-- The bytes held are the total less the oldest entry's mark: past max bytes, the oldest go.
+local floor = total - most
+local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+if oldest and tonumber(oldest[2][2]) < floor then
+  local from = '-'
+  while true do
+    local page = redis.call('XRANGE', stream, from, '+', 'COUNT', 100)
+    if #page == 0 then redis.call('DEL', stream); break end
+    for _, e in ipairs(page) do
+      if tonumber(e[2][2]) >= floor then redis.call('XTRIM', stream, 'MINID', e[1]); return seq end
+    end
+    from = '(' .. page[#page][1]
+  end
+end
+return seq
+"""
+
+
+class StreamWaiter(Waiter):
+    """A long-poll on the shared journal: it keeps the first WAIT_ENTRIES entries it found, rendered
+    (another replica may have trimmed them from the stream by the time it answers)."""
+
+    __slots__ = ("journal", "entries")
+
+    def __init__(self, journal: RedisJournal, pred: Pred, wanted: int) -> None:
+        super().__init__(pred, wanted)
+        self.journal = journal
+        self.entries: list[Entry] = []
+
+    def show(self, seq: int, item: Item) -> None:
+        """``see`` the entry, keeping it rendered if it is one of the first it found."""
+        self.see(seq, item)
+        if len(self.ids) > len(self.entries):
+            self.entries.append(RedisJournal._render(seq, item))
+
+    async def wait(self, timeout: float) -> bool:
+        return await self.journal._follow(self, timeout)
+
+
+class RedisJournal(Journal):
+    """The journal every replica of one world shares, in Redis (see the module's docstring).
+
+    ``client`` is the store's (decoded responses); ``url`` and ``options`` make the long-polls' pool.
+    ``append`` is as cheap as in memory; reading is async: ``read``, ``wipe`` and ``watch``'s waiters.
+    """
+
+    def __init__(
+        self,
+        client: aredis.Redis,
+        url: str,
+        root: str,
+        limit: int = LIMIT,
+        max_bytes: int = MAX_BYTES,
+        max_waiters: int = WAITERS,
+        *,
+        options: dict[str, Any],
+    ) -> None:
+        super().__init__(limit, max_bytes, max_waiters)
+        self.url = url
+        self._client = client
+        self._options = options
+        self._stream = root + "journal"
+        self._keys = [self._stream, root + "jseq", root + "jbytes"]
+        self._script = client.register_script(_APPEND)
+        self._buffer: deque[tuple[Item, int]] = deque(maxlen=BUFFER)
+        self._flusher: asyncio.Task[None] | None = None
+        self._blocking: aredis.Redis | None = None  # the long-polls' client, made when first needed
+        self._lost = 0  # entries lost since Redis last took a batch
+        self._down = False  # whether the outage was logged
+        self._encoded: dict[int, tuple[Headers, str]] = {}  # header sets by id (they are shared): as JSON
+        self._decoded: dict[str, Headers] = {}
+
+    # --- writing ----------------------------------------------------------------------------------
+
+    def append(self, entry: Item, size: int = ENTRY_BYTES) -> None:
+        """Keep the entry for the flusher (started if it is not running): no I/O here."""
+        buffer = self._buffer
+        if len(buffer) == BUFFER:
+            self._lost += 1  # the oldest goes (Redis has been slow for 10,000 requests)
+        buffer.append((entry, size))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_all())
+
+    async def _flush_all(self) -> None:
+        try:
+            while self._buffer:
+                await self._write_batch()
+        finally:
+            self._flusher = None
+
+    async def _write_batch(self) -> None:
+        buffer = self._buffer
+        args: list[Any] = [self.limit, self.max_bytes]
+        count = length = 0
+        while buffer and count < BATCH_ENTRIES and length < BATCH_BYTES:
+            item, size = buffer.popleft()
+            headers, entry = self._encode(item)
+            args += (size, headers, entry)
+            count += 1
+            length += len(headers) + len(entry)
+        try:
+            async with asyncio.timeout(STEP_TIMEOUT):
+                await self._script(self._keys, args)
+        except (rx.RedisError, OSError) as error:
+            self._lost += count
+            if not self._down:
+                self._down = True
+                log.warning("request journal: Redis does not take entries, they are dropped until it does: %s", error)
+            return
+        if self._down:
+            self._down = False
+            log.warning("request journal: Redis takes entries again (%d were lost meanwhile)", self._lost)
+        self._lost = 0
+
+    async def flush(self) -> None:
+        """Until what this process recorded so far has been written (or dropped)."""
+        while self._flusher is not None:
+            await asyncio.shield(self._flusher)
+
+    def _encode(self, item: Item) -> tuple[str, str]:
+        """An entry as the stream keeps it: its header set and the rest, each as JSON."""
+        if not isinstance(item, tuple):
+            return "", json.dumps(item, separators=(",", ":"), default=str)
+        at, method, path, query, headers, key, body, status, elapsed, notes = item
+        cached = self._encoded.get(id(headers))
+        if cached is None or cached[0] is not headers:
+            if len(self._encoded) >= _CACHED:
+                self._encoded.clear()
+            shown = [[n.decode("latin-1"), _text(v)] for n, v in headers]
+            cached = self._encoded[id(headers)] = (headers, json.dumps(shown, separators=(",", ":")))
+        masked, digest = key if key else (None, None)
+        rest = [
+            at, method, path, _text(query), masked, digest.hex() if digest else None, _text(body, "utf-8"),
+            status, elapsed, notes or None,
+        ]  # fmt: skip
+        return cached[1], json.dumps(rest, separators=(",", ":"), default=str)
+
+    def _decode(self, fields: dict[str, str]) -> Item:
+        entry = json.loads(fields["e"])
+        if isinstance(entry, dict):
+            return entry
+        at, method, path, query, masked, digest, body, status, elapsed, notes = entry
+        text = fields.get("h", "[]")
+        headers = self._decoded.get(text)
+        if headers is None:
+            if len(self._decoded) >= _CACHED:
+                self._decoded.clear()
+            headers = self._decoded[text] = tuple((n.encode("latin-1"), v) for n, v in json.loads(text))
+        key = (masked, bytes.fromhex(digest)) if digest is not None else None
+        return (at, method, path, query, headers, key, body, status, elapsed, notes)
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def _unavailable(self, error: Exception) -> StoreUnavailable:
+        return StoreUnavailable(f"the Redis store at {self.url} is unavailable: {error}")
+
+    async def _newest(self) -> list[tuple[int, Item]]:
+        """The newest ``limit`` entries of every replica, oldest first (this one's flushed first)."""
+        await self.flush()
+        wanted = self.limit or 0
+        found: list[Any] = []  # (id, fields) pairs
+        top = "+"
+        try:
+            async with asyncio.timeout(STEP_TIMEOUT * (1 + wanted // PAGE)):
+                while len(found) < wanted:
+                    count = min(PAGE, wanted - len(found))
+                    page: Any = await self._client.xrevrange(self._stream, top, "-", count=count)
+                    found += page
+                    if len(page) < count:
+                        break
+                    top = "(" + page[-1][0]
+        except (rx.RedisError, OSError) as error:
+            raise self._unavailable(error) from error
+        found.reverse()
+        return [(int(sid.partition("-")[0]), self._decode(fields)) for sid, fields in found]
+
+    async def read(self, pred: Pred | None = None) -> list[Entry]:
+        """The entries of every replica matching ``pred`` (all: None), oldest first."""
+        return [self._render(seq, item) for seq, item in await self._newest() if pred is None or pred(item)]
+
+    async def wipe(self) -> None:
+        """Forget every replica's entries (and this one's header sets); long-polls go on waiting."""
+        self._buffer.clear()
+        self._seen.clear()
+        await self.flush()  # a batch under way lands before the stream goes
+        try:
+            async with asyncio.timeout(STEP_TIMEOUT):
+                await self._client.delete(self._stream)
+        except (rx.RedisError, OSError) as error:
+            raise self._unavailable(error) from error
+
+    def watch(self, pred: Pred, count: int) -> Waiter:
+        """A long-poll on every replica's entries: its ``wait`` scans the stream, then follows it."""
+        if len(self._waiters) >= self.max_waiters:
+            raise WaitersFull(self.max_waiters)
+        waiter = StreamWaiter(self, pred, count)
+        self._waiters.append(waiter)
+        return waiter
+
+    def found(self, waiter: Waiter) -> list[Entry]:
+        return waiter.entries if isinstance(waiter, StreamWaiter) else []
+
+    async def _follow(self, waiter: StreamWaiter, timeout: float) -> bool:
+        """Until ``waiter`` has found enough (True) or ``timeout`` seconds have passed (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last = "0-0"  # entries after the scan: XREAD hands out those past this id
+        for seq, item in await self._newest():
+            waiter.show(seq, item)
+            last = f"{seq}-0"
+        if self._blocking is None:
+            pool = aredis.BlockingConnectionPool.from_url(
+                self.url, max_connections=self.max_waiters, timeout=STEP_TIMEOUT, **self._options
+            )
+            self._blocking = aredis.Redis(connection_pool=pool)
+        while not waiter.satisfied:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                async with asyncio.timeout(remaining + STEP_TIMEOUT):
+                    reply: Any = await self._blocking.xread(
+                        {self._stream: last}, count=PAGE, block=max(1, int(remaining * 1000))
+                    )
+            except (rx.RedisError, OSError) as error:
+                raise self._unavailable(error) from error
+            for _, entries in reply:
+                for sid, fields in entries:
+                    waiter.show(int(sid.partition("-")[0]), self._decode(fields))
+                    last = sid
+        return True
+
+    async def close(self) -> None:
+        """Write what is left (or drop it, if Redis does not take it) and close the long-polls' pool."""
+        await self.flush()
+        if self._blocking is not None:
+            await self._blocking.aclose()
+            await self._blocking.connection_pool.disconnect()
+            self._blocking = None
+
+    # --- what only an in-process journal can answer without waiting ---------------------------------
+
+    def _in_redis(self) -> TypeError:
+        return TypeError("a shared journal is in Redis: read it with 'await journal.read()'")
+
+    @property
+    def entries(self) -> list[Entry]:
+        raise self._in_redis()
+
+    def select(self, pred: Pred) -> list[Entry]:
+        raise self._in_redis()
+
+    def __len__(self) -> int:
+        raise self._in_redis()
+
+    @property
+    def bytes(self) -> int:
+        raise self._in_redis()
+
+    def clear(self) -> None:
+        raise TypeError("a shared journal is in Redis: clear it with 'await journal.wipe()'")
