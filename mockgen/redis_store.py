@@ -457,7 +457,8 @@ class RedisStore:
         self._base = f"{root}{_space}:"
         self._seq_key, self._clock_key = (root + "seq").encode(), (root + "clock").encode()
         self._meta_key = (root + "meta").encode()
-        journal = RedisJournal(_client, url, self._base, journal_limit, journal_bytes, options=self._options(AsyncRetry))
+        options = self._options(AsyncRetry)
+        journal = RedisJournal(_client, url, self._base, journal_limit, journal_bytes, options=options)
         self.journal: Journal = journal
         self._journal = journal  # (as what it is: closed with the store)
         batch = max(1, self.ledger_total // 64)

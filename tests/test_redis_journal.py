@@ -27,6 +27,14 @@ pytestmark = pytest.mark.usefixtures(redis_server.__name__)
 
 CREATE = "/api/v1/tasks/create"
 _worlds = count(1)
+# One client for the module: http.get() makes a client (an SSL context) each call, ~0.1 s here.
+http = httpx.Client(timeout=30.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_client() -> Iterator[None]:
+    yield
+    http.close()
 
 
 def world() -> str:
@@ -47,19 +55,19 @@ def replicas(prefix: str, *flags: str, url: str | None = None, n: int = 2) -> It
 
 def submit(base: str, key: str, prompt: str = "a lighthouse") -> dict[str, Any]:
     body = {"model_id": "gpt-image-2", "prompt": prompt}
-    r = httpx.post(base + CREATE, json=body, headers={"Authorization": f"Bearer {key}"})
+    r = http.post(base + CREATE, json=body, headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 200 and r.json()["code"] == 200, r.text
     return r.json()["data"]  # type: ignore[no-any-return]
 
 
 def new_key(base: str) -> str:
-    r = httpx.post(base + "/_mock/accounts", json={"credits": 100})
+    r = http.post(base + "/_mock/accounts", json={"credits": 100})
     assert r.status_code == 201, r.text
     return r.json()["key"]  # type: ignore[no-any-return]
 
 
 def journal(base: str, **filters: str) -> list[dict[str, Any]]:
-    r = httpx.get(base + "/_mock/requests", params=filters)
+    r = http.get(base + "/_mock/requests", params=filters)
     assert r.status_code == 200, r.text
     return r.json()  # type: ignore[no-any-return]
 
@@ -74,9 +82,9 @@ def test_requests_sent_to_either_replica_show_in_the_journal_of_both() -> None:
     prefix = world()
     with replicas(prefix) as (a, b):
         task = submit(a.base, a.key, "first, through a")
-        r = httpx.get(f"{b.base}/api/v1/tasks/{task['task_id']}", headers={"Authorization": f"Bearer {a.key}"})
+        r = http.get(f"{b.base}/api/v1/tasks/{task['task_id']}", headers={"Authorization": f"Bearer {a.key}"})
         assert r.json()["code"] == 200
-        assert httpx.get(a.base + "/api/v1/task/typo").status_code == 404  # a near miss, through a
+        assert http.get(a.base + "/api/v1/task/typo").status_code == 404  # a near miss, through a
         other = new_key(b.base)  # (b.key is a.key: the world's first account)
         submit(b.base, other, "second, through b")
 
@@ -110,10 +118,11 @@ def test_a_long_poll_on_one_replica_is_answered_by_requests_to_the_other() -> No
     with replicas(world()) as (a, b), ThreadPoolExecutor(1) as pool:
         params = {"path": CREATE, "count": "2", "timeout": "20"}
         started = time.monotonic()
-        waiting = pool.submit(httpx.get, a.base + "/_mock/requests/wait", params=params, timeout=30)
-        time.sleep(0.3)  # (the long-poll parked first: real time, for real processes)
-        assert not waiting.done()
+        waiting = pool.submit(http.get, a.base + "/_mock/requests/wait", params=params)
+        time.sleep(0.5)  # (the long-poll parked first: real time, for real processes)
         submit(b.base, b.key, "one")
+        time.sleep(0.3)
+        assert not waiting.done()  # one of two
         submit(b.base, b.key, "two")
         r = waiting.result(timeout=25)
         assert r.status_code == 200, r.text
@@ -123,9 +132,9 @@ def test_a_long_poll_on_one_replica_is_answered_by_requests_to_the_other() -> No
         assert time.monotonic() - started < 10  # answered by the requests, far before its timeout
 
         # Entries there already count at once; one not coming times out with a 408.
-        r = httpx.get(b.base + "/_mock/requests/wait", params={"path": CREATE, "count": "2", "timeout": "5"})
+        r = http.get(b.base + "/_mock/requests/wait", params={"path": CREATE, "count": "2", "timeout": "5"})
         assert r.status_code == 200 and r.json()["count"] == 2
-        r = httpx.get(a.base + "/_mock/requests/wait", params={"path": "/nowhere", "timeout": "0.3"})
+        r = http.get(a.base + "/_mock/requests/wait", params={"path": "/nowhere", "timeout": "0.3"})
         assert r.status_code == 408 and r.json() == {"arrived": False, "count": 0, "requests": []}
 
 
@@ -135,14 +144,14 @@ def test_delete_or_reset_through_one_replica_clears_the_journal_of_all() -> None
         submit(a.base, a.key)
         submit(b.base, b.key)
         assert len(journal(a.base)) == 2
-        r = httpx.delete(b.base + "/_mock/requests", headers={"Content-Type": "application/json"})
+        r = http.delete(b.base + "/_mock/requests", headers={"Content-Type": "application/json"})
         assert r.status_code == 204
         assert journal(a.base) == [] and journal(b.base) == [] and stream(prefix) == []
 
         submit(a.base, a.key)
         after = journal(b.base)
         assert len(after) == 1 and after[0]["id"] > 2  # ids are never given twice
-        r = httpx.post(a.base + "/_mock/reset", headers={"Content-Type": "application/json"})
+        r = http.post(a.base + "/_mock/reset", headers={"Content-Type": "application/json"})
         assert r.status_code == 200, r.text
         assert journal(b.base) == [] and stream(prefix) == []
 
@@ -153,7 +162,7 @@ def test_the_journal_keeps_the_newest_journal_limit_entries_and_its_bytes() -> N
     with MockServer("ci", **options) as a, MockServer("ci", **options) as b:
         for n in range(30):
             mock = (a, b)[n % 2]
-            assert httpx.get(f"{mock.base_url}/api/v1/tasks/t{n}", headers=mock.headers()).status_code == 200
+            assert http.get(f"{mock.base_url}/api/v1/tasks/t{n}", headers=mock.headers()).status_code == 200
         paths = [f"/api/v1/tasks/t{n}" for n in range(25, 30)]
         assert [e["path"] for e in a.requests()] == paths and [e["path"] for e in b.requests()] == paths
         assert len(stream(prefix)) < 30  # trimmed in Redis too (MAXLEN ~: whole nodes at a time)
@@ -163,7 +172,7 @@ def test_the_journal_keeps_the_newest_journal_limit_entries_and_its_bytes() -> N
     with replicas(prefix, "--journal-bytes", "8000") as (c, d):
         for n in range(40):
             served = (c, d)[n % 2]
-            httpx.post(served.base + CREATE, content=b"x" * 1000, headers={"Authorization": f"Bearer {c.key}"})
+            http.post(served.base + CREATE, content=b"x" * 1000, headers={"Authorization": f"Bearer {c.key}"})
         kept = journal(d.base)
         assert 2 <= len(kept) <= 8 and kept == journal(c.base)
         assert kept[-1]["id"] == max(e["id"] for e in kept) and len(stream(prefix)) == len(kept)
@@ -175,7 +184,7 @@ def test_verify_through_one_replica_sees_requests_sent_to_another() -> None:
         key = mock.api_key
         for prompt in ("a fox", "a hound"):
             submit(other.base, key, prompt)
-        httpx.get(other.base + "/api/v1/task/typo")
+        http.get(other.base + "/api/v1/task/typo")
         mock.verify(f"POST {CREATE}", count=2, key=key)
         mock.verify(f"POST {CREATE}", body={"prompt": "a hound"})
         mock.verify_order(f"POST {CREATE}", "GET /api/v1/task/typo")
@@ -195,16 +204,16 @@ def test_with_redis_down_requests_are_answered_and_their_entries_lost_with_one_l
             server.stop()
             statuses = []
             for n in range(20):
-                statuses.append(httpx.get(f"{served.base}/nowhere/{n}").status_code)
-                r = httpx.get(f"{served.base}/api/v1/tasks/t{n}", headers={"Authorization": f"Bearer {served.key}"})
+                statuses.append(http.get(f"{served.base}/nowhere/{n}").status_code)
+                r = http.get(f"{served.base}/api/v1/tasks/t{n}", headers={"Authorization": f"Bearer {served.key}"})
                 statuses.append(r.status_code)
                 assert r.status_code != 503 or r.json()["code"] == 503
             assert set(statuses) <= {404, 503} and 404 in statuses  # answered, never a 500
-            assert httpx.get(served.base + "/_mock/requests").status_code == 503
+            assert http.get(served.base + "/_mock/requests").status_code == 503
 
             server.start()  # (an empty Redis: nothing was saved)
             deadline = time.monotonic() + 10
-            while httpx.get(f"{served.base}/again").status_code != 404:
+            while http.get(f"{served.base}/again").status_code != 404:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             entries = journal(served.base, path="/again")
