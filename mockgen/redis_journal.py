@@ -55,19 +55,25 @@ PAGE = 1_000  # entries read by one command
 STEP_TIMEOUT = 1.5  # seconds for one write or read (as the store's steps)
 _CACHED = 256  # encoded (and decoded) header sets remembered
 
-# KEYS: the stream, its sequence, the bytes ever appended; ARGV: limit, max bytes, then (size, headers,
-# entry) for each entry. Returns the last id given.
+# KEYS: the stream, its sequence, the bytes ever appended; ARGV: limit, max bytes, then the batch in
+# two strings (one argument each is far cheaper to send than three an entry): "<size> <headers'
+# length> <rest's length> " for each entry, and their texts one after the other (ASCII: lengths are
+# bytes). Returns the last id given.
 _APPEND = """
 local stream, limit, most = KEYS[1], ARGV[1], tonumber(ARGV[2])
-local n = (#ARGV - 2) / 3
-local seq = redis.call('INCRBY', KEYS[2], n) - n
+local sizes, texts = ARGV[3], ARGV[4]
+local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
 local total = tonumber(redis.call('GET', KEYS[3]) or '0')
-for i = 3, #ARGV, 3 do
+local at = 1
+for size, h, e in string.gmatch(sizes, '(%d+) (%d+) (%d+) ') do
   seq = seq + 1
-  redis.call('XADD', stream, 'MAXLEN', '~', limit, string.format('%d-0', seq),
-             'm', string.format('%d', total), 'h', ARGV[i + 1], 'e', ARGV[i + 2])
-  total = total + tonumber(ARGV[i])
+  local rest = at + tonumber(h)
+  at = rest + tonumber(e)
+  redis.call('XADD', stream, 'MAXLEN', '~', limit, string.format('%d-0', seq), 'm', string.format('%d', total),
+             'h', string.sub(texts, rest - tonumber(h), rest - 1), 'e', string.sub(texts, rest, at - 1))
+  total = total + tonumber(size)
 end
+redis.call('SET', KEYS[2], string.format('%d', seq))
 redis.call('SET', KEYS[3], string.format('%d', total))
 -- The bytes held are the total less the oldest entry's mark: past max bytes, the oldest go.
 local floor = total - most
@@ -85,6 +91,8 @@ if oldest and tonumber(oldest[2][2]) < floor then
 end
 return seq
 """
+# JSON as the stream keeps it: compact, ASCII (its lengths are bytes), anything odd as its str.
+_json = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 class StreamWaiter(Waiter):
@@ -161,14 +169,17 @@ class RedisJournal(Journal):
 
     async def _write_batch(self) -> None:
         buffer = self._buffer
-        args: list[Any] = [self.limit, self.max_bytes]
+        sizes: list[str] = []
+        texts: list[str] = []
         count = length = 0
         while buffer and count < BATCH_ENTRIES and length < BATCH_BYTES:
             item, size = buffer.popleft()
             headers, entry = self._encode(item)
-            args += (size, headers, entry)
+            sizes.append(f"{size} {len(headers)} {len(entry)} ")
+            texts += (headers, entry)
             count += 1
             length += len(headers) + len(entry)
+        args = [self.limit or 0, self.max_bytes, "".join(sizes), "".join(texts)]
         try:
             async with asyncio.timeout(STEP_TIMEOUT):
                 await self._script(self._keys, args)
@@ -191,20 +202,20 @@ class RedisJournal(Journal):
     def _encode(self, item: Item) -> tuple[str, str]:
         """An entry as the stream keeps it: its header set and the rest, each as JSON."""
         if not isinstance(item, tuple):
-            return "", json.dumps(item, separators=(",", ":"), default=str)
+            return "", _json(item)
         at, method, path, query, headers, key, body, status, elapsed, notes = item
         cached = self._encoded.get(id(headers))
         if cached is None or cached[0] is not headers:
             if len(self._encoded) >= _CACHED:
                 self._encoded.clear()
             shown = [[n.decode("latin-1"), _text(v)] for n, v in headers]
-            cached = self._encoded[id(headers)] = (headers, json.dumps(shown, separators=(",", ":")))
+            cached = self._encoded[id(headers)] = (headers, _json(shown))
         masked, digest = key if key else (None, None)
         rest = [
             at, method, path, _text(query), masked, digest.hex() if digest else None, _text(body, "utf-8"),
             status, elapsed, notes or None,
         ]  # fmt: skip
-        return cached[1], json.dumps(rest, separators=(",", ":"), default=str)
+        return cached[1], _json(rest)
 
     def _decode(self, fields: dict[str, str]) -> Item:
         entry = json.loads(fields["e"])
