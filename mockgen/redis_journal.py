@@ -179,7 +179,7 @@ class RedisJournal(Journal):
             texts += (headers, entry)
             count += 1
             length += len(headers) + len(entry)
-        args = [self.limit or 0, self.max_bytes, "".join(sizes), "".join(texts)]
+        args: list[str | int] = [self.limit or 0, self.max_bytes, "".join(sizes), "".join(texts)]
         try:
             async with asyncio.timeout(STEP_TIMEOUT):
                 await self._script(self._keys, args)
