@@ -52,6 +52,7 @@ BUFFER = 10_000  # entries recorded and not yet written, at most (past it the ol
 BATCH_ENTRIES = 500  # entries written by one script call at most
 BATCH_BYTES = 1 << 20  # and their encoded bytes, about
 PAGE = 1_000  # entries read by one command
+LINGER = 0.002  # seconds a busy server's next batch waits for more entries
 STEP_TIMEOUT = 1.5  # seconds for one write or read (as the store's steps)
 _CACHED = 256  # encoded (and decoded) header sets remembered
 
@@ -176,9 +177,13 @@ class RedisJournal(Journal):
             self._flusher = asyncio.get_running_loop().create_task(self._flush_all())
 
     async def _flush_all(self) -> None:
+        """Write what the buffer holds: at once when it comes alone; when more came while a batch was
+        being written (a busy server), after LINGER, so that a batch carries many entries."""
         try:
             while self._buffer:
                 await self._write_batch()
+                if self._buffer:
+                    await asyncio.sleep(LINGER)
         finally:
             self._flusher = None
 
