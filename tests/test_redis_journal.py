@@ -201,7 +201,13 @@ def test_with_redis_down_requests_are_answered_and_their_entries_lost_with_one_l
     try:
         with replicas(world(), url=server.url, n=1) as (served,):
             submit(served.base, served.key, "before")
-            server.stop()
+            with ThreadPoolExecutor(1) as pool:
+                params = {"path": "/never", "timeout": "20"}
+                parked = pool.submit(http.get, served.base + "/_mock/requests/wait", params=params)
+                time.sleep(0.5)  # (parked: real time, for real processes)
+                server.stop()
+                r = parked.result(timeout=15)
+                assert r.status_code == 503 and "unavailable" in r.json()["error"]  # at once, not at its timeout
             statuses = []
             for n in range(20):
                 statuses.append(http.get(f"{served.base}/nowhere/{n}").status_code)
@@ -210,6 +216,9 @@ def test_with_redis_down_requests_are_answered_and_their_entries_lost_with_one_l
                 assert r.status_code != 503 or r.json()["code"] == 503
             assert set(statuses) <= {404, 503} and 404 in statuses  # answered, never a 500
             assert http.get(served.base + "/_mock/requests").status_code == 503
+            assert http.get(served.base + "/_mock/requests/wait", params={"timeout": "5"}).status_code == 503
+            r = http.delete(served.base + "/_mock/requests", headers={"Content-Type": "application/json"})
+            assert r.status_code == 503 and "unavailable" in r.json()["error"]
 
             server.start()  # (an empty Redis: nothing was saved)
             deadline = time.monotonic() + 10
