@@ -11,7 +11,8 @@ does not answer, the batch is lost, with one log line for the whole outage (and 
 back), and the client never sees it.
 
 Readers flush their own replica's buffer first, so a replica sees its own requests at once, and
-another replica's within about one round trip of their answer. ``read`` takes the newest ``limit``
+another replica's within about one round trip of their answer (a read or a clear waits SETTLE first,
+for those). ``read`` takes the newest ``limit``
 entries (the approximate trim may leave a few more); ``wipe`` deletes the stream; a long-poll
 (``watch``) scans the stream once, then follows it with ``XREAD BLOCK`` on a pool of its own (at most
 ``max_waiters`` connections: a parked long-poll never holds one of the store's).
@@ -53,6 +54,9 @@ BATCH_ENTRIES = 500  # entries written by one script call at most
 BATCH_BYTES = 1 << 20  # and their encoded bytes, about
 PAGE = 1_000  # entries read by one command
 LINGER = 0.002  # seconds a busy server's next batch waits for more entries
+# Seconds a read or a clear waits first, so that the entries of requests another replica answered
+# just before it have been written (each replica writes right after an answer, or LINGER later).
+SETTLE = 0.005
 STEP_TIMEOUT = 1.5  # seconds for one write or read (as the store's steps)
 _CACHED = 256  # encoded (and decoded) header sets remembered
 
@@ -284,12 +288,14 @@ class RedisJournal(Journal):
 
     async def read(self, pred: Pred | None = None) -> list[Entry]:
         """The entries of every replica matching ``pred`` (all: None), oldest first."""
+        await asyncio.sleep(SETTLE)
         return [self._render(seq, item) for seq, item in await self._newest() if pred is None or pred(item)]
 
     async def wipe(self) -> None:
         """Forget every replica's entries (and this one's header sets); long-polls go on waiting."""
         self._buffer.clear()
         self._seen.clear()
+        await asyncio.sleep(SETTLE)
         await self.flush()  # a batch under way lands before the stream goes
         try:
             async with asyncio.timeout(STEP_TIMEOUT):
