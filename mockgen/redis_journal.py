@@ -1,21 +1,21 @@
 """The request journal of a shared store: one bounded Redis stream that every replica writes and reads.
 
-``RedisJournal`` is the in-process ``Journal``'s interface on a stream ``{prefix}:journal``. A request
-is recorded as in memory (masked and cut by the journal middleware, the header sets masked once
-each) and put in a bounded buffer: nothing waits for Redis on the request's way. A flusher task
+``RedisJournal`` is the in-process ``Journal``'s interface on a stream ``{prefix}:w:journal``. A
+request is recorded as in memory (masked and cut by the journal middleware, the header sets masked
+once each) and put in a bounded buffer: nothing waits for Redis on the request's way. A flusher task
 writes what the buffer holds, in one script call a batch (``_APPEND``): each entry gets the next
-number of ``{prefix}:jseq`` as its id (``<n>-0``; the ``id`` shown), the stream is cut to its
-newest ``limit`` entries (``XADD MAXLEN ~``) and to ``max_bytes`` (each entry carries the bytes
-appended before it, as in memory, so the script drops the oldest until the rest fit). When Redis
-does not answer, the batch is lost, with one log line for the whole outage (and one when it is
-back), and the client never sees it.
+number of the world's journal (kept in ``{prefix}:w:jstate``, never given twice) as its id
+(``<n>-0``; the ``id`` shown), the stream is cut to its newest ``limit`` entries (``XADD MAXLEN ~``)
+and to ``max_bytes`` (each entry carries the bytes appended before it, as in memory, so the script
+drops the oldest until the rest fit). When Redis does not answer, the batch is lost, with one log
+line for the whole outage (and one when it is back), and the client never sees it.
 
 Readers flush their own replica's buffer first, so a replica sees its own requests at once, and
 another replica's within about one round trip of their answer (a read or a clear waits SETTLE first,
-for those). ``read`` takes the newest ``limit``
-entries (the approximate trim may leave a few more); ``wipe`` deletes the stream; a long-poll
-(``watch``) scans the stream once, then follows it with ``XREAD BLOCK`` on a pool of its own (at most
-``max_waiters`` connections: a parked long-poll never holds one of the store's).
+for those). ``read`` takes the newest ``limit`` entries (the approximate trim may leave a few more);
+``wipe`` deletes the stream; a long-poll (``watch``) scans the stream once, then follows it with
+``XREAD BLOCK`` on a pool of its own (at most ``max_waiters`` connections: a parked long-poll never
+holds one of the store's).
 """
 
 from __future__ import annotations
@@ -60,15 +60,19 @@ SETTLE = 0.005
 STEP_TIMEOUT = 1.5  # seconds for one write or read (as the store's steps)
 _CACHED = 256  # encoded (and decoded) header sets remembered
 
-# KEYS: the stream, its sequence, the bytes ever appended; ARGV: limit, max bytes, then the batch in
-# two strings (one argument each is far cheaper to send than three an entry): "<size> <headers'
-# length> <rest's length> " for each entry, and their texts one after the other (ASCII: lengths are
-# bytes). Returns the last id given.
+# KEYS: the stream, its state ("<last id given> <bytes ever appended> <past this total, look at the
+# oldest>"); ARGV: limit, max bytes, then the batch in two strings (one argument each is far cheaper to
+# send than three an entry): "<size> <headers' length> <rest's length> " for each entry, and their texts
+# one after the other (ASCII: lengths are bytes). Returns the last id given.
 _APPEND = """
 local stream, limit, most = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local sizes, texts = ARGV[3], ARGV[4]
-local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
-local total = tonumber(redis.call('GET', KEYS[3]) or '0')
+local seq, total, high = 0, 0, most
+local state = redis.call('GET', KEYS[2])
+if state then
+  local s, t, h = string.match(state, '^(%d+) (%d+) (%d+)$')
+  seq, total, high = tonumber(s), tonumber(t), tonumber(h)
+end
 local at = 1
 for size, h, e in string.gmatch(sizes, '(%d+) (%d+) (%d+) ') do
   seq = seq + 1
@@ -78,22 +82,29 @@ for size, h, e in string.gmatch(sizes, '(%d+) (%d+) (%d+) ') do
              'h', string.sub(texts, rest - tonumber(h), rest - 1), 'e', string.sub(texts, rest, at - 1))
   total = total + tonumber(size)
 end
-redis.call('SET', KEYS[2], string.format('%d', seq))
-redis.call('SET', KEYS[3], string.format('%d', total))
--- The bytes held are the total less the oldest entry's mark: past max bytes, the oldest go.
-local floor = total - most
-local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
-if oldest and tonumber(oldest[2][2]) < floor then
+-- The bytes held are the total less the oldest entry's mark: past max bytes, the oldest go. As in
+-- memory, the oldest is looked at only past 'high' (its mark plus max bytes when last looked at: the
+-- entries MAXLEN drops unseen only ever raise the real one).
+if total > high then
+  local floor = total - most
+  high = total + most  -- (none left)
   local from = '-'
   while true do
     local page = redis.call('XRANGE', stream, from, '+', 'COUNT', 100)
     if #page == 0 then redis.call('DEL', stream); break end
+    local kept = nil
     for _, e in ipairs(page) do
-      if tonumber(e[2][2]) >= floor then redis.call('XTRIM', stream, 'MINID', e[1]); return seq end
+      if tonumber(e[2][2]) >= floor then kept = e; break end
+    end
+    if kept then
+      if from ~= '-' or kept ~= page[1] then redis.call('XTRIM', stream, 'MINID', kept[1]) end
+      high = tonumber(kept[2][2]) + most
+      break
     end
     from = '(' .. page[#page][1]
   end
 end
+redis.call('SET', KEYS[2], string.format('%d %d %d', seq, total, high))
 return seq
 """
 # KEYS: the stream; ARGV: the newest id wanted ('+', or '(<id>' for those before it), how many. A page,
@@ -158,7 +169,7 @@ class RedisJournal(Journal):
         self._client = client
         self._options = options
         self._stream = root + "journal"
-        self._keys = [self._stream, root + "jseq", root + "jbytes"]
+        self._keys = [self._stream, root + "jstate"]
         self._script = client.register_script(_APPEND)
         self._page = client.register_script(_PAGE)
         self._buffer: deque[tuple[Item, int]] = deque(maxlen=BUFFER)

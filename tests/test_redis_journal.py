@@ -6,6 +6,7 @@ test a world (``--store-prefix``) of its own, driven by httpx.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterator
@@ -18,9 +19,10 @@ import httpx
 import pytest
 import redis
 
+from mockgen.journal import Journal
 from mockgen.testing import MockServer
 
-from .redis_server import RedisServer, redis_server, session_server
+from .redis_server import RedisServer, make_redis_store, redis_server, session_server
 from .serving import Serve
 
 pytestmark = pytest.mark.usefixtures(redis_server.__name__)
@@ -233,3 +235,30 @@ def test_with_redis_down_requests_are_answered_and_their_entries_lost_with_one_l
         assert "Traceback" not in served.errors and "takes entries again" in served.errors
     finally:
         server.close()
+
+
+def test_the_byte_bound_keeps_what_the_in_process_journal_keeps() -> None:
+    """The same entries of the same sizes, written in batches of any length: the same newest ones kept."""
+
+    async def check() -> None:
+        store = await make_redis_store(journal_limit=1_000, journal_bytes=5_000)
+        memory = Journal(1_000, 5_000)
+        try:
+            sizes = [300, 1_200, 50, 4_999, 700, 5_001, 10, 2_500, 2_500, 1, 800, 3_000, 90, 90, 90]
+            batches = [1, 3, 2, 5, 1, 4, 7]
+            n = 0
+            for rounds in range(3):
+                for batch in batches:
+                    for _ in range(batch):
+                        entry = {"method": "GET", "path": f"/p{n}"}
+                        size = sizes[n % len(sizes)] + rounds
+                        store.journal.append(entry, size)
+                        memory.append(entry, size)
+                        n += 1
+                    kept = [e["path"] for e in await store.journal.read()]
+                    assert kept == [e["path"] for e in memory.entries], n
+        finally:
+            await store.clear()
+            await store.close()
+
+    asyncio.run(check())
