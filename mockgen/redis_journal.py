@@ -219,7 +219,9 @@ class RedisJournal(Journal):
             async with asyncio.timeout(STEP_TIMEOUT):
                 await self._script(self._keys, args)
         except (rx.RedisError, OSError) as error:
-            self._lost += count
+            # What waits goes too: a frozen Redis must not hold a flush (or a shutdown) a timeout a batch.
+            self._lost += count + len(buffer)
+            buffer.clear()
             if not self._down:
                 self._down = True
                 log.warning("request journal: Redis does not take entries, they are dropped until it does: %s", error)

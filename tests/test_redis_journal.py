@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -262,3 +263,23 @@ def test_the_byte_bound_keeps_what_the_in_process_journal_keeps() -> None:
             await store.close()
 
     asyncio.run(check())
+
+
+def test_with_redis_frozen_requests_are_answered_at_once_and_a_stop_is_not_held_up() -> None:
+    server = RedisServer()
+    try:
+        with replicas(world(), url=server.url, n=1) as (served,):
+            assert server.process is not None
+            server.process.send_signal(signal.SIGSTOP)  # it holds every connection open, answering nothing
+            try:
+                started = time.monotonic()
+                assert all(http.get(f"{served.base}/nowhere/{n}").status_code == 404 for n in range(50))
+                assert time.monotonic() - started < 5  # (the entries wait on Redis, the answers do not)
+                stopping = time.monotonic()
+                served.stop()
+                assert time.monotonic() - stopping < 8  # one batch's timeout, not one a batch
+            finally:
+                server.process.send_signal(signal.SIGCONT)
+        assert "request journal: Redis does not take" in served.errors and "Traceback" not in served.errors
+    finally:
+        server.close()
