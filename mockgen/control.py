@@ -314,11 +314,11 @@ def _journal_filter(request: Request) -> Filter:
 
 async def list_requests(request: Request) -> Response:
     journal = (await _backend(request)).journal
-    return json_response(journal.select(_journal_filter(request)))
+    return json_response(await journal.read(_journal_filter(request)))
 
 
 async def clear_requests(request: Request) -> Response:
-    (await _backend(request)).journal.clear()
+    await (await _backend(request)).journal.wipe()
     return Response(status_code=204)
 
 

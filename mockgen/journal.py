@@ -370,6 +370,14 @@ class Journal:
         self._high = self._total + self.max_bytes
         self._seen.clear()
 
+    async def read(self, pred: Pred | None = None) -> list[Entry]:
+        """``select`` (every entry: None), awaited as a shared journal must (it reads Redis)."""
+        return self.entries if pred is None else self.select(pred)
+
+    async def wipe(self) -> None:
+        """``clear``, awaited as a shared journal must (it clears Redis)."""
+        self.clear()
+
     def select(self, pred: Pred) -> list[Entry]:
         """The entries matching ``pred`` (a ``Filter``), oldest first; only those are rendered."""
         return [self._render(seq, item) for seq, item, _ in self._items if pred(item)]

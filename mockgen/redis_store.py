@@ -38,7 +38,8 @@ stays), MAX_COUNTERS counters (the first seen goes), MAX_BUCKETS buckets (least 
 NEXT_LIMIT queued outcomes; ``pop_due`` takes at most POP_LIMIT tasks a call (the rest: next call).
 The due zset holds a task id once, at its latest time (MemoryStore's heap may also hand out an entry
 of an evicted task whose id came back: the Backend skips those, as it checks ``finish_at``).
-The journal stays in this process for now.
+The journal is a bounded stream ``{prefix}:journal`` (redis_journal.py), written in batches in the
+background; ``clear`` and ``take`` empty it.
 
 Failure: each step has STEP_TIMEOUT (1.5 s) for all of it, connecting (at most CONNECT_TIMEOUT) and
 one immediate retry on a broken connection (what a pooled connection is after Redis restarted)
@@ -74,6 +75,7 @@ from .clock import Clock, ManualClock, SystemClock
 from .journal import MAX_BYTES as JOURNAL_BYTES
 from .journal import Journal
 from .models import FAILED, NEVER, Account, Ledger, NextOutcome, Plan, Task, newest
+from .redis_journal import RedisJournal
 from .store import MAX_BUCKETS, MAX_COUNTERS, NEXT_LIMIT, Store, StoreUnavailable
 
 __all__ = ["CONNECT_TIMEOUT", "POP_LIMIT", "STEP_TIMEOUT", "WORLD_KEYS", "RedisStore"]
@@ -458,7 +460,6 @@ class RedisStore:
         self.max_accounts = max_accounts
         self.ledger_limit = ledger_limit or max_tasks
         self.ledger_total = ledger_total or 2 * max_tasks
-        self.journal = Journal(journal_limit, journal_bytes)
         self._time = RedisTime()  # the real clock: Redis's, read with every get_account
         self.clock: Clock = self._time
         self._owns_client = _client is None  # (a staged store borrows its world's)
@@ -475,6 +476,10 @@ class RedisStore:
         self._seq_key, self._clock_key = (root + "seq").encode(), (root + "clock").encode()
         self._meta_key, self._gen_key = (root + "meta").encode(), (root + "gen").encode()
         self.generation = ""  # the world's generation as last seen (every get_account brings it up to date)
+        options = self._options(AsyncRetry)
+        journal = RedisJournal(_client, url, self._base, journal_limit, journal_bytes, options=options)
+        self.journal: Journal = journal
+        self._journal = journal  # (as what it is: closed with the store)
         batch = max(1, self.ledger_total // 64)
         # Keys and the world's arguments encoded once: redis-py passes bytes through as they are.
         self._batch = batch
@@ -525,12 +530,13 @@ class RedisStore:
     async def close(self) -> None:
         """Close this store's connections (a later step opens new ones); a staged store's are its world's."""
         if self._owns_client:
+            await self._journal.close()
             await self._client.aclose()
             await self._client.connection_pool.disconnect()
 
     async def clear(self) -> None:
         await self._run("clear", [self._seq_key], *WORLD_KEYS, timeout=BATCH_TIMEOUT)  # (O(accounts))
-        self.journal.clear()
+        await self.journal.wipe()
 
     # accounts and credits
     async def get_account(self, key: str) -> Account | None:
@@ -887,7 +893,7 @@ class RedisStore:
         keys = [self._keys["tasks"], staged._keys["tasks"]]
         # What a state holds is swapped; the counters and buckets stay (as MemoryStore.take keeps them).
         await self._run("take", keys, staged._base, *TAKEN_KEYS, timeout=BATCH_TIMEOUT)  # (O(accounts))
-        self.journal.clear()
+        await self.journal.wipe()
 
     def release(self) -> None:
         """Unlink this store's keys, a batch at a time (a plain client of its own: fine in a thread)."""
