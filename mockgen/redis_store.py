@@ -72,6 +72,7 @@ from .clock import Clock, ManualClock, SystemClock
 from .journal import MAX_BYTES as JOURNAL_BYTES
 from .journal import Journal
 from .models import FAILED, NEVER, Account, Ledger, NextOutcome, Plan, Task, newest
+from .resp import RespClient
 from .store import MAX_BUCKETS, MAX_COUNTERS, NEXT_LIMIT, StoreUnavailable
 
 __all__ = ["CONNECT_TIMEOUT", "POP_LIMIT", "STEP_TIMEOUT", "WORLD_KEYS", "RedisStore"]
@@ -464,6 +465,11 @@ class RedisStore:
             name: self._client.register_script(_PRELUDE + source) for name, source in _SCRIPTS.items()
         }
         self._scripts.update({name: self._client.register_script(s) for name, s in _OWN_ARGV.items()})
+        # Steps go through one pipelined connection of our own (resp.py: a step through redis-py costs
+        # several times as much CPU); long steps, batches and TLS (rediss://) through redis-py's pool.
+        self._sources = {name: _PRELUDE + source for name, source in _SCRIPTS.items()}
+        fast = self._owns_client and url.startswith(("redis://", "unix://"))
+        self._fast = RespClient(url, CONNECT_TIMEOUT, STEP_TIMEOUT) if fast else None
         k = [(self._base + name).encode() for name in WORLD_KEYS]
         self._keys = {name: k[i] for name, i in _INDEX.items()}
         # Decoded plans by their JSON (most tasks share a handful), and encoded ones by the plan object.
@@ -486,15 +492,21 @@ class RedisStore:
         return [keys[name] for name in names]
 
     async def _run(self, script: str, keys: Sequence[str | bytes], *args: Any, timeout: float = STEP_TIMEOUT) -> Any:
+        fast = self._fast
         try:
             async with asyncio.timeout(timeout):
+                if fast is not None and timeout == STEP_TIMEOUT:  # (a long step keeps a pooled connection)
+                    return await fast.script(self._sources[script], keys, (*self._world, *args))
                 return await self._scripts[script](keys, (*self._world, *args))
         except (*_DOWN, rx.RedisError) as error:
             _reraise(self.url, error)
 
     async def _cmd(self, *args: Any) -> Any:
+        fast = self._fast
         try:
             async with asyncio.timeout(STEP_TIMEOUT):
+                if fast is not None:
+                    return await fast.call(*args)
                 return await self._client.execute_command(*args)
         except (*_DOWN, rx.RedisError) as error:
             _reraise(self.url, error)
@@ -505,6 +517,8 @@ class RedisStore:
 
     async def close(self) -> None:
         """Close this store's connections (a later step opens new ones); a staged store's are its world's."""
+        if self._fast is not None:
+            self._fast.close()
         if self._owns_client:
             await self._client.aclose()
             await self._client.connection_pool.disconnect()
