@@ -393,12 +393,12 @@ class Backend:
         """A task of this account, brought up to date; another account's task is 'not found'."""
         store = self.store
         now = store.clock.now()
-        await self.settle(now)
-        task = await store.get_task(task_id)
-        if task is None or task.key != account.key:
+        # One store step settles what is due, reads the task and counts this poll (one round trip on Redis).
+        due, task = await store.poll(task_id, account.key, now)
+        if due and await self._settle_due(due):
+            task = await store.get_task(task_id) if task is not None else None  # (it may be one of them)
+        if task is None:
             raise ApiError(Msg.NOT_FOUND.format(task_id=show(task_id[:64])))
-        # (the memory store's task is the stored one; a shared store's a copy, brought up to date here)
-        task.polls = await store.count_poll(task_id)
         plan = task.plan
         if not task.final_status and plan.progress == "polls" and task.polls >= task.polls_to_finish:
             await self.finish(task, plan.outcome, now)
@@ -523,6 +523,12 @@ class Backend:
         """Finish every time-driven task that is due by ``now`` (refunding failures). Returns how many."""
         store = self.store
         due = await store.pop_due(store.clock.now() if now is None else now)
+        return await self._settle_due(due) if due else 0
+
+    async def _settle_due(self, due: list[tuple[float, str]]) -> int:
+        """Finish the tasks ``pop_due`` took (each once: one finished meanwhile, or since evicted, is
+        passed over). Returns how many it finished."""
+        store = self.store
         done = 0
         for at, task_id in due:
             task = await store.get_task(task_id)

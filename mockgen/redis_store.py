@@ -229,6 +229,20 @@ if redis.call('HEXISTS', KEYS[1], ARGV[5]) == 0 then return -1 end
 return redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
 """
 
+# KEYS: due, tasks, polls, final; ARGV: now, pop limit, id, key. pop_due's and count_poll's work in one
+# step, and get_task's, for a task of this key (another key's task is not counted: it is not found).
+_POLL = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[5], 'WITHSCORES', 'LIMIT', 0, ARGV[6])
+if #due > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #due / 2 - 1) end
+local id, key = ARGV[7], ARGV[8]
+local blob = redis.call('HGET', KEYS[2], id)
+if not blob then return {due} end
+local credits, n = string.match(blob, '^(%d+) (%d+) ')
+local start = #credits + #n + 3
+if string.sub(blob, start, start + tonumber(n) - 1) ~= key then return {due} end
+return {due, blob, redis.call('HINCRBY', KEYS[3], id, 1), redis.call('HGET', KEYS[4], id)}
+"""
+
 # ARGV: id, failed ("1"/"0"), at, the final status as stored
 _FINISH = """
 local blob = redis.call('HGET', KEYS[1], ARGV[5])
@@ -377,7 +391,7 @@ return {0, now}
 _SCRIPTS = {
     "get_account": _GET_ACCOUNT, "add_account": _ADD_ACCOUNT, "accounts": _ACCOUNTS, "credit": _CREDIT,
     "refund": _REFUND, "submit": _SUBMIT, "make_room": _MAKE_ROOM, "get_task": _GET_TASK, "tasks": _TASKS,
-    "count_poll": _COUNT_POLL, "finish": _FINISH, "pop_due": _POP_DUE, "count": _COUNT,
+    "count_poll": _COUNT_POLL, "poll": _POLL, "finish": _FINISH, "pop_due": _POP_DUE, "count": _COUNT,
     "take_token": _TAKE_TOKEN, "queue_next": _QUEUE_NEXT, "take_next": _TAKE_NEXT, "queued": _QUEUED,
     "clear_next": _CLEAR_NEXT, "clear": _CLEAR, "take": _TAKE,
 }  # fmt: skip
@@ -661,6 +675,12 @@ class RedisStore:
     async def count_poll(self, task_id: str) -> int:
         polls = int(await self._run("count_poll", self._k("tasks", "polls"), task_id))
         return max(polls, 0)  # (-1: the task is not kept, e.g. another replica evicted it)
+
+    async def poll(self, task_id: str, key: str, now: float) -> tuple[list[tuple[float, str]], Task | None]:
+        got = await self._run("poll", self._k("due", "tasks", "polls", "final"), repr(now), POP_LIMIT, task_id, key)
+        due = got[0]
+        popped = [(float(due[i + 1]), due[i]) for i in range(0, len(due), 2)]
+        return popped, None if len(got) == 1 else self._decode(task_id, got[1], got[2], got[3])
 
     async def finish(self, task_id: str, status: int, at: float, message: str | None = None) -> bool:
         failed = status == FAILED

@@ -129,6 +129,11 @@ class Store(Protocol):
         """One more poll of the task; its poll count now (0, nothing counted, for a task not kept)."""
         ...
 
+    async def poll(self, task_id: str, key: str, now: float) -> tuple[list[tuple[float, str]], Task | None]:
+        """A poll's step, in one: the tasks due by ``now`` taken (as ``pop_due``), and the task read with
+        this poll counted (as ``count_poll``), when it is kept and ``key``'s (else None: nothing counted)."""
+        ...
+
     async def finish(self, task_id: str, status: int, at: float, message: str | None = None) -> bool:
         """Set an unfinished task's final status (SUCCEEDED or FAILED) and when; a failure keeps
         ``message`` and is refunded. A compare-and-set: False, and nothing changed, if it had finished
@@ -468,6 +473,15 @@ class MemoryStore:
             return 0
         task.polls += 1
         return task.polls
+
+    async def poll(self, task_id: str, key: str, now: float) -> tuple[list[tuple[float, str]], Task | None]:
+        due = self._due
+        popped = [] if not due or due[0][0] > now else await self.pop_due(now)
+        task = self._tasks.get(task_id)
+        if task is None or task.key != key:
+            return popped, None
+        task.polls += 1
+        return popped, task
 
     async def finish(self, task_id: str, status: int, at: float, message: str | None = None) -> bool:
         task = self._tasks.get(task_id)

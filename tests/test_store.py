@@ -326,6 +326,34 @@ def test_concurrent_polls_are_counted_one_to_n_each_once(stores: Stores) -> None
     stores.run(check)
 
 
+def test_a_poll_takes_what_is_due_and_counts_only_its_own_keys_task(stores: Stores) -> None:
+    async def check(store: Store) -> None:
+        await account(store)
+        await account(store, OTHER)
+        polled, due, later = task(1), task(2, finish_at=10.0), task(3, finish_at=30.0)
+        for t in (polled, due, later):
+            assert await store.submit(t)
+        assert await store.poll(polled.task_id, KEY, 5.0) == ([], await store.get_task(polled.task_id))
+        taken, kept = await store.poll(polled.task_id, KEY, 20.0)
+        assert taken == [(10.0, due.task_id)] and kept is not None and kept.polls == 2  # counted once each
+        assert (kept.task_id, kept.key, kept.plan, kept.created_at) == (polled.task_id, KEY, polled.plan, 0.0)
+        assert await store.poll(polled.task_id, OTHER, 20.0) == ([], None)  # another key's: not found, not counted
+        assert await store.poll("t99999999999", KEY, 40.0) == ([(30.0, later.task_id)], None)  # not kept: nothing made
+        assert all(t for _, t in await asyncio.gather(*(store.poll(polled.task_id, KEY, 40.0) for _ in range(20))))
+        kept = await store.get_task(polled.task_id)
+        assert kept is not None and kept.polls == 22  # each of the concurrent polls counted once
+        assert await store.finish(due.task_id, FAILED, 10.0, "it failed")
+        _, finished = await store.poll(due.task_id, KEY, 40.0)
+        assert finished is not None and (finished.final_status, finished.settled_at, finished.polls) == (
+            FAILED,
+            10.0,
+            1,
+        )
+        assert await store.task_count() == 3
+
+    stores.run(check)
+
+
 def test_counters_count_one_to_n_each_once_per_scope_and_key(stores: Stores) -> None:
     async def check(store: Store) -> None:
         counts = await asyncio.gather(*(store.count("rule", "slow") for _ in range(50)))
