@@ -1,7 +1,8 @@
 """The shared store: one world in Redis (or Valkey), for every process pointed at it.
 
-``RedisStore`` implements the Store protocol (store.py) with redis-py's asyncio client. Each step
-that changes the world is one Lua script (``register_script``: EVALSHA, one round trip), so it is
+``RedisStore`` implements the Store protocol (store.py): its steps go over one pipelined connection
+a process (resp.py), its batches and long steps through redis-py's asyncio client. Each step
+that changes the world is one Lua script (EVALSHA, one round trip), so it is
 atomic for every replica: the charge with its balance check and ledger entry, refund once (a task id
 added to a set, SADD's answer says whether it was the first), finish once (a compare-and-set on the
 task's final status, refunding a failure in the same script), counters, token buckets, the
