@@ -350,17 +350,21 @@ class Backend:
         if account.credits < cost:
             raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=account.credits))
         # Refusals come before anything is used up (a queued outcome, a number of the sequence).
-        if not await store.make_room():
+        if account.stored:  # room, the number and a queued outcome: one store step (one round trip on Redis)
+            room, seq, queued = await store.reserve(req.model_id, account.key)
+        else:  # an open key's first charge: its account is stored once there is room, before anything is used
+            room, seq, queued = await store.make_room(), 0, None
+            if room:
+                account = await self._keep(account)
+                seq, queued = await store.next_seq(), await store.take_next(req.model_id, account.key)
+        if not room:
             raise ApiError(Msg.TOO_MANY_TASKS.format(limit=await store.task_count()))
-        if not account.stored:  # an open key's first charge: its account is stored now
-            account = await self._keep(account)
-        draws = Draws(self.seed, await store.next_seq())
+        draws = Draws(self.seed, seq)
         ids = draws.bytes(24)
         queued_for = behaviour.queued.sample(draws)  # type: ignore[union-attr]
         running_for = behaviour.running.sample(draws)  # type: ignore[union-attr]
         outcome = behaviour.outcome.pick(draws)  # type: ignore[union-attr]
         message = behaviour.failure_message or ""
-        queued = await store.take_next(req.model_id, account.key)
         if queued is not None:
             outcome, message = queued.outcome, queued.message or message
         if steering is not NO_STEERING:

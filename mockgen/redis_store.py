@@ -193,24 +193,27 @@ if ARGV[10] ~= '' then redis.call('ZADD', KEYS[5], ARGV[10], id) end
 return 1
 """
 
-_MAKE_ROOM = """
-local tasks, finished, final = KEYS[1], KEYS[2], KEYS[3]
-local max = tonumber(ARGV[5])
-if redis.call('HLEN', tasks) < max then return 1 end
-while true do
-  local id = redis.call('LPOP', finished)
-  if not id then return 0 end
-  if redis.call('HEXISTS', final, id) == 1 then  -- (not a newer task that reused an evicted id)
-    redis.call('HDEL', tasks, id)
-    redis.call('HDEL', KEYS[4], id)
-    redis.call('HDEL', final, id)
-    redis.call('ZREM', KEYS[5], id)
-    redis.call('SREM', KEYS[6], id)
-    if redis.call('HLEN', tasks) < max then return 1 end
-    return 0
+# K: tasks, finished, final, polls, torder, refunded
+_MAKE_ROOM_FN = """
+local function make_room(K, max)
+  local tasks, finished, final = K[1], K[2], K[3]
+  if redis.call('HLEN', tasks) < max then return 1 end
+  while true do
+    local id = redis.call('LPOP', finished)
+    if not id then return 0 end
+    if redis.call('HEXISTS', final, id) == 1 then  -- (not a newer task that reused an evicted id)
+      redis.call('HDEL', tasks, id)
+      redis.call('HDEL', K[4], id)
+      redis.call('HDEL', final, id)
+      redis.call('ZREM', K[5], id)
+      redis.call('SREM', K[6], id)
+      if redis.call('HLEN', tasks) < max then return 1 end
+      return 0
+    end
   end
 end
 """
+_MAKE_ROOM = _MAKE_ROOM_FN + "return make_room(KEYS, tonumber(ARGV[5]))"
 
 _GET_TASK = """
 local blob = redis.call('HGET', KEYS[1], ARGV[5])
@@ -308,24 +311,39 @@ redis.call('SADD', KEYS[4], ARGV[7])
 return redis.call('HLEN', KEYS[1])
 """
 
-# KEYS: next, nextn, nbs, then the four buckets that can match; ARGV: their names
-_TAKE_NEXT = """
-local best, first, name = nil, nil, nil
-for i = 4, 7 do
-  local s = redis.call('LINDEX', KEYS[i], 0)
-  if s and (not best or tonumber(s) < first) then best, first, name = KEYS[i], tonumber(s), ARGV[i + 1] end
+# K: next, nextn, nbs, then the four buckets that can match; names: theirs
+_TAKE_NEXT_FN = """
+local function take_next(K, names)
+  local best, first, name = nil, nil, nil
+  for i = 4, 7 do
+    local s = redis.call('LINDEX', K[i], 0)
+    if s and (not best or tonumber(s) < first) then best, first, name = K[i], tonumber(s), names[i - 3] end
+  end
+  if not best then return false end
+  local n = redis.call('HINCRBY', K[2], first, -1)
+  local entry = redis.call('HGET', K[1], first)
+  if n <= 0 then
+    redis.call('LPOP', best)
+    redis.call('HDEL', K[1], first)
+    redis.call('HDEL', K[2], first)
+    if redis.call('LLEN', best) == 0 then redis.call('SREM', K[3], name) end
+  end
+  return {entry, n}
 end
-if not best then return false end
-local n = redis.call('HINCRBY', KEYS[2], first, -1)
-local entry = redis.call('HGET', KEYS[1], first)
-if n <= 0 then
-  redis.call('LPOP', best)
-  redis.call('HDEL', KEYS[1], first)
-  redis.call('HDEL', KEYS[2], first)
-  if redis.call('LLEN', best) == 0 then redis.call('SREM', KEYS[3], name) end
-end
-return {entry, n}
 """
+_TAKE_NEXT = _TAKE_NEXT_FN + "return take_next(KEYS, {ARGV[5], ARGV[6], ARGV[7], ARGV[8]})"
+
+# KEYS: make_room's 6, the sequence, take_next's 7; ARGV: max tasks, take_next's 4 names. A submit's
+# steps before its charge, in one: nothing is used up (a number, a queued outcome) when there is no room.
+_RESERVE = (
+    _MAKE_ROOM_FN
+    + _TAKE_NEXT_FN
+    + """
+if make_room({unpack(KEYS, 1, 6)}, tonumber(ARGV[5])) == 0 then return {0} end
+local seq = redis.call('INCR', KEYS[7])
+return {1, seq, take_next({unpack(KEYS, 8, 14)}, {ARGV[6], ARGV[7], ARGV[8], ARGV[9]})}
+"""
+)
 
 _QUEUED = "return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}"
 
@@ -393,8 +411,8 @@ _SCRIPTS = {
     "get_account": _GET_ACCOUNT, "add_account": _ADD_ACCOUNT, "accounts": _ACCOUNTS, "credit": _CREDIT,
     "refund": _REFUND, "submit": _SUBMIT, "make_room": _MAKE_ROOM, "get_task": _GET_TASK, "tasks": _TASKS,
     "count_poll": _COUNT_POLL, "poll": _POLL, "finish": _FINISH, "pop_due": _POP_DUE, "count": _COUNT,
-    "take_token": _TAKE_TOKEN, "queue_next": _QUEUE_NEXT, "take_next": _TAKE_NEXT, "queued": _QUEUED,
-    "clear_next": _CLEAR_NEXT, "clear": _CLEAR, "take": _TAKE,
+    "take_token": _TAKE_TOKEN, "queue_next": _QUEUE_NEXT, "take_next": _TAKE_NEXT, "reserve": _RESERVE,
+    "queued": _QUEUED, "clear_next": _CLEAR_NEXT, "clear": _CLEAR, "take": _TAKE,
 }  # fmt: skip
 _OWN_ARGV = {"advance": _ADVANCE}  # scripts of their own arguments (no world, no prelude)
 
@@ -712,14 +730,29 @@ class RedisStore:
         length = int(await self._run("queue_next", keys, fields, entry.count, name, NEXT_LIMIT))
         return None if length < 0 else length
 
-    async def take_next(self, model_id: str, key: str) -> NextOutcome | None:
+    def _next_keys(self, model_id: str, key: str) -> tuple[list[str | bytes], list[str]]:
+        """take_next's keys and the names of the four buckets a submit of ``model_id`` with ``key`` matches."""
         names = [_bucket(m, k) for m, k in ((model_id, key), (model_id, None), (None, key), (None, None))]
-        keys = self._k("next", "nextn", "nbs") + [self._base + "nb:" + name for name in names]
-        got = await self._run("take_next", keys, *names)
+        return self._k("next", "nextn", "nbs") + [self._base + "nb:" + name for name in names], names
+
+    @staticmethod
+    def _taken(got: list[Any] | None) -> NextOutcome | None:
         if got is None:
             return None
         outcome, model, for_key, message = json.loads(got[0])
         return NextOutcome(outcome, int(got[1]), model, for_key, message)
+
+    async def take_next(self, model_id: str, key: str) -> NextOutcome | None:
+        keys, names = self._next_keys(model_id, key)
+        return self._taken(await self._run("take_next", keys, *names))
+
+    async def reserve(self, model_id: str, key: str) -> tuple[bool, int, NextOutcome | None]:
+        keys, names = self._next_keys(model_id, key)
+        room = self._k("tasks", "finished", "final", "polls", "torder", "refunded")
+        got = await self._run("reserve", [*room, self._seq_key, *keys], self.max_tasks, *names)
+        if not got[0]:
+            return False, 0, None
+        return True, int(got[1]), self._taken(got[2] if len(got) > 2 else None)
 
     async def queued(self, limit: int | None = None) -> list[NextOutcome]:
         entries, counts = await self._run("queued", self._k("next", "nextn"))

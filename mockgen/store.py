@@ -166,6 +166,11 @@ class Store(Protocol):
         """The oldest queued entry that a submit of ``model_id`` with ``key`` matches, one of its count used."""
         ...
 
+    async def reserve(self, model_id: str, key: str) -> tuple[bool, int, NextOutcome | None]:
+        """A submit's steps before its charge, in one: ``make_room``; when there is room, ``next_seq``
+        and ``take_next``: (True, the number, the outcome or None); (False, 0, None), nothing used, when not."""
+        ...
+
     async def queued(self, limit: int | None = None) -> list[NextOutcome]:
         """The queued entries, oldest first (only the newest ``limit``: ``limit``)."""
         ...
@@ -535,6 +540,12 @@ class MemoryStore:
 
     async def take_next(self, model_id: str, key: str) -> NextOutcome | None:
         return self._next.take(model_id, key) if self._next else None
+
+    async def reserve(self, model_id: str, key: str) -> tuple[bool, int, NextOutcome | None]:
+        if not await self.make_room():
+            return False, 0, None
+        self._seq += 1
+        return True, self._seq, self._next.take(model_id, key) if self._next else None
 
     async def queued(self, limit: int | None = None) -> list[NextOutcome]:
         return newest(list(self._next), limit)

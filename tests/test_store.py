@@ -576,6 +576,31 @@ def test_concurrent_pop_due_never_gives_a_task_twice(stores: Stores) -> None:
     stores.run(check)
 
 
+def test_reserve_makes_room_then_hands_out_a_number_and_a_queued_outcome_or_uses_nothing(stores: Stores) -> None:
+    async def check(store: Store) -> None:
+        await account(store, credits=100)
+        await store.queue_next(outcome("first", count=2, key=KEY))
+        await store.queue_next(outcome("for the other key", key=OTHER))
+        got = await store.reserve("gpt-image-2", KEY)
+        assert got[:2] == (True, 1) and got[2] is not None and (got[2].message, got[2].count) == ("first", 1)
+        assert await store.submit(task(1)) and await store.submit(task(2))
+        nothing = await store.reserve("seedance-2", "sk-" + "c" * 32)  # room, a number, no outcome it matches
+        assert nothing == (True, 2, None)
+        assert await store.submit(task(3))
+        assert await store.reserve("gpt-image-2", KEY) == (False, 0, None)  # no room: nothing used up
+        assert await store.next_seq() == 3 and [e.message for e in await store.queued()] == [
+            "first",
+            "for the other key",
+        ]
+        assert await store.finish(task(1).task_id, SUCCEEDED, 5.0)
+        reserved = await asyncio.gather(*(store.reserve("gpt-image-2", KEY) for _ in range(3)))
+        assert sorted(seq for _, seq, _ in reserved) == [4, 5, 6]  # room evicts the finished task, once
+        assert [e.message for _, _, e in reserved if e is not None] == ["first"]  # its second and last use
+        assert await store.get_task(task(1).task_id) is None and await store.task_count() == 2
+
+    stores.run(check, max_tasks=3)
+
+
 # --- bounds ---------------------------------------------------------------------------------------
 
 
