@@ -163,8 +163,12 @@ def round_trips(server: Server, redis_port: int, env: dict[str, str], route: str
     """The commands sent to Redis a request of ``route``, by name, over ``n`` sequential requests."""
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     body = json.dumps(SUBMIT_BODY)
-    time.sleep(0.5)  # (what the warm-up's last requests still had in flight is done)
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    # The warm-up's tasks fall due 2 s after their submit: settled first (by a poll), so that the count
+    # is a request's own steps (each task settled later costs +2: get_task and finish).
+    time.sleep(2.5)
+    connection.request("GET", f"/api/v1/tasks/{env['BENCH_TASK_ID']}", headers=headers)
+    connection.getresponse().read()
     monitor = Monitor(redis_port)
     try:
         for _ in range(n):
