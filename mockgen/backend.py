@@ -397,7 +397,7 @@ class Backend:
         """A task of this account, brought up to date; another account's task is 'not found'."""
         store = self.store
         now = store.clock.now()
-        # One store step settles what is due, reads the task and counts this poll (one round trip on Redis).
+        # One store step takes what is due, reads the task and counts this poll (one round trip on Redis).
         due, task = await store.poll(task_id, account.key, now)
         if due and await self._settle_due(due):
             task = await store.get_task(task_id) if task is not None else None  # (it may be one of them)
