@@ -152,15 +152,30 @@ class Server:
         return 0
 
 
-def wrk(core: str, base: str, script: str, seconds: int, connections: int, env: dict[str, str]) -> dict[str, float]:
+WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}  # wrk's latency units, in milliseconds
+
+
+def wrk(
+    core: str, base: str, script: str, seconds: int, connections: int, env: dict[str, str], latency: bool = False
+) -> dict[str, float]:
+    """wrk's requests/s and errors (non-2xx and socket errors); with ``latency``, also the requests
+    it counted and its p50 and p99 latency in milliseconds (``--latency``)."""
     cmd = ["taskset", "-c", core, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(HERE / script), base]
+    if latency:
+        cmd.insert(-1, "--latency")
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env}, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     bad = int(non2xx.group(1)) if non2xx else 0
     bad += sum(int(g) for g in errors.groups()) if errors else 0
-    return {"rps": rps, "errors": bad}
+    got = {"rps": rps, "errors": bad}
+    if latency:
+        got["requests"] = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        for q in ("50", "99"):
+            value, unit = re.search(rf"^\s+{q}%\s+([\d.]+)(us|ms|s)$", out, re.M).groups()  # type: ignore[union-attr]
+            got[f"p{q}_ms"] = float(value) * WRK_UNITS[unit]
+    return got
 
 
 def prepare_mockgen(server: Server, timeout: float = 10.0) -> dict[str, str]:

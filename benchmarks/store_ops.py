@@ -39,8 +39,15 @@ def make_task(i: int) -> Task:
                 now + 1, now + 6)  # fmt: skip
 
 
+def pinned_core() -> str | None:
+    """The last core, where redis-server goes on two cores or more (None: no taskset, or one core)."""
+    return str(os.cpu_count() - 1) if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else None
+
+
 @contextmanager
-def redis_server() -> Iterator[tuple[str, int]]:
+def redis_server(core: str | None = None) -> Iterator[tuple[str, int]]:
+    """A redis-server of our own on a free loopback port, nothing saved, pinned to ``core`` (if any):
+    its URL and pid."""
     binary = shutil.which("redis-server")
     if binary is None:
         sys.exit("redis-server is not installed (apt-get install -y redis-server), or pass --url")
@@ -48,10 +55,7 @@ def redis_server() -> Iterator[tuple[str, int]]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     workdir = tempfile.mkdtemp(prefix="mockgen-bench-redis-")
-    # On two cores or more: redis-server on the last core, this process on the first (as benchmarks/run pins).
-    pin = ["taskset", "-c", str(os.cpu_count() - 1)] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
-    if pin:
-        os.sched_setaffinity(0, {0})
+    pin = ["taskset", "-c", core] if core is not None else []
     process = subprocess.Popen(
         [
             *pin,
@@ -166,5 +170,8 @@ if __name__ == "__main__":
     if args.url:
         asyncio.run(main(args.n, args.concurrency, args.url))
     else:
-        with redis_server() as (url, pid):
+        core = pinned_core()
+        if core is not None:  # redis-server on the last core, this process on the first (as benchmarks/run pins)
+            os.sched_setaffinity(0, {0})
+        with redis_server(core) as (url, pid):
             asyncio.run(main(args.n, args.concurrency, url, pid))

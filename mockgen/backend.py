@@ -426,17 +426,21 @@ class Backend:
         if account.credits < cost:
             raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=account.credits))
         # Refusals come before anything is used up (a queued outcome, a number of the sequence).
-        if not await store.make_room():
+        if account.stored:  # room, the number and a queued outcome: one store step (one round trip on Redis)
+            room, seq, queued = await store.reserve(req.model_id, account.key)
+        else:  # an open key's first charge: its account is stored once there is room, before anything is used
+            room, seq, queued = await store.make_room(), 0, None
+            if room:
+                account = await self._keep(account)
+                seq, queued = await store.next_seq(), await store.take_next(req.model_id, account.key)
+        if not room:
             raise ApiError(Msg.TOO_MANY_TASKS.format(limit=await store.task_count()))
-        if not account.stored:  # an open key's first charge: its account is stored now
-            account = await self._keep(account)
-        draws = Draws(self.seed, await store.next_seq())
+        draws = Draws(self.seed, seq)
         ids = draws.bytes(24)
         queued_for = behaviour.queued.sample(draws)  # type: ignore[union-attr]
         running_for = behaviour.running.sample(draws)  # type: ignore[union-attr]
         outcome = behaviour.outcome.pick(draws)  # type: ignore[union-attr]
         message = behaviour.failure_message or ""
-        queued = await store.take_next(req.model_id, account.key)
         if queued is not None:
             outcome, message = queued.outcome, queued.message or message
         if steering is not NO_STEERING:
@@ -469,12 +473,12 @@ class Backend:
         """A task of this account, brought up to date; another account's task is 'not found'."""
         store = self.store
         now = store.clock.now()
-        await self.settle(now)
-        task = await store.get_task(task_id)
-        if task is None or task.key != account.key:
+        # One store step takes what is due, reads the task and counts this poll (one round trip on Redis).
+        due, task = await store.poll(task_id, account.key, now)
+        if due and await self._settle_due(due):
+            task = await store.get_task(task_id) if task is not None else None  # (it may be one of them)
+        if task is None:
             raise ApiError(Msg.NOT_FOUND.format(task_id=show(task_id[:64])))
-        # (the memory store's task is the stored one; a shared store's a copy, brought up to date here)
-        task.polls = await store.count_poll(task_id)
         plan = task.plan
         if not task.final_status and plan.progress == "polls" and task.polls >= task.polls_to_finish:
             await self.finish(task, plan.outcome, now)
@@ -599,6 +603,12 @@ class Backend:
         """Finish every time-driven task that is due by ``now`` (refunding failures). Returns how many."""
         store = self.store
         due = await store.pop_due(store.clock.now() if now is None else now)
+        return await self._settle_due(due) if due else 0
+
+    async def _settle_due(self, due: list[tuple[float, str]]) -> int:
+        """Finish the tasks ``pop_due`` took (each once: one finished meanwhile, or since evicted, is
+        passed over). Returns how many it finished."""
+        store = self.store
         done = 0
         for at, task_id in due:
             task = await store.get_task(task_id)

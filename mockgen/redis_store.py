@@ -1,7 +1,8 @@
 """The shared store: one world in Redis (or Valkey), for every process pointed at it.
 
-``RedisStore`` implements the Store protocol (store.py) with redis-py's asyncio client. Each step
-that changes the world is one Lua script (``register_script``: EVALSHA, one round trip), so it is
+``RedisStore`` implements the Store protocol (store.py): its steps go over one pipelined connection
+a process (resp.py), its batches and long steps through redis-py's asyncio client. Each step
+that changes the world is one Lua script (EVALSHA, one round trip), so it is
 atomic for every replica: the charge with its balance check and ledger entry, refund once (a task id
 added to a set, SADD's answer says whether it was the first), finish once (a compare-and-set on the
 task's final status, refunding a failure in the same script), counters, token buckets, the
@@ -76,6 +77,7 @@ from .journal import MAX_BYTES as JOURNAL_BYTES
 from .journal import Journal
 from .models import FAILED, NEVER, Account, Ledger, NextOutcome, Plan, Task, newest
 from .redis_journal import RedisJournal
+from .resp import RespClient
 from .store import MAX_BUCKETS, MAX_COUNTERS, NEXT_LIMIT, Store, StoreUnavailable
 
 __all__ = ["CONNECT_TIMEOUT", "POP_LIMIT", "STEP_TIMEOUT", "WORLD_KEYS", "RedisStore"]
@@ -199,24 +201,27 @@ if ARGV[10] ~= '' then redis.call('ZADD', KEYS[5], ARGV[10], id) end
 return 1
 """
 
-_MAKE_ROOM = """
-local tasks, finished, final = KEYS[1], KEYS[2], KEYS[3]
-local max = tonumber(ARGV[5])
-if redis.call('HLEN', tasks) < max then return 1 end
-while true do
-  local id = redis.call('LPOP', finished)
-  if not id then return 0 end
-  if redis.call('HEXISTS', final, id) == 1 then  -- (not a newer task that reused an evicted id)
-    redis.call('HDEL', tasks, id)
-    redis.call('HDEL', KEYS[4], id)
-    redis.call('HDEL', final, id)
-    redis.call('ZREM', KEYS[5], id)
-    redis.call('SREM', KEYS[6], id)
-    if redis.call('HLEN', tasks) < max then return 1 end
-    return 0
+# K: tasks, finished, final, polls, torder, refunded
+_MAKE_ROOM_FN = """
+local function make_room(K, max)
+  local tasks, finished, final = K[1], K[2], K[3]
+  if redis.call('HLEN', tasks) < max then return 1 end
+  while true do
+    local id = redis.call('LPOP', finished)
+    if not id then return 0 end
+    if redis.call('HEXISTS', final, id) == 1 then  -- (not a newer task that reused an evicted id)
+      redis.call('HDEL', tasks, id)
+      redis.call('HDEL', K[4], id)
+      redis.call('HDEL', final, id)
+      redis.call('ZREM', K[5], id)
+      redis.call('SREM', K[6], id)
+      if redis.call('HLEN', tasks) < max then return 1 end
+      return 0
+    end
   end
 end
 """
+_MAKE_ROOM = _MAKE_ROOM_FN + "return make_room(KEYS, tonumber(ARGV[5]))"
 
 _GET_TASK = """
 local blob = redis.call('HGET', KEYS[1], ARGV[5])
@@ -234,6 +239,20 @@ return {ids, redis.call('HMGET', KEYS[2], unpack(ids)), redis.call('HMGET', KEYS
 _COUNT_POLL = """
 if redis.call('HEXISTS', KEYS[1], ARGV[5]) == 0 then return -1 end
 return redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
+"""
+
+# KEYS: due, tasks, polls, final; ARGV: now, pop limit, id, key. pop_due's and count_poll's work in one
+# step, and get_task's, for a task of this key (another key's task is not counted: it is not found).
+_POLL = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[5], 'WITHSCORES', 'LIMIT', 0, ARGV[6])
+if #due > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #due / 2 - 1) end
+local id, key = ARGV[7], ARGV[8]
+local blob = redis.call('HGET', KEYS[2], id)
+if not blob then return {due} end
+local credits, n = string.match(blob, '^(%d+) (%d+) ')
+local start = #credits + #n + 3
+if string.sub(blob, start, start + tonumber(n) - 1) ~= key then return {due} end
+return {due, blob, redis.call('HINCRBY', KEYS[3], id, 1), redis.call('HGET', KEYS[4], id)}
 """
 
 # ARGV: id, failed ("1"/"0"), at, the final status as stored
@@ -300,24 +319,39 @@ redis.call('SADD', KEYS[4], ARGV[7])
 return redis.call('HLEN', KEYS[1])
 """
 
-# KEYS: next, nextn, nbs, then the four buckets that can match; ARGV: their names
-_TAKE_NEXT = """
-local best, first, name = nil, nil, nil
-for i = 4, 7 do
-  local s = redis.call('LINDEX', KEYS[i], 0)
-  if s and (not best or tonumber(s) < first) then best, first, name = KEYS[i], tonumber(s), ARGV[i + 1] end
+# K: next, nextn, nbs, then the four buckets that can match; names: theirs
+_TAKE_NEXT_FN = """
+local function take_next(K, names)
+  local best, first, name = nil, nil, nil
+  for i = 4, 7 do
+    local s = redis.call('LINDEX', K[i], 0)
+    if s and (not best or tonumber(s) < first) then best, first, name = K[i], tonumber(s), names[i - 3] end
+  end
+  if not best then return false end
+  local n = redis.call('HINCRBY', K[2], first, -1)
+  local entry = redis.call('HGET', K[1], first)
+  if n <= 0 then
+    redis.call('LPOP', best)
+    redis.call('HDEL', K[1], first)
+    redis.call('HDEL', K[2], first)
+    if redis.call('LLEN', best) == 0 then redis.call('SREM', K[3], name) end
+  end
+  return {entry, n}
 end
-if not best then return false end
-local n = redis.call('HINCRBY', KEYS[2], first, -1)
-local entry = redis.call('HGET', KEYS[1], first)
-if n <= 0 then
-  redis.call('LPOP', best)
-  redis.call('HDEL', KEYS[1], first)
-  redis.call('HDEL', KEYS[2], first)
-  if redis.call('LLEN', best) == 0 then redis.call('SREM', KEYS[3], name) end
-end
-return {entry, n}
 """
+_TAKE_NEXT = _TAKE_NEXT_FN + "return take_next(KEYS, {ARGV[5], ARGV[6], ARGV[7], ARGV[8]})"
+
+# KEYS: make_room's 6, the sequence, take_next's 7; ARGV: max tasks, take_next's 4 names. A submit's
+# steps before its charge, in one: nothing is used up (a number, a queued outcome) when there is no room.
+_RESERVE = (
+    _MAKE_ROOM_FN
+    + _TAKE_NEXT_FN
+    + """
+if make_room({unpack(KEYS, 1, 6)}, tonumber(ARGV[5])) == 0 then return {0} end
+local seq = redis.call('INCR', KEYS[7])
+return {1, seq, take_next({unpack(KEYS, 8, 14)}, {ARGV[6], ARGV[7], ARGV[8], ARGV[9]})}
+"""
+)
 
 _QUEUED = "return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}"
 
@@ -384,9 +418,9 @@ return {0, now}
 _SCRIPTS = {
     "get_account": _GET_ACCOUNT, "add_account": _ADD_ACCOUNT, "accounts": _ACCOUNTS, "credit": _CREDIT,
     "refund": _REFUND, "submit": _SUBMIT, "make_room": _MAKE_ROOM, "get_task": _GET_TASK, "tasks": _TASKS,
-    "count_poll": _COUNT_POLL, "finish": _FINISH, "pop_due": _POP_DUE, "count": _COUNT,
-    "take_token": _TAKE_TOKEN, "queue_next": _QUEUE_NEXT, "take_next": _TAKE_NEXT, "queued": _QUEUED,
-    "clear_next": _CLEAR_NEXT, "clear": _CLEAR, "take": _TAKE,
+    "count_poll": _COUNT_POLL, "poll": _POLL, "finish": _FINISH, "pop_due": _POP_DUE, "count": _COUNT,
+    "take_token": _TAKE_TOKEN, "queue_next": _QUEUE_NEXT, "take_next": _TAKE_NEXT, "reserve": _RESERVE,
+    "queued": _QUEUED, "clear_next": _CLEAR_NEXT, "clear": _CLEAR, "take": _TAKE,
 }  # fmt: skip
 _OWN_ARGV = {"advance": _ADVANCE}  # scripts of their own arguments (no world, no prelude)
 
@@ -488,6 +522,11 @@ class RedisStore:
             name: self._client.register_script(_PRELUDE + source) for name, source in _SCRIPTS.items()
         }
         self._scripts.update({name: self._client.register_script(s) for name, s in _OWN_ARGV.items()})
+        # Steps go through one pipelined connection of our own (resp.py: a step through redis-py costs
+        # several times as much CPU); long steps, batches and TLS (rediss://) through redis-py's pool.
+        self._sources = {name: _PRELUDE + source for name, source in _SCRIPTS.items()}
+        fast = self._owns_client and url.startswith(("redis://", "unix://"))
+        self._fast = RespClient(url, CONNECT_TIMEOUT, STEP_TIMEOUT) if fast else None
         k = [(self._base + name).encode() for name in WORLD_KEYS]
         self._keys = {name: k[i] for name, i in _INDEX.items()}
         # Decoded plans by their JSON (most tasks share a handful), and encoded ones by the plan object.
@@ -510,15 +549,21 @@ class RedisStore:
         return [keys[name] for name in names]
 
     async def _run(self, script: str, keys: Sequence[str | bytes], *args: Any, timeout: float = STEP_TIMEOUT) -> Any:
+        fast = self._fast
         try:
             async with asyncio.timeout(timeout):
+                if fast is not None and timeout == STEP_TIMEOUT:  # (a long step keeps a pooled connection)
+                    return await fast.script(self._sources[script], keys, (*self._world, *args))
                 return await self._scripts[script](keys, (*self._world, *args))
         except (*_DOWN, rx.RedisError) as error:
             _reraise(self.url, error)
 
     async def _cmd(self, *args: Any) -> Any:
+        fast = self._fast
         try:
             async with asyncio.timeout(STEP_TIMEOUT):
+                if fast is not None:
+                    return await fast.call(*args)
                 return await self._client.execute_command(*args)
         except (*_DOWN, rx.RedisError) as error:
             _reraise(self.url, error)
@@ -529,6 +574,8 @@ class RedisStore:
 
     async def close(self) -> None:
         """Close this store's connections (a later step opens new ones); a staged store's are its world's."""
+        if self._fast is not None:
+            self._fast.close()
         if self._owns_client:
             await self._journal.close()
             await self._client.aclose()
@@ -677,6 +724,12 @@ class RedisStore:
         polls = int(await self._run("count_poll", self._k("tasks", "polls"), task_id))
         return max(polls, 0)  # (-1: the task is not kept, e.g. another replica evicted it)
 
+    async def poll(self, task_id: str, key: str, now: float) -> tuple[list[tuple[float, str]], Task | None]:
+        got = await self._run("poll", self._k("due", "tasks", "polls", "final"), repr(now), POP_LIMIT, task_id, key)
+        due = got[0]
+        popped = [(float(due[i + 1]), due[i]) for i in range(0, len(due), 2)]
+        return popped, None if len(got) == 1 else self._decode(task_id, got[1], got[2], got[3])
+
     async def finish(self, task_id: str, status: int, at: float, message: str | None = None) -> bool:
         failed = status == FAILED
         final = json.dumps([status, at, message if failed else None], separators=(",", ":"))
@@ -706,14 +759,29 @@ class RedisStore:
         length = int(await self._run("queue_next", keys, fields, entry.count, name, NEXT_LIMIT))
         return None if length < 0 else length
 
-    async def take_next(self, model_id: str, key: str) -> NextOutcome | None:
+    def _next_keys(self, model_id: str, key: str) -> tuple[list[str | bytes], list[str]]:
+        """take_next's keys and the names of the four buckets a submit of ``model_id`` with ``key`` matches."""
         names = [_bucket(m, k) for m, k in ((model_id, key), (model_id, None), (None, key), (None, None))]
-        keys = self._k("next", "nextn", "nbs") + [self._base + "nb:" + name for name in names]
-        got = await self._run("take_next", keys, *names)
+        return self._k("next", "nextn", "nbs") + [self._base + "nb:" + name for name in names], names
+
+    @staticmethod
+    def _taken(got: list[Any] | None) -> NextOutcome | None:
         if got is None:
             return None
         outcome, model, for_key, message = json.loads(got[0])
         return NextOutcome(outcome, int(got[1]), model, for_key, message)
+
+    async def take_next(self, model_id: str, key: str) -> NextOutcome | None:
+        keys, names = self._next_keys(model_id, key)
+        return self._taken(await self._run("take_next", keys, *names))
+
+    async def reserve(self, model_id: str, key: str) -> tuple[bool, int, NextOutcome | None]:
+        keys, names = self._next_keys(model_id, key)
+        room = self._k("tasks", "finished", "final", "polls", "torder", "refunded")
+        got = await self._run("reserve", [*room, self._seq_key, *keys], self.max_tasks, *names)
+        if not got[0]:
+            return False, 0, None
+        return True, int(got[1]), self._taken(got[2] if len(got) > 2 else None)
 
     async def queued(self, limit: int | None = None) -> list[NextOutcome]:
         entries, counts = await self._run("queued", self._k("next", "nextn"))

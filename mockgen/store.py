@@ -135,6 +135,11 @@ class Store(Protocol):
         """One more poll of the task; its poll count now (0, nothing counted, for a task not kept)."""
         ...
 
+    async def poll(self, task_id: str, key: str, now: float) -> tuple[list[tuple[float, str]], Task | None]:
+        """A poll's step, in one: the tasks due by ``now`` taken (as ``pop_due``), and the task read with
+        this poll counted (as ``count_poll``), when it is kept and ``key``'s (else None: nothing counted)."""
+        ...
+
     async def finish(self, task_id: str, status: int, at: float, message: str | None = None) -> bool:
         """Set an unfinished task's final status (SUCCEEDED or FAILED) and when; a failure keeps
         ``message`` and is refunded. A compare-and-set: False, and nothing changed, if it had finished
@@ -165,6 +170,11 @@ class Store(Protocol):
 
     async def take_next(self, model_id: str, key: str) -> NextOutcome | None:
         """The oldest queued entry that a submit of ``model_id`` with ``key`` matches, one of its count used."""
+        ...
+
+    async def reserve(self, model_id: str, key: str) -> tuple[bool, int, NextOutcome | None]:
+        """A submit's steps before its charge, in one: ``make_room``; when there is room, ``next_seq``
+        and ``take_next``: (True, the number, the outcome or None); (False, 0, None), nothing used, when not."""
         ...
 
     async def queued(self, limit: int | None = None) -> list[NextOutcome]:
@@ -480,6 +490,15 @@ class MemoryStore:
         task.polls += 1
         return task.polls
 
+    async def poll(self, task_id: str, key: str, now: float) -> tuple[list[tuple[float, str]], Task | None]:
+        due = self._due
+        popped = [] if not due or due[0][0] > now else await self.pop_due(now)
+        task = self._tasks.get(task_id)
+        if task is None or task.key != key:
+            return popped, None
+        task.polls += 1
+        return popped, task
+
     async def finish(self, task_id: str, status: int, at: float, message: str | None = None) -> bool:
         task = self._tasks.get(task_id)
         if task is None or task.final_status:
@@ -532,6 +551,12 @@ class MemoryStore:
 
     async def take_next(self, model_id: str, key: str) -> NextOutcome | None:
         return self._next.take(model_id, key) if self._next else None
+
+    async def reserve(self, model_id: str, key: str) -> tuple[bool, int, NextOutcome | None]:
+        if not await self.make_room():
+            return False, 0, None
+        self._seq += 1
+        return True, self._seq, self._next.take(model_id, key) if self._next else None
 
     async def queued(self, limit: int | None = None) -> list[NextOutcome]:
         return newest(list(self._next), limit)

@@ -340,6 +340,34 @@ def test_concurrent_polls_are_counted_one_to_n_each_once(stores: Stores) -> None
     stores.run(check)
 
 
+def test_a_poll_takes_what_is_due_and_counts_only_its_own_keys_task(stores: Stores) -> None:
+    async def check(store: Store) -> None:
+        await account(store)
+        await account(store, OTHER)
+        polled, due, later = task(1), task(2, finish_at=10.0), task(3, finish_at=30.0)
+        for t in (polled, due, later):
+            assert await store.submit(t)
+        assert await store.poll(polled.task_id, KEY, 5.0) == ([], await store.get_task(polled.task_id))
+        taken, kept = await store.poll(polled.task_id, KEY, 20.0)
+        assert taken == [(10.0, due.task_id)] and kept is not None and kept.polls == 2  # counted once each
+        assert (kept.task_id, kept.key, kept.plan, kept.created_at) == (polled.task_id, KEY, polled.plan, 0.0)
+        assert await store.poll(polled.task_id, OTHER, 20.0) == ([], None)  # another key's: not found, not counted
+        assert await store.poll("t99999999999", KEY, 40.0) == ([(30.0, later.task_id)], None)  # not kept: nothing made
+        assert all(t for _, t in await asyncio.gather(*(store.poll(polled.task_id, KEY, 40.0) for _ in range(20))))
+        kept = await store.get_task(polled.task_id)
+        assert kept is not None and kept.polls == 22  # each of the concurrent polls counted once
+        assert await store.finish(due.task_id, FAILED, 10.0, "it failed")
+        _, finished = await store.poll(due.task_id, KEY, 40.0)
+        assert finished is not None and (finished.final_status, finished.settled_at, finished.polls) == (
+            FAILED,
+            10.0,
+            1,
+        )
+        assert await store.task_count() == 3
+
+    stores.run(check)
+
+
 def test_counters_count_one_to_n_each_once_per_scope_and_key(stores: Stores) -> None:
     async def check(store: Store) -> None:
         counts = await asyncio.gather(*(store.count("rule", "slow") for _ in range(50)))
@@ -560,6 +588,31 @@ def test_concurrent_pop_due_never_gives_a_task_twice(stores: Stores) -> None:
         )
 
     stores.run(check)
+
+
+def test_reserve_makes_room_then_hands_out_a_number_and_a_queued_outcome_or_uses_nothing(stores: Stores) -> None:
+    async def check(store: Store) -> None:
+        await account(store, credits=100)
+        await store.queue_next(outcome("first", count=2, key=KEY))
+        await store.queue_next(outcome("for the other key", key=OTHER))
+        got = await store.reserve("gpt-image-2", KEY)
+        assert got[:2] == (True, 1) and got[2] is not None and (got[2].message, got[2].count) == ("first", 1)
+        assert await store.submit(task(1)) and await store.submit(task(2))
+        nothing = await store.reserve("seedance-2", "sk-" + "c" * 32)  # room, a number, no outcome it matches
+        assert nothing == (True, 2, None)
+        assert await store.submit(task(3))
+        assert await store.reserve("gpt-image-2", KEY) == (False, 0, None)  # no room: nothing used up
+        assert await store.next_seq() == 3 and [e.message for e in await store.queued()] == [
+            "first",
+            "for the other key",
+        ]
+        assert await store.finish(task(1).task_id, SUCCEEDED, 5.0)
+        reserved = await asyncio.gather(*(store.reserve("gpt-image-2", KEY) for _ in range(3)))
+        assert sorted(seq for _, seq, _ in reserved) == [4, 5, 6]  # room evicts the finished task, once
+        assert [e.message for _, _, e in reserved if e is not None] == ["first"]  # its second and last use
+        assert await store.get_task(task(1).task_id) is None and await store.task_count() == 2
+
+    stores.run(check, max_tasks=3)
 
 
 # --- bounds ---------------------------------------------------------------------------------------
