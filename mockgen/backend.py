@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import re
 import string
 import sys
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -167,8 +169,9 @@ class Backend:
             "path": s.path, "envelope": self.envelope_override,
         }  # fmt: skip
 
-    async def _start(self, meta: dict[str, Any], claimed: bool = False) -> None:
-        """Start the world ``meta`` describes (``claimed``: the store holds that meta already)."""
+    async def _start(self, meta: dict[str, Any]) -> None:
+        """Start the world ``meta`` describes; its meta is written last, when the world is whole (the
+        replicas that follow it, or wait for it to be ready, then find it whole)."""
         self.world += 1
         s = self.scenario
         self._use(s)
@@ -177,11 +180,10 @@ class Backend:
         self.generation = meta["generation"]
         store = self.store
         await store.clear()
-        if not claimed:
-            await store.set_meta(meta)
         await store.set_clock(make_clock(self.clock_override, s.clock, s.start_time))
         for spec in s.accounts:
             await store.add_account(Account(spec.key, spec.credits, spec.name))
+        await store.set_meta(meta)
 
     async def open(self) -> None:
         """Join the world the store holds (a shared store that another replica started, or this one
@@ -192,11 +194,11 @@ class Backend:
         meta = await self.store.get_meta()
         if meta is None:
             new = self._new_meta()
-            if await self.store.set_meta(new, only_new=True):  # (two replicas starting: one starts it)
-                await self._start(new, claimed=True)
+            # Two replicas starting at once: one claims the world and starts it, the other waits for it.
+            if await self.store.set_meta({**new, "ready": False}, only_new=True):
+                await self._start(new)
                 return
-            meta = await self.store.get_meta()
-            assert meta is not None
+            meta = await self._ready_meta()
         if meta.get("scenario") != self.scenario.name:
             log.warning(
                 "joined the world in the store, which runs the scenario %r (not %r): "
@@ -213,8 +215,20 @@ class Backend:
         meta = await self.store.get_meta()
         if meta is None:
             await self.reset()
-        elif meta.get("generation") != self.generation:
+        elif meta.get("generation") != self.generation and meta.get("ready", True):
             self._adopt(meta)
+
+    async def _ready_meta(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The meta of a world another replica is starting, once it has started it (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            meta = await self.store.get_meta()
+            late = time.monotonic() > deadline
+            if meta is not None and (meta.get("ready", True) or late):
+                return meta
+            if late:
+                raise StoreUnavailable(f"no world appeared in the store within {timeout:g} s")
+            await asyncio.sleep(0.02)  # (another process's work: no clock of ours would move it)
 
     def _adopt(self, meta: dict[str, Any]) -> None:
         self.world += 1  # (submits authenticated in the old generation are told to retry)

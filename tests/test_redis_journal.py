@@ -81,17 +81,30 @@ def stream(prefix: str, url: str | None = None) -> list[Any]:
         return client.xrange(f"{{{prefix}}}:w:journal")
 
 
+def landed(base: str, count: int) -> list[dict[str, Any]]:
+    """The journal once it holds ``count`` entries: each replica writes its own in the background, a
+    moment after the answer, so a test that wants an order across replicas waits for each to land."""
+    deadline = time.monotonic() + 5
+    while len(seen := journal(base)) < count:
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.01)
+    return seen
+
+
 def test_requests_sent_to_either_replica_show_in_the_journal_of_both() -> None:
     prefix = world()
     with replicas(prefix) as (a, b):
         task = submit(a.base, a.key, "first, through a")
+        landed(b.base, 1)
         r = http.get(f"{b.base}/api/v1/tasks/{task['task_id']}", headers={"Authorization": f"Bearer {a.key}"})
         assert r.json()["code"] == 200
+        landed(a.base, 2)
         assert http.get(a.base + "/api/v1/task/typo").status_code == 404  # a near miss, through a
+        landed(b.base, 3)
         other = new_key(b.base)  # (b.key is a.key: the world's first account)
         submit(b.base, other, "second, through b")
 
-        seen = journal(a.base)
+        seen = landed(a.base, 4)
         assert journal(b.base) == seen
         assert [(e["method"], e["path"]) for e in seen] == [
             ("POST", CREATE), ("GET", f"/api/v1/tasks/{task['task_id']}"), ("GET", "/api/v1/task/typo"),
@@ -146,13 +159,13 @@ def test_delete_or_reset_through_one_replica_clears_the_journal_of_all() -> None
     with replicas(prefix) as (a, b):
         submit(a.base, a.key)
         submit(b.base, b.key)
-        assert len(journal(a.base)) == 2
+        assert len(landed(a.base, 2)) == 2
         r = http.delete(b.base + "/_mock/requests", headers={"Content-Type": "application/json"})
         assert r.status_code == 204
         assert journal(a.base) == [] and journal(b.base) == [] and stream(prefix) == []
 
         submit(a.base, a.key)
-        after = journal(b.base)
+        after = landed(b.base, 1)
         assert len(after) == 1 and after[0]["id"] > 2  # ids are never given twice
         r = http.post(a.base + "/_mock/reset", headers={"Content-Type": "application/json"})
         assert r.status_code == 200, r.text
@@ -228,6 +241,9 @@ def test_with_redis_down_requests_are_answered_and_their_entries_lost_with_one_l
             while http.get(f"{served.base}/again").status_code != 404:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
+            # A Redis that lost the world: the first control request starts it again (an empty journal).
+            assert http.get(served.base + "/_mock/health").json()["up"] is True
+            assert http.get(f"{served.base}/again").status_code == 404
             entries = journal(served.base, path="/again")
             assert entries and all(e["status"] == 404 for e in entries)
             assert not [e for e in journal(served.base) if e["path"].startswith("/nowhere/")]  # lost
