@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -61,7 +60,6 @@ class Client(TestClient):
 # world on the session's redis-server for each app): MOCKGEN_TEST_STORE=redis pytest tests/test_contract.py
 # runs the public contract's suite on the Redis store (README, Sharing one world on Redis).
 APP_STORE = os.environ.get("MOCKGEN_TEST_STORE", "memory")
-_worlds = itertools.count(1)
 
 
 def store_options() -> dict[str, Any]:
@@ -70,9 +68,9 @@ def store_options() -> dict[str, Any]:
         return {}
     if APP_STORE != "redis":
         raise pytest.UsageError(f"MOCKGEN_TEST_STORE is memory or redis, not {APP_STORE!r}")
-    from .redis_server import session_server
+    from .redis_server import fresh_prefix, session_server
 
-    return {"store": session_server().url, "store_prefix": f"app-{os.getpid()}-{next(_worlds)}"}
+    return {"store": session_server().url, "store_prefix": fresh_prefix("app")}
 
 
 @pytest.fixture

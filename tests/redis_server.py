@@ -105,6 +105,11 @@ _session: RedisServer | None = None
 _prefixes = count(1)
 
 
+def fresh_prefix(name: str = "test") -> str:
+    """A store prefix no other test (and no other test process) uses: a world of its own."""
+    return f"{name}-{os.getpid()}-{next(_prefixes)}"
+
+
 def session_server() -> RedisServer:
     """The session's server, started on first use (and stopped at exit, if no fixture stopped it)."""
     global _session
@@ -130,6 +135,6 @@ def redis_server() -> Iterator[RedisServer]:
 
 async def make_redis_store(url: str | None = None, prefix: str | None = None, **bounds: Any) -> RedisStore:
     """A RedisStore on the session's server (or ``url``), under a fresh prefix (or ``prefix``), cleared."""
-    store = RedisStore(url or session_server().url, prefix or f"test-{os.getpid()}-{next(_prefixes)}", **bounds)
+    store = RedisStore(url or session_server().url, prefix or fresh_prefix(), **bounds)
     await store.clear()
     return store

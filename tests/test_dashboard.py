@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from starlette.testclient import TestClient
 from mockgen import create_app
 from mockgen.testing import MockServer
 
-from .redis_server import session_server
+from .redis_server import fresh_prefix, session_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -166,7 +165,7 @@ def _replicas(stack: contextlib.ExitStack, store: str) -> tuple[MockServer, Mock
     if store == "memory":
         mock = stack.enter_context(MockServer("ci"))
         return mock, mock
-    options = {"store": session_server().url, "store_prefix": f"dashboard-{os.getpid()}-{time.monotonic_ns()}"}
+    options = {"store": session_server().url, "store_prefix": fresh_prefix("dashboard")}
     return stack.enter_context(MockServer("ci", **options)), stack.enter_context(MockServer("ci", **options))
 
 

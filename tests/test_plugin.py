@@ -133,12 +133,10 @@ def test_a_failed_verification_reads_like_wiremocks(pytester: pytest.Pytester) -
 
 
 def test_the_fixtures_world_can_live_in_a_shared_store(pytester: pytest.Pytester) -> None:
-    from .redis_server import session_server
+    from .redis_server import fresh_prefix, session_server
 
-    url = session_server().url
-    pytester.makeini(
-        f"[pytest]\naddopts = --strict-markers\nmockgen_store = {url}\nmockgen_store_prefix = plugin-{id(pytester)}\n"
-    )
+    url, prefix = session_server().url, fresh_prefix("plugin")
+    pytester.makeini(f"[pytest]\naddopts = --strict-markers\nmockgen_store = {url}\nmockgen_store_prefix = {prefix}\n")
     pytester.makepyfile(
         """
         import json, urllib.request

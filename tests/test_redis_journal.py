@@ -7,13 +7,11 @@ test a world (``--store-prefix``) of its own, driven by httpx.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from itertools import count
 from typing import Any
 
 import httpx
@@ -23,13 +21,12 @@ import redis
 from mockgen.journal import Journal
 from mockgen.testing import MockServer
 
-from .redis_server import RedisServer, make_redis_store, redis_server, session_server
+from .redis_server import RedisServer, fresh_prefix, make_redis_store, redis_server, session_server
 from .serving import Serve
 
 pytestmark = pytest.mark.usefixtures(redis_server.__name__)
 
 CREATE = "/api/v1/tasks/create"
-_worlds = count(1)
 # One client for the module: http.get() makes a client (an SSL context) each call, ~0.1 s here.
 http = httpx.Client(timeout=30.0)
 
@@ -42,7 +39,7 @@ def _close_client() -> Iterator[None]:
 
 def world() -> str:
     """A store prefix no other test uses."""
-    return f"rjournal-{os.getpid()}-{next(_worlds)}"
+    return fresh_prefix("rjournal")
 
 
 @contextmanager

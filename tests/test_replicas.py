@@ -24,7 +24,7 @@ import pytest
 
 from mockgen.spec import CREATE_PATH, Msg
 
-from .redis_server import RedisServer, redis_server, session_server
+from .redis_server import RedisServer, fresh_prefix, redis_server, session_server
 from .serving import Serve
 
 pytestmark = pytest.mark.usefixtures(redis_server.__name__)
@@ -33,12 +33,11 @@ KEY = "sk-" + "r" * 32
 OTHER = "sk-" + "s" * 32
 COST = 15  # gpt-image-2 in the default scenario (and every scenario here)
 TIMEOUT = httpx.Timeout(10.0)
-_worlds = count(1)
 
 
 def world_name() -> str:
     """A fresh ``--store-prefix``: a world of its own in the session's Redis."""
-    return f"replicas-{os.getpid()}-{next(_worlds)}"
+    return fresh_prefix("replicas")
 
 
 def store_args(prefix: str, url: str | None = None) -> tuple[str, ...]:

@@ -7,8 +7,6 @@ contract's 503 and health says so. (tests/test_replicas.py runs real `mockgen se
 
 from __future__ import annotations
 
-import itertools
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,9 +17,8 @@ from mockgen import create_app
 from mockgen.scenario import parse_scenario
 
 from .conftest import AUTH, JSON, KEY, Client
-from .redis_server import RedisServer, session_server
+from .redis_server import RedisServer, fresh_prefix, session_server
 
-_worlds = itertools.count(1)
 CHEAP_YAML = "name: cheap\nclock: manual\nmodels:\n  gpt-image-2: {cost: 3}\n"
 SEEDED = parse_scenario("name: seeded-shared\nseed: 42\nclock: manual\n", "seeded.yaml")
 CHEAP = parse_scenario(CHEAP_YAML, "cheap.yaml")
@@ -35,7 +32,7 @@ def replicas() -> Iterator[Replicas]:
     started: list[Client] = []
 
     def make(n: int = 2, scenario: Any = "default", url: str | None = None, prefix: str | None = None) -> list[Client]:
-        prefix = prefix or f"shared-{os.getpid()}-{next(_worlds)}"
+        prefix = prefix or fresh_prefix("shared")
         clients = []
         for _ in range(n):
             app = create_app(scenario, store=url or session_server().url, store_prefix=prefix)
@@ -80,7 +77,7 @@ def test_a_reset_through_one_replica_is_the_others_world_and_ids_come_from_one_s
 def test_a_replica_that_starts_joins_the_world_and_serves_its_scenario(
     replicas: Replicas, caplog: pytest.LogCaptureFixture
 ) -> None:
-    prefix = f"join-{os.getpid()}-{next(_worlds)}"
+    prefix = fresh_prefix("join")
     [a] = replicas(1, CHEAP, prefix=prefix)
     task_id = a.submit()["data"]["task_id"]
     with caplog.at_level("WARNING", logger="mockgen"):
