@@ -253,16 +253,12 @@ class Backend:
         """Let go of the store's connections (a later request opens new ones)."""
         await self.store.close()
 
-    @property
-    def store_kind(self) -> str:
-        """The kind of store the world is in ("memory", "redis")."""
-        return self.store.kind
-
     async def store_status(self) -> dict[str, Any]:
-        """The store's kind and whether it answers: ``{"store": kind, "up": bool}`` (and why not)."""
+        """The store's kind and whether it answers: ``{"store": kind, "up": bool}`` (and why not). A
+        shared store's world is followed first (``follow``): that one step shows whether it answers."""
         status: dict[str, Any] = {"store": self.store.kind, "up": True}
         try:
-            await self.store.ping()
+            await (self.follow() if self.shared else self.store.ping())
         except StoreUnavailable as exc:
             status.update(up=False, error=str(exc))
         return status
@@ -304,9 +300,8 @@ class Backend:
         for account in await self.store.accounts():
             return account.key
         key = _key(Draws(self.seed, 0).bytes(32))
-        if await self.store.get_account(key) is None:
-            with contextlib.suppress(ControlError):  # (another replica made it first: the same key)
-                await self.create_account(self.scenario.default_credits, key)
+        with contextlib.suppress(ControlError):  # (409: another replica made it first, the same key)
+            await self.create_account(self.scenario.default_credits, key)
         return key
 
     # --- auth ----------------------------------------------------------------------------------
