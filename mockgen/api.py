@@ -251,11 +251,11 @@ class CreateTask:
         try:
             if incoming.host not in (hosts := scope["app"].hosts).ok:  # the guard's Host check, in one lookup
                 hosts.check(incoming.host, scope)
-            account = await backend.authenticate(incoming.authorization)
-            world = backend.world  # the world may be replaced while the body or a fault's delay is awaited
-            raw = await receive_body(receive, incoming.content_length)
             # Faults come from an X-Mockgen-Fault header or the scenario; with neither, skip building a Request.
             if incoming.steered or backend.has_faults:
+                account = await backend.authenticate(incoming.authorization)
+                world = backend.world  # the world may be replaced while the body or a fault's delay is awaited
+                raw = await receive_body(receive, incoming.content_length)
                 # Faults first, then validation, as behind a gateway: a create that will be refused
                 # is delayed, throttled or failed (and counted) like any other.
                 req, refused = _read_create(backend, raw)
@@ -267,12 +267,18 @@ class CreateTask:
                     raise refused
                 lost = fault.name if fault is not None and fault.lose_answer is not None else None
                 task = await backend.submit(account, req, steer, lost, world)
-            else:
+            else:  # the hot path: the key's form checked, the body read, then the store (Backend.create)
+                key = backend.key_of(incoming.authorization)
+                world = backend.world
                 try:
+                    raw = await receive_body(receive, incoming.content_length)
                     body = parse_json(raw)
-                except ValueError as exc:
+                except (BodyTooLarge, ValueError) as exc:
+                    await backend.account_of(key)  # an unknown key is told so first, as on every route
+                    if isinstance(exc, BodyTooLarge):
+                        raise
                     raise ApiError(Msg.NOT_JSON.format(detail=exc)) from None
-                task = await backend.submit(account, body, world=world)  # (submit validates it)
+                task = await backend.create(key, body, world)  # (create validates it)
         except ApiError as exc:
             # A refused create loses its answer too: the fault is the gateway's, not the service's.
             status = await _send_error(scope, receive, send, backend, exc, fault)
@@ -303,12 +309,15 @@ class GetTask:
         try:
             if incoming.host not in (hosts := scope["app"].hosts).ok:  # the guard's Host check, in one lookup
                 hosts.check(incoming.host, scope)
-            account = await backend.authenticate(incoming.authorization)
+            task_id = scope["path_params"]["task_id"]
             if incoming.steered or backend.has_faults:
+                account = await backend.authenticate(incoming.authorization)
                 fault, answered = await _fault(scope, receive, send, backend, "query", account)
                 if answered is not None:
                     return answered, b""
-            task = await backend.query(account, scope["path_params"]["task_id"])
+                task = await backend.query(account, task_id)
+            else:  # the hot path: one store step (Backend.poll)
+                task = await backend.poll(backend.key_of(incoming.authorization), task_id)
         except ApiError as exc:
             return await _send_error(scope, receive, send, backend, exc, fault), b""
         except StoreUnavailable:

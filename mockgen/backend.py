@@ -20,7 +20,7 @@ from .journal import Journal
 from .models import FAILED, NEVER, SUCCEEDED, Account, Ledger, NextOutcome, Plan, Task, TasksAt, newest
 from .scenario import ENVELOPES, KEY_RE, Behaviour, Fault, Match, ModelSpec, Scenario, parse_scenario
 from .spec import DEFAULT_RATIO, FILES_PREFIX, KIND_RATIOS, REQUEST_ID_PREFIX, RESULT_EXT, Msg
-from .store import NEXT_LIMIT, MemoryStore, Store, StoreUnavailable, run_now
+from .store import NEXT_LIMIT, MemoryStore, Reserved, Store, StoreUnavailable, run_now
 
 log = logging.getLogger("mockgen")
 UNJOINED = "(not joined yet)"  # a Backend's generation until it has joined its shared store's world
@@ -150,6 +150,12 @@ class Backend:
         self.compat = self.envelope == "compat"  # read on every answer of the contract's two routes
         self._courses: dict[tuple[str, int], Course] = {}  # see _course
         self._rule_scopes = [f"rule:{i}" for i in range(len(scenario.rules))]
+        self.open_keys = scenario.auth_mode == "open"  # any well-formed key is an account (``_open_account``)
+        # Rules whose matching needs no store step (no counter, no draw) and no account's name: a
+        # create's course is known from its key and body alone, before any store step (``create``).
+        self.pure_rules = all(
+            not r.match.counted and r.match.probability is None and r.match.accounts is None for r in scenario.rules
+        )
 
     async def load(self, scenario: Scenario) -> None:
         """Put ``scenario`` in force and go back to its starting state."""
@@ -306,8 +312,8 @@ class Backend:
 
     # --- auth ----------------------------------------------------------------------------------
 
-    async def authenticate(self, authorization: str | None) -> Account:
-        """The account behind an Authorization header, or ApiError 401."""
+    def key_of(self, authorization: str | None) -> str:
+        """The key of an Authorization header (``Bearer sk-...``), or ApiError 401 (no store step)."""
         if not authorization:
             raise ApiError(Msg.NO_AUTH, code=401, status=401)
         scheme, _, key = authorization.strip().partition(" ")
@@ -316,6 +322,14 @@ class Backend:
         key = key.strip()
         if not KEY_RE.fullmatch(key):
             raise ApiError(Msg.BAD_KEY, code=401, status=401)
+        return key
+
+    async def authenticate(self, authorization: str | None) -> Account:
+        """The account behind an Authorization header, or ApiError 401."""
+        return await self.account_of(self.key_of(authorization))
+
+    async def account_of(self, key: str) -> Account:
+        """The account of a well-formed key, or ApiError 401."""
         # Found by the key's hash (SipHash, keyed per process), so a wrong key is never compared
         # character by character with a stored one: refusing it takes the same time whatever it shares.
         store = self.store
@@ -332,7 +346,7 @@ class Backend:
         """In open mode, the account a well-formed new key gets: default credits, and not stored
         (looking, polling or a refused submit creates nothing). It is stored at its first charge
         (``submit``) or top-up (``_keep``)."""
-        if self.scenario.auth_mode == "open" and KEY_RE.fullmatch(key):
+        if self.open_keys and KEY_RE.fullmatch(key):
             return Account(key, self.scenario.default_credits, stored=False)
         return None
 
@@ -405,6 +419,28 @@ class Backend:
             () if urls is None else tuple(urls) if isinstance(urls, list) else None,
         )
 
+    async def create(self, key: str, body: object, world: int | None = None) -> Task:
+        """A create on the hot path (no faults, no steering; ``key`` well-formed): the body checked, then
+        one store step authenticates the key, settles what is due and reserves (one round trip on
+        Redis), and one more charges and keeps the task. Anything unusual goes the way of ``submit``.
+        ``world``: ``self.world`` when the request began (a world replaced since: Msg.RESET, as ``submit``)."""
+        if world is not None and world != self.world:
+            raise ApiError(Msg.RESET)
+        try:
+            req = self.validate(body)
+        except ApiError:
+            await self.account_of(key)  # an unknown key is told so before what its body lacks
+            raise
+        if self.pure_rules:  # the course needs no store step and no account's name: known before any
+            course = await self.course_for(key, None, req)
+            if not course.behaviour.reject:
+                reserved = await self.store.reserve(key, req.model_id, course.cost, self.generation)
+                if reserved is not None and reserved.account is not None:
+                    return await self._keep_task(reserved, req, course)
+        # A reject (told once the key is known), another generation (followed), no stored account
+        # (401, or an open key's first charge), or rules that count or draw: the general way.
+        return await self.submit(await self.account_of(key), body)
+
     async def submit(
         self,
         account: Account,
@@ -424,26 +460,45 @@ class Backend:
         if world is not None and world != self.world:
             raise ApiError(Msg.RESET)
         req = body if isinstance(body, Submit) else self.validate(body)
-        store = self.store
-        now = store.clock.now()
-        await self.settle(now)
-        course = await self.course_for(account, req)
+        course = await self.course_for(account.key, account.name, req)
         behaviour = course.behaviour
         if behaviour.reject:
             raise ApiError(behaviour.reject)
         cost = course.cost
-        if account.credits < cost:
-            raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=account.credits))
-        # Refusals come before anything is used up (a queued outcome, a number of the sequence).
-        if account.stored:  # room, the number and a queued outcome: one store step (one round trip on Redis)
-            room, seq, queued = await store.reserve(req.model_id, account.key)
+        store = self.store
+        if account.stored:  # settling, the balance, room, the number and a queued outcome: one store step
+            reserved = await store.reserve(account.key, req.model_id, cost, self.generation)
+            if reserved is None or reserved.account is None:  # the world was replaced meanwhile, elsewhere
+                raise ApiError(Msg.RESET)
         else:  # an open key's first charge: its account is stored once there is room, before anything is used
+            if account.credits < cost:
+                raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=account.credits))
+            now = store.clock.now()
+            await self.settle(now)
             room, seq, queued = await store.make_room(), 0, None
             if room:
                 account = await self._keep(account)
                 seq, queued = await store.next_seq(), await store.take_next(req.model_id, account.key)
-        if not room:
-            raise ApiError(Msg.TOO_MANY_TASKS.format(limit=await store.task_count()))
+            reserved = Reserved(account, now, seq, queued, room)
+        return await self._keep_task(reserved, req, course, steering, lost_answer)
+
+    async def _keep_task(
+        self,
+        reserved: Reserved,
+        req: Submit,
+        course: Course,
+        steering: Steering = NO_STEERING,
+        lost_answer: str | None = None,
+    ) -> Task:
+        """The task a reserved number draws, charged and kept (ApiError when it cannot be)."""
+        account, now, seq, queued, room = reserved
+        assert account is not None
+        cost = course.cost
+        if not seq:  # refusals come before anything is used up (a queued outcome, a number of the sequence)
+            if not room:
+                raise ApiError(Msg.TOO_MANY_TASKS.format(limit=await self.store.task_count()))
+            raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=account.credits))
+        behaviour = course.behaviour
         draws = Draws(self.seed, seq)
         ids = draws.bytes(24)
         queued_for = behaviour.queued.sample(draws)  # type: ignore[union-attr]
@@ -463,6 +518,7 @@ class Backend:
             plan = plan._replace(lost_answer=lost_answer)
         aspect_ratio = sys.intern(req.aspect_ratio)  # one of a few validated values: share them
         finish_at = now + queued_for + running_for if course.by_time else NEVER
+        store = self.store
         while True:
             chars = ids.translate(ID_BYTES).decode("ascii")
             task = Task(
@@ -478,31 +534,42 @@ class Backend:
             raise ApiError(Msg.NO_CREDITS.format(cost=cost, balance=balance))
         return task
 
+    async def poll(self, key: str, task_id: str) -> Task:
+        """A poll on the hot path (no faults, no steering; ``key`` well-formed): one store step
+        authenticates the key, settles what is due, reads the task and counts the poll."""
+        got = await self.store.poll(task_id, key, self.generation, self.open_keys)
+        if got is None:  # the world's generation moved on elsewhere: follow it, the general way
+            return await self.query(await self.account_of(key), task_id)
+        account, task = got
+        if account is None and self._open_account(key) is None:
+            raise ApiError(Msg.UNKNOWN_KEY, code=401, status=401)
+        return await self._polled(task, task_id)
+
     async def query(self, account: Account, task_id: str) -> Task:
         """A task of this account, brought up to date; another account's task is 'not found'."""
-        store = self.store
-        now = store.clock.now()
-        # One store step takes what is due, reads the task and counts this poll (one round trip on Redis).
-        due, task = await store.poll(task_id, account.key, now)
-        if due and await self._settle_due(due):
-            task = await store.get_task(task_id) if task is not None else None  # (it may be one of them)
+        got = await self.store.poll(task_id, account.key, None, True)
+        return await self._polled(got[1] if got else None, task_id)
+
+    async def _polled(self, task: Task | None, task_id: str) -> Task:
+        """The polled task (ApiError when not found), finished when this was the poll it waited for."""
         if task is None:
             raise ApiError(Msg.NOT_FOUND.format(task_id=show(task_id[:64])))
         plan = task.plan
         if not task.final_status and plan.progress == "polls" and task.polls >= task.polls_to_finish:
-            await self.finish(task, plan.outcome, now)
-            task = await store.get_task(task_id) or task
+            await self.finish(task, plan.outcome, self.now())
+            task = await self.store.get_task(task_id) or task
         return task
 
     # --- the scenario's rules ------------------------------------------------------------------
 
-    async def matches(self, match: Match, account: Account, req: Submit | Probe | None, scope: str) -> bool:
-        """Whether a request meets ``match``; counters advance for requests meeting the rest.
+    async def matches(self, match: Match, key: str, name: str | None, req: Submit | Probe | None, scope: str) -> bool:
+        """Whether a request of the account ``key`` (named ``name``) meets ``match``; counters advance
+        for requests meeting the rest.
 
         ``req`` is None for a request that is not a create: then no request key matches."""
-        if match.keys is not None and account.key not in match.keys:
+        if match.keys is not None and key not in match.keys:
             return False
-        if match.accounts is not None and account.name not in match.accounts:
+        if match.accounts is not None and name not in match.accounts:
             return False
         if match.on_body:
             if req is None:
@@ -525,7 +592,7 @@ class Backend:
             if match.has_images is not None and (req.image_urls is None or bool(req.image_urls) != match.has_images):
                 return False
         if match.counted:
-            n = await self.store.count(scope, account.key if match.count_per == "key" else "")
+            n = await self.store.count(scope, key if match.count_per == "key" else "")
             if match.first_n is not None and n > match.first_n:
                 return False
             if match.after_n is not None and n <= match.after_n:
@@ -534,10 +601,11 @@ class Backend:
                 return False
         return match.probability is None or (await self.draws()).random() < match.probability
 
-    async def course_for(self, account: Account, req: Submit) -> Course:
-        """What a submit gets: the course of its model under the first matching rule (or none)."""
+    async def course_for(self, key: str, name: str | None, req: Submit) -> Course:
+        """What a submit of the account ``key`` (named ``name``) gets: the course of its model under the
+        first matching rule (or none)."""
         for i, rule in enumerate(self.scenario.rules):
-            if await self.matches(rule.match, account, req, self._rule_scopes[i]):
+            if await self.matches(rule.match, key, name, req, self._rule_scopes[i]):
                 return self._course(req.model_id, i)
         return self._course(req.model_id, -1)
 
@@ -569,7 +637,7 @@ class Backend:
                     continue
                 account = Account("", 0)
             scope = f"fault:{i}"
-            if await self.matches(fault.match, account, req, scope):
+            if await self.matches(fault.match, account.key, account.name, req, scope):
                 rl = fault.rate_limit
                 if rl is not None and await self.store.take_token(
                     scope, account.key, rl.burst, rl.limit / rl.per_seconds, self.now()
@@ -611,19 +679,7 @@ class Backend:
     async def settle(self, now: float | None = None) -> int:
         """Finish every time-driven task that is due by ``now`` (refunding failures). Returns how many."""
         store = self.store
-        due = await store.pop_due(store.clock.now() if now is None else now)
-        return await self._settle_due(due) if due else 0
-
-    async def _settle_due(self, due: list[tuple[float, str]]) -> int:
-        """Finish the tasks ``pop_due`` took (each once: one finished meanwhile, or since evicted, is
-        passed over). Returns how many it finished."""
-        store = self.store
-        done = 0
-        for at, task_id in due:
-            task = await store.get_task(task_id)
-            if task is not None and not task.final_status and task.finish_at == at:
-                done += await self.finish(task, task.outcome, at)
-        return done
+        return await store.settle(store.clock.now() if now is None else now)
 
     async def finish(self, task: Task, outcome: str, at: float, message: str | None = None) -> bool:
         """Settle a task once (False: it had finished); a failure is refunded its charge at that moment."""

@@ -6,8 +6,12 @@ that changes the world is one Lua script (EVALSHA, one round trip), so it is
 atomic for every replica: the charge with its balance check and ledger entry, refund once (a task id
 added to a set, SADD's answer says whether it was the first), finish once (a compare-and-set on the
 task's final status, refunding a failure in the same script), counters, token buckets, the
-next-outcome queue, the due-queue (taken with ZRANGEBYSCORE and removed in the same script, so two
-replicas never both settle a task) and eviction of finished tasks.
+next-outcome queue, settling what is due (the due zset's entries taken with ZRANGEBYSCORE, removed,
+and each task finished as planned in the same script: two replicas never both settle a task) and
+eviction of finished tasks. A request's first step is all its work but the charge: a poll is one
+script (``poll``: the world's generation and clock read, what is due settled, the account and the
+task read, the poll counted), a submit two (``reserve``, then ``submit``: the number the task's id
+is drawn from must come back before the task can be written).
 
 Keys. Everything lives under ``{prefix}:`` (the braces are a Redis Cluster hash tag: one world's keys
 share one slot, so scripts may touch any of them). The world itself is a fixed set of keys under
@@ -23,10 +27,11 @@ bucket lists found from the world's own hashes), and nothing of another prefix.
 The clock. ``clock`` is a local object the world reads synchronously. A manual clock's time is kept
 in Redis (``{prefix}:clock``, the time as ``repr(float)``, or ``real``): ``set_clock`` and
 ``advance_clock`` write it (an advance is a compare-and-set, so the time adds up exactly as a
-ManualClock's would), and every ``get_account`` (each request's first step), ``get_meta`` (joining)
-and ``refresh()``
-bring the local clock to the shared time, so an advance on one replica is seen by all from their
-next request on. With the real clock each process reads its own system time for now.
+ManualClock's would), and every step that begins a request (``get_account``, ``poll``, ``reserve``:
+the Lua ``world``), ``get_meta`` (joining) and ``refresh()`` bring the local clock to the shared time,
+so an advance on one replica is seen by all from their next request on. Those steps settle by the
+world's time read in Redis: the manual clock's, or Redis's ``TIME`` (which a real clock's local
+``now`` follows too, by the offset measured at each of them).
 
 ``staged``/``take``: a new world is built under a private space ``{prefix}:staged-<hex>:`` (not seen
 by anyone), then ``take`` swaps the two spaces' keys by RENAME in one script: atomic for every
@@ -36,9 +41,9 @@ synchronous client, so it can run in a thread).
 Bounds as MemoryStore's: ``max_tasks`` (``make_room`` evicts the task that finished first),
 ``max_accounts``, ``ledger_limit`` per account and ``ledger_total`` in all (oldest first; the balance
 stays), MAX_COUNTERS counters (the first seen goes), MAX_BUCKETS buckets (least recently used goes),
-NEXT_LIMIT queued outcomes; ``pop_due`` takes at most POP_LIMIT tasks a call (the rest: next call).
-The due zset holds a task id once, at its latest time (MemoryStore's heap may also hand out an entry
-of an evicted task whose id came back: the Backend skips those, as it checks ``finish_at``).
+NEXT_LIMIT queued outcomes; a step settles at most POP_LIMIT due tasks (the rest: the next step).
+The due zset holds a task id once, at its latest time (MemoryStore's heap may also hold an entry
+of an evicted task whose id came back: it skips those, as it checks ``finish_at``).
 The journal is a bounded stream ``{prefix}:journal`` (redis_journal.py), written in batches in the
 background; ``clear`` and ``take`` empty it.
 
@@ -75,10 +80,10 @@ from redis.retry import Retry
 from .clock import Clock, ManualClock, SystemClock
 from .journal import MAX_BYTES as JOURNAL_BYTES
 from .journal import Journal
-from .models import FAILED, NEVER, Account, Ledger, NextOutcome, Plan, Task, newest
+from .models import FAILED, NEVER, SUCCEEDED, Account, Ledger, NextOutcome, Plan, Task, newest
 from .redis_journal import RedisJournal
 from .resp import RespClient
-from .store import MAX_BUCKETS, MAX_COUNTERS, NEXT_LIMIT, Store, StoreUnavailable
+from .store import MAX_BUCKETS, MAX_COUNTERS, NEXT_LIMIT, Reserved, Store, StoreUnavailable
 
 __all__ = ["CONNECT_TIMEOUT", "POP_LIMIT", "STEP_TIMEOUT", "WORLD_KEYS", "RedisStore"]
 
@@ -89,7 +94,7 @@ STEP_TIMEOUT = 1.5
 POOL_SIZE = 64  # connections to Redis per process at most (requests beyond wait for one)
 BATCH_TIMEOUT = 30.0  # for each batch of writes that builds a staged world, and of release's unlinks
 BATCH = 10_000  # commands sent in one batch
-POP_LIMIT = 10_000  # due tasks taken by one pop_due (one script must not hold Redis for long)
+POP_LIMIT = 10_000  # due tasks settled by one step (one script must not hold Redis for long)
 PAGE = 1_000  # tasks read by one script when listing them all
 
 # The world's fixed keys (under {prefix}:w:), what clear deletes and take swaps.
@@ -137,14 +142,51 @@ local function refund(id, acct, amount, at)
   log(acct, 'refund', amount, at, id)
   return 1
 end
-"""
+-- A task's charge and key, and the flag after the key (its planned outcome), read off its head:
+-- "<credits> <key's bytes> <key><S|F>..." (RedisStore._encode)
+local function head(blob)
+  local credits, n = string.match(blob, '^(%d+) (%d+) ')
+  local start = #credits + #n + 3
+  local stop = start + tonumber(n)
+  return tonumber(credits), string.sub(blob, start, stop - 1), string.sub(blob, stop, stop)
+end
+-- The tasks due by now finished as planned, a failure refunded (at most limit, earliest first); how many.
+-- The final status is "[status,at]": the message of a failure is its plan's (RedisStore._decode).
+local function settle(now, limit)
+  local due = redis.call('ZRANGEBYSCORE', B .. 'due', '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
+  if #due == 0 then return 0 end
+  redis.call('ZREMRANGEBYRANK', B .. 'due', 0, #due / 2 - 1)
+  local tasks, final, done = B .. 'tasks', B .. 'final', 0
+  for i = 1, #due, 2 do
+    local id, at = due[i], due[i + 1]
+    local blob = redis.call('HGET', tasks, id)
+    if blob and redis.call('HEXISTS', final, id) == 0 then
+      local credits, acct, planned = head(blob)
+      local failed = planned == 'F'
+      redis.call('HSET', final, id, string.format('[%d,%s]', failed and FAILED or SUCCEEDED, at))
+      redis.call('RPUSH', B .. 'finished', id)
+      if failed then refund(id, acct, credits, at) end
+      done = done + 1
+    end
+  end
+  return done
+end
+-- What every step that begins a request reads: {the world's generation, its clock, Redis's time}, and
+-- the world's time now (the manual clock's, else Redis's: one time source for every host).
+local function world(clock_key, gen_key)
+  local t = redis.call('TIME')
+  local now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+  local clock = redis.call('GET', clock_key)
+  local read = {redis.call('GET', gen_key), clock, now}
+  if clock and clock ~= 'real' then now = clock end
+  return read, now
+end
+""".replace("FAILED", str(FAILED)).replace("SUCCEEDED", str(SUCCEEDED))
 
+# KEYS: credits, names, clock, generation; ARGV: key
 _GET_ACCOUNT = """
-local t = redis.call('TIME')
-return {
-  redis.call('HGET', KEYS[1], ARGV[5]), redis.call('HGET', KEYS[2], ARGV[5]), redis.call('GET', KEYS[3]),
-  redis.call('GET', KEYS[4]), t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
-}
+local read = world(KEYS[3], KEYS[4])
+return {read, redis.call('HGET', KEYS[1], ARGV[5]), redis.call('HGET', KEYS[2], ARGV[5])}
 """
 
 # ARGV: key, credits, has a name ("1"/"0"), name, max accounts, then (kind, amount, at, task id) each entry
@@ -241,18 +283,22 @@ if redis.call('HEXISTS', KEYS[1], ARGV[5]) == 0 then return -1 end
 return redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
 """
 
-# KEYS: due, tasks, polls, final; ARGV: now, pop limit, id, key. pop_due's and count_poll's work in one
-# step, and get_task's, for a task of this key (another key's task is not counted: it is not found).
+# KEYS: credits, names, clock, generation, tasks, polls, final; ARGV: the generation expected ('*': any), id,
+# key, open keys ("1"/"0"), pop limit. settle's, get_account's and count_poll's work in one, for a task of
+# this key (another key's task is not counted: it is not found); nothing when the generation is another.
 _POLL = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[5], 'WITHSCORES', 'LIMIT', 0, ARGV[6])
-if #due > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #due / 2 - 1) end
-local id, key = ARGV[7], ARGV[8]
-local blob = redis.call('HGET', KEYS[2], id)
-if not blob then return {due} end
-local credits, n = string.match(blob, '^(%d+) (%d+) ')
-local start = #credits + #n + 3
-if string.sub(blob, start, start + tonumber(n) - 1) ~= key then return {due} end
-return {due, blob, redis.call('HINCRBY', KEYS[3], id, 1), redis.call('HGET', KEYS[4], id)}
+local read, now = world(KEYS[3], KEYS[4])
+if ARGV[5] ~= '*' and read[1] ~= ARGV[5] then return {read} end
+settle(now, ARGV[9])
+local id, key = ARGV[6], ARGV[7]
+local credits = redis.call('HGET', KEYS[1], key)
+if not credits and ARGV[8] ~= '1' then return {read, false} end
+local name = redis.call('HGET', KEYS[2], key)
+local blob = redis.call('HGET', KEYS[5], id)
+if not blob then return {read, credits, name} end
+local _, acct = head(blob)
+if acct ~= key then return {read, credits, name} end
+return {read, credits, name, blob, redis.call('HINCRBY', KEYS[6], id, 1), redis.call('HGET', KEYS[7], id)}
 """
 
 # ARGV: id, failed ("1"/"0"), at, the final status as stored
@@ -262,18 +308,13 @@ if not blob or redis.call('HEXISTS', KEYS[2], ARGV[5]) == 1 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[5], ARGV[8])
 redis.call('RPUSH', KEYS[3], ARGV[5])
 if ARGV[6] == '1' then
-  local credits, n = string.match(blob, '^(%d+) (%d+) ')
-  local start = #credits + #n + 3
-  refund(ARGV[5], string.sub(blob, start, start + tonumber(n) - 1), tonumber(credits), ARGV[7])
+  local credits, acct = head(blob)
+  refund(ARGV[5], acct, credits, ARGV[7])
 end
 return 1
 """
 
-_POP_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[5], 'WITHSCORES', 'LIMIT', 0, ARGV[6])
-if #due > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #due / 2 - 1) end
-return due
-"""
+_SETTLE = "return settle(ARGV[5], ARGV[6])"
 
 _COUNT = """
 local n = redis.call('HINCRBY', KEYS[1], ARGV[5], 1)
@@ -341,15 +382,24 @@ end
 """
 _TAKE_NEXT = _TAKE_NEXT_FN + "return take_next(KEYS, {ARGV[5], ARGV[6], ARGV[7], ARGV[8]})"
 
-# KEYS: make_room's 6, the sequence, take_next's 7; ARGV: max tasks, take_next's 4 names. A submit's
-# steps before its charge, in one: nothing is used up (a number, a queued outcome) when there is no room.
+# KEYS: credits, names, clock, generation, make_room's 6, the sequence, take_next's 7; ARGV: the generation
+# expected ('*': any), key, cost, max tasks, pop limit, take_next's 4 names. A submit's steps before its
+# charge, in one: settle's, get_account's, then when the balance covers the cost and there is room a number
+# and a queued outcome (nothing is used up otherwise); nothing at all when the generation is another.
 _RESERVE = (
     _MAKE_ROOM_FN
     + _TAKE_NEXT_FN
     + """
-if make_room({unpack(KEYS, 1, 6)}, tonumber(ARGV[5])) == 0 then return {0} end
-local seq = redis.call('INCR', KEYS[7])
-return {1, seq, take_next({unpack(KEYS, 8, 14)}, {ARGV[6], ARGV[7], ARGV[8], ARGV[9]})}
+local read, now = world(KEYS[3], KEYS[4])
+if ARGV[5] ~= '*' and read[1] ~= ARGV[5] then return {read} end
+settle(now, ARGV[9])
+local credits = redis.call('HGET', KEYS[1], ARGV[6])
+if not credits then return {read, false} end
+local name = redis.call('HGET', KEYS[2], ARGV[6])
+if tonumber(credits) < tonumber(ARGV[7]) then return {read, credits, name, 0, 1} end
+if make_room({unpack(KEYS, 5, 10)}, tonumber(ARGV[8])) == 0 then return {read, credits, name, 0, 0} end
+local seq = redis.call('INCR', KEYS[11])
+return {read, credits, name, seq, 1, take_next({unpack(KEYS, 12, 18)}, {ARGV[10], ARGV[11], ARGV[12], ARGV[13]})}
 """
 )
 
@@ -418,7 +468,7 @@ return {0, now}
 _SCRIPTS = {
     "get_account": _GET_ACCOUNT, "add_account": _ADD_ACCOUNT, "accounts": _ACCOUNTS, "credit": _CREDIT,
     "refund": _REFUND, "submit": _SUBMIT, "make_room": _MAKE_ROOM, "get_task": _GET_TASK, "tasks": _TASKS,
-    "count_poll": _COUNT_POLL, "poll": _POLL, "finish": _FINISH, "pop_due": _POP_DUE, "count": _COUNT,
+    "count_poll": _COUNT_POLL, "poll": _POLL, "finish": _FINISH, "settle": _SETTLE, "count": _COUNT,
     "take_token": _TAKE_TOKEN, "queue_next": _QUEUE_NEXT, "take_next": _TAKE_NEXT, "reserve": _RESERVE,
     "queued": _QUEUED, "clear_next": _CLEAR_NEXT, "clear": _CLEAR, "take": _TAKE,
 }  # fmt: skip
@@ -509,7 +559,7 @@ class RedisStore:
         self._base = f"{root}{_space}:"
         self._seq_key, self._clock_key = (root + "seq").encode(), (root + "clock").encode()
         self._meta_key, self._gen_key = (root + "meta").encode(), (root + "gen").encode()
-        self.generation = ""  # the world's generation as last seen (every get_account brings it up to date)
+        self.generation = ""  # the world's generation as last seen (every step that begins a request reads it)
         options = self._options(AsyncRetry)
         journal = RedisJournal(_client, url, self._base, journal_limit, journal_bytes, options=options)
         self.journal: Journal = journal
@@ -588,12 +638,21 @@ class RedisStore:
     # accounts and credits
     async def get_account(self, key: str) -> Account | None:
         keys = [*self._k("credits", "names"), self._clock_key, self._gen_key]
-        credits, name, now, generation, redis_time = await self._run("get_account", keys, key)
-        self._sync_clock(now)
-        self._time.offset = float(redis_time) - time.time()
+        read, credits, name = await self._run("get_account", keys, key)
+        self._read(read)
+        return None if credits is None else Account(key, int(credits), name)
+
+    def _read(self, read: list[Any]) -> float:
+        """Bring the local clock, the offset to Redis's time and the generation up to date from what a
+        step that begins a request read (the Lua ``world``); the world's time then."""
+        generation, shared, redis_time = read
+        self._sync_clock(shared)
+        now = float(redis_time)
+        self._time.offset = now - time.time()
         if generation is not None:
             self.generation = generation
-        return None if credits is None else Account(key, int(credits), name)
+        clock = self.clock
+        return clock.now() if isinstance(clock, ManualClock) else now
 
     async def add_account(self, account: Account) -> Account | None:
         has_name = account.name is not None
@@ -644,8 +703,9 @@ class RedisStore:
 
     # tasks
     def _encode(self, task: Task) -> str:
-        """The task's fixed fields as one string: "<credits> <key's bytes> <key><plan JSON>\\n<own JSON>"
-        (the finish script reads the charge and the key off its head; Lua counts bytes)."""
+        """The task's fixed fields as one string: "<credits> <key's bytes> <key><S|F><plan JSON>\\n<own JSON>"
+        (scripts read the charge, the key and the planned outcome, success or failed, off its head; Lua
+        counts bytes)."""
         plan = task.plan
         cached = self._plan_json.get(id(plan))
         if cached is None or cached[0] is not plan:
@@ -660,7 +720,8 @@ class RedisStore:
         )  # fmt: skip
         key = task.key
         size = len(key) if key.isascii() else len(key.encode("utf-8", "surrogatepass"))
-        return f"{plan.credits} {size} {key}{cached[1]}\n{own}"
+        planned = "S" if plan.outcome == "success" else "F"  # (what settling finishes it with)
+        return f"{plan.credits} {size} {key}{planned}{cached[1]}\n{own}"
 
     def _decode(self, task_id: str, blob: str, polls: str | None, final: str | None) -> Task:
         _, n, rest = blob.split(" ", 2)
@@ -670,7 +731,7 @@ class RedisStore:
             raw = rest.encode("utf-8", "surrogatepass")
             key, rest = raw[:size].decode("utf-8", "surrogatepass"), raw[size:].decode("utf-8", "surrogatepass")
             size = 0
-        plan_json, own = rest[size:].split("\n", 1)
+        plan_json, own = rest[size + 1 :].split("\n", 1)  # (after the planned outcome's flag)
         plan = self._plans.get(plan_json)
         if plan is None:
             if len(self._plans) >= 4096:
@@ -682,7 +743,10 @@ class RedisStore:
             finish_at, int(polls) if polls else 0,
         )  # fmt: skip
         if final is not None:
-            task.final_status, task.settled_at, task.message = json.loads(final)
+            status, task.settled_at, *message = json.loads(final)
+            task.final_status = status
+            # "[status,at]": settled as planned, a failure with its plan's message (the Lua settle)
+            task.message = message[0] if message else plan.failure_message if status == FAILED else None
         return task
 
     async def submit(self, task: Task) -> bool | None:
@@ -724,11 +788,18 @@ class RedisStore:
         polls = int(await self._run("count_poll", self._k("tasks", "polls"), task_id))
         return max(polls, 0)  # (-1: the task is not kept, e.g. another replica evicted it)
 
-    async def poll(self, task_id: str, key: str, now: float) -> tuple[list[tuple[float, str]], Task | None]:
-        got = await self._run("poll", self._k("due", "tasks", "polls", "final"), repr(now), POP_LIMIT, task_id, key)
-        due = got[0]
-        popped = [(float(due[i + 1]), due[i]) for i in range(0, len(due), 2)]
-        return popped, None if len(got) == 1 else self._decode(task_id, got[1], got[2], got[3])
+    async def poll(
+        self, task_id: str, key: str, generation: str | None, open_keys: bool
+    ) -> tuple[Account | None, Task | None] | None:
+        keys = [*self._k("credits", "names"), self._clock_key, self._gen_key, *self._k("tasks", "polls", "final")]
+        expected = "*" if generation is None else generation
+        got = await self._run("poll", keys, expected, task_id, key, int(open_keys), POP_LIMIT)
+        self._read(got[0])
+        if len(got) == 1:
+            return None
+        credits = got[1]
+        account = None if credits is None else Account(key, int(credits), got[2])
+        return account, None if len(got) < 4 else self._decode(task_id, got[3], got[4], got[5])
 
     async def finish(self, task_id: str, status: int, at: float, message: str | None = None) -> bool:
         failed = status == FAILED
@@ -736,9 +807,8 @@ class RedisStore:
         keys = self._k("tasks", "final", "finished")
         return bool(await self._run("finish", keys, task_id, int(failed), repr(at), final))
 
-    async def pop_due(self, now: float) -> list[tuple[float, str]]:
-        due = await self._run("pop_due", self._k("due"), repr(now), POP_LIMIT)
-        return [(float(due[i + 1]), due[i]) for i in range(0, len(due), 2)]
+    async def settle(self, now: float) -> int:
+        return int(await self._run("settle", self._k("due"), repr(now), POP_LIMIT))
 
     # counters, buckets, the sequence
     async def count(self, scope: str, key: str) -> int:
@@ -775,13 +845,21 @@ class RedisStore:
         keys, names = self._next_keys(model_id, key)
         return self._taken(await self._run("take_next", keys, *names))
 
-    async def reserve(self, model_id: str, key: str) -> tuple[bool, int, NextOutcome | None]:
+    async def reserve(self, key: str, model_id: str, cost: int, generation: str | None) -> Reserved | None:
         keys, names = self._next_keys(model_id, key)
         room = self._k("tasks", "finished", "final", "polls", "torder", "refunded")
-        got = await self._run("reserve", [*room, self._seq_key, *keys], self.max_tasks, *names)
-        if not got[0]:
-            return False, 0, None
-        return True, int(got[1]), self._taken(got[2] if len(got) > 2 else None)
+        begin = [*self._k("credits", "names"), self._clock_key, self._gen_key]
+        expected = "*" if generation is None else generation
+        got = await self._run(
+            "reserve", [*begin, *room, self._seq_key, *keys], expected, key, cost, self.max_tasks, POP_LIMIT, *names
+        )
+        now = self._read(got[0])
+        if len(got) == 1:
+            return None
+        if got[1] is None:
+            return Reserved(None, now, 0, None, True)
+        account = Account(key, int(got[1]), got[2])
+        return Reserved(account, now, int(got[3]), self._taken(got[5] if len(got) > 5 else None), bool(got[4]))
 
     async def queued(self, limit: int | None = None) -> list[NextOutcome]:
         entries, counts = await self._run("queued", self._k("next", "nextn"))

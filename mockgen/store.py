@@ -19,16 +19,16 @@ import heapq
 from collections import OrderedDict, deque
 from collections.abc import Coroutine, Iterable, Iterator
 from itertools import islice, repeat
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from .clock import Clock, ManualClock, SystemClock
 from .journal import MAX_BYTES as JOURNAL_BYTES
 from .journal import Journal
-from .models import FAILED, NEVER, Account, Ledger, NextOutcome, Task, newest
+from .models import FAILED, NEVER, SUCCEEDED, Account, Ledger, NextOutcome, Task, newest
 
 __all__ = [
-    "MAX_BUCKETS", "MAX_COUNTERS", "NEXT_LIMIT", "MemoryStore", "NextQueue", "Store", "StoreUnavailable", "open_store",
-    "run_now",
+    "MAX_BUCKETS", "MAX_COUNTERS", "NEXT_LIMIT", "MemoryStore", "NextQueue", "Reserved", "Store", "StoreUnavailable",
+    "open_store", "run_now",
 ]  # fmt: skip
 
 MAX_BUCKETS = 100_000  # rate-limit buckets kept (scope, key), least recently used dropped first
@@ -36,6 +36,16 @@ MAX_COUNTERS = 100_000  # rule and fault counters kept (scope, key), first seen 
 NEXT_LIMIT = 1_000  # entries in the queue of next outcomes (README, Limits)
 
 T = TypeVar("T")
+
+
+class Reserved(NamedTuple):
+    """What ``reserve`` found and handed out."""
+
+    account: Account | None  # the key's stored account (None: there is none, and nothing was used)
+    now: float  # the world's time of the step
+    seq: int  # the number handed out; 0 when none was (short of credits, or no room)
+    queued: NextOutcome | None  # the queued outcome the submit takes, if any
+    room: bool  # False: every task kept is unfinished (max_tasks)
 
 
 class StoreUnavailable(Exception):
@@ -69,7 +79,8 @@ class Store(Protocol):
     clock: Clock
     kind: str  # "memory", "redis": what /_mock/health reports
     # The world's generation (``set_meta``'s "generation") as last seen: a shared store brings it up to
-    # date with every ``get_account``, so a replica sees a reset or a scenario swap elsewhere at once.
+    # date with every step that begins a request (``get_account``, ``poll``, ``reserve``), so a replica
+    # sees a reset or a scenario swap elsewhere at once.
     generation: str
 
     async def clear(self) -> None:
@@ -135,9 +146,13 @@ class Store(Protocol):
         """One more poll of the task; its poll count now (0, nothing counted, for a task not kept)."""
         ...
 
-    async def poll(self, task_id: str, key: str, now: float) -> tuple[list[tuple[float, str]], Task | None]:
-        """A poll's step, in one: the tasks due by ``now`` taken (as ``pop_due``), and the task read with
-        this poll counted (as ``count_poll``), when it is kept and ``key``'s (else None: nothing counted)."""
+    async def poll(
+        self, task_id: str, key: str, generation: str | None, open_keys: bool
+    ) -> tuple[Account | None, Task | None] | None:
+        """A poll's step, in one, by the world's clock: what is due settled (as ``settle``), ``key``'s
+        account read, and the task read with this poll counted when it is kept and ``key``'s (else
+        None: nothing counted). Without a stored account nothing is counted unless ``open_keys``.
+        None, and nothing done, when the world's generation is not ``generation`` (None: any)."""
         ...
 
     async def finish(self, task_id: str, status: int, at: float, message: str | None = None) -> bool:
@@ -146,8 +161,9 @@ class Store(Protocol):
         (or is not kept)."""
         ...
 
-    async def pop_due(self, now: float) -> list[tuple[float, str]]:
-        """Take the tasks queued to finish by ``now``: (when, task id), earliest first."""
+    async def settle(self, now: float) -> int:
+        """Finish the tasks due by ``now`` as planned (a failure keeps its plan's failure message and is
+        refunded), each once whoever asks, earliest first; how many this step finished."""
         ...
 
     # counters, buckets, the sequence
@@ -172,9 +188,11 @@ class Store(Protocol):
         """The oldest queued entry that a submit of ``model_id`` with ``key`` matches, one of its count used."""
         ...
 
-    async def reserve(self, model_id: str, key: str) -> tuple[bool, int, NextOutcome | None]:
-        """A submit's steps before its charge, in one: ``make_room``; when there is room, ``next_seq``
-        and ``take_next``: (True, the number, the outcome or None); (False, 0, None), nothing used, when not."""
+    async def reserve(self, key: str, model_id: str, cost: int, generation: str | None) -> Reserved | None:
+        """A submit's steps before its charge, in one, by the world's clock: what is due settled, ``key``'s
+        account read, and when its balance covers ``cost`` and there is room (``make_room``), the next
+        number and a queued outcome (``take_next``); nothing is used up otherwise. None, and nothing
+        done, when the world's generation is not ``generation`` (None: any)."""
         ...
 
     async def queued(self, limit: int | None = None) -> list[NextOutcome]:
@@ -490,35 +508,56 @@ class MemoryStore:
         task.polls += 1
         return task.polls
 
-    async def poll(self, task_id: str, key: str, now: float) -> tuple[list[tuple[float, str]], Task | None]:
+    async def poll(
+        self, task_id: str, key: str, generation: str | None, open_keys: bool
+    ) -> tuple[Account | None, Task | None] | None:
+        if generation is not None and generation != self.generation:
+            return None
         due = self._due
-        popped = [] if not due or due[0][0] > now else await self.pop_due(now)
+        if due and due[0][0] <= (now := self.clock.now()):
+            self._settle(now)
+        account = self._accounts.get(key)
+        if account is None and not open_keys:
+            return None, None
         task = self._tasks.get(task_id)
         if task is None or task.key != key:
-            return popped, None
+            return account, None
         task.polls += 1
-        return popped, task
+        return account, task
 
     async def finish(self, task_id: str, status: int, at: float, message: str | None = None) -> bool:
         task = self._tasks.get(task_id)
         if task is None or task.final_status:
             return False
+        self._finish(task, status, at, message)
+        return True
+
+    def _finish(self, task: Task, status: int, at: float, message: str | None) -> None:
         task.final_status = status
         task.settled_at = at
-        self._finished.append(task_id)  # it may be evicted now, after those that finished before it
+        self._finished.append(task.task_id)  # it may be evicted now, after those that finished before it
         if status == FAILED:
             task.message = message
             self._refund(task, at)
-        return True
 
-    async def pop_due(self, now: float) -> list[tuple[float, str]]:
-        due = self._due
-        if not due or due[0][0] > now:
-            return []  # the common case on every request: nothing due
-        popped = []
+    async def settle(self, now: float) -> int:
+        return self._settle(now)
+
+    def _settle(self, now: float) -> int:
+        due, tasks = self._due, self._tasks
+        done = 0
         while due and due[0][0] <= now:
-            popped.append(heapq.heappop(due))
-        return popped
+            at, task_id = heapq.heappop(due)
+            task = tasks.get(task_id)
+            # (one finished meanwhile, or evicted and its id used again, is passed over)
+            if task is not None and not task.final_status and task.finish_at == at:
+                plan = task.plan
+                if plan.outcome == "success":
+                    self._finish(task, SUCCEEDED, at, None)
+                else:
+                    self._finish(task, FAILED, at, plan.failure_message)
+                done += 1
+        return done
 
     # counters, buckets, the sequence
     async def count(self, scope: str, key: str) -> int:
@@ -552,11 +591,20 @@ class MemoryStore:
     async def take_next(self, model_id: str, key: str) -> NextOutcome | None:
         return self._next.take(model_id, key) if self._next else None
 
-    async def reserve(self, model_id: str, key: str) -> tuple[bool, int, NextOutcome | None]:
+    async def reserve(self, key: str, model_id: str, cost: int, generation: str | None) -> Reserved | None:
+        if generation is not None and generation != self.generation:
+            return None
+        now = self.clock.now()
+        due = self._due
+        if due and due[0][0] <= now:
+            self._settle(now)
+        account = self._accounts.get(key)
+        if account is None or account.credits < cost:
+            return Reserved(account, now, 0, None, True)
         if not await self.make_room():
-            return False, 0, None
+            return Reserved(account, now, 0, None, False)
         self._seq += 1
-        return True, self._seq, self._next.take(model_id, key) if self._next else None
+        return Reserved(account, now, self._seq, self._next.take(model_id, key) if self._next else None, True)
 
     async def queued(self, limit: int | None = None) -> list[NextOutcome]:
         return newest(list(self._next), limit)

@@ -301,7 +301,7 @@ def test_an_unexpected_exception_is_a_logged_json_500_on_both_paths(make_client:
     try:
         for fast in (True, False):
             app = create_app("default", clock="manual", fast_path=fast)
-            app.state.backend.query = broken
+            app.state.backend.poll = broken  # (the hot path's step)
             with TestClient(app, base_url="http://mock.test", raise_server_exceptions=False) as client:
                 r = client.get("/api/v1/tasks/abc", headers=AUTH)
                 assert r.status_code == 500

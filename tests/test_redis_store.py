@@ -242,7 +242,7 @@ def test_clear_empties_the_world_and_starts_the_sequence_over() -> None:
             await store.next_seq()
             await store.clear()
             assert await store.accounts() == [] and await store.tasks() == [] and await store.queued() == []
-            assert await store.ledger("sk-a") == [] and await store.pop_due(100.0) == []
+            assert await store.ledger("sk-a") == [] and await store.settle(100.0) == 0
             assert await store.count("s", "k") == 1 and await store.next_seq() == 1
 
     run(scenario())
@@ -262,7 +262,7 @@ def test_staged_world_is_taken_in_one_step_and_the_old_one_released() -> None:
             assert [a.key for a in await other.accounts()] == ["sk-new"]
             assert [t.task_id for t in await other.tasks()] == ["due", "done"]
             assert await other.get_task("done") == done
-            assert await other.pop_due(10.0) == [(10.0, "due")]  # an unfinished task is queued to finish
+            assert await other.settle(10.0) == 1  # an unfinished task is queued to finish
             assert await other.refund(done, 5.0) is False  # a failed task was refunded when it finished
             assert await other.queued() == [NextOutcome("failed", 1)]
             assert await other.next_seq() == 2  # the sequence goes on
@@ -327,7 +327,7 @@ def test_failed_tasks_settled_by_two_replicas_at_once_are_refunded_once() -> Non
 
             async def settle(store: RedisStore) -> int:
                 # what each replica does at once: settle what is due, and finish each task it is asked about
-                done = sum([await store.finish(t, FAILED, at, "x") for at, t in await store.pop_due(20.0)])
+                done = await store.settle(20.0)
                 for i in range(100):
                     done += await store.finish(f"t{i:03}", FAILED, 20.0, "x")
                 return done
@@ -342,23 +342,24 @@ def test_failed_tasks_settled_by_two_replicas_at_once_are_refunded_once() -> Non
     run(scenario())
 
 
-def test_two_replicas_popping_due_tasks_never_both_get_one() -> None:
+def test_two_replicas_settling_due_tasks_never_both_finish_one() -> None:
     async def scenario() -> None:
         async with replicas(2) as stores:
             await stores[0].add_account(Account("sk-a", 300 * 15))
             for i in range(300):
                 await stores[i % 2].submit(task(f"t{i:03}", finish_at=10.0 + i / 10))
 
-            async def settle(store: RedisStore) -> list[str]:
-                got: list[str] = []
+            async def settle(store: RedisStore) -> int:
+                done = 0
                 for step in range(40):  # bounded: 40 steps of a second cover every finish_at (10 .. 39.9)
-                    got += [task_id for _, task_id in await store.pop_due(10.0 + step)]
+                    done += await store.settle(10.0 + step)
                     await asyncio.sleep(0)
-                return got
+                return done
 
             first, second = await asyncio.gather(settle(stores[0]), settle(stores[1]))
-            assert not set(first) & set(second)
-            assert sorted(first + second) == [f"t{i:03}" for i in range(300)]
+            assert first + second == 300  # each finished by one of them, once
+            settled = {t.task_id: t.settled_at for t in await stores[1].tasks()}
+            assert settled == {f"t{i:03}": 10.0 + i / 10 for i in range(300)}  # each at its own time
 
     run(scenario())
 
@@ -511,11 +512,6 @@ def test_the_same_steps_give_the_same_answers_as_the_memory_store(seed: int) -> 
         }.get(kind)
         steps.append((kind, arg))
 
-    async def due(store: Store, at: float, task_id: str) -> bool:
-        """What Backend.settle checks: the task is there, unfinished, and due then (not rescheduled)."""
-        task = await store.get_task(task_id)
-        return task is not None and not task.final_status and task.finish_at == at
-
     async def play(store: Store) -> list[Any]:
         answers: list[Any] = []
         for key in keys:
@@ -537,8 +533,8 @@ def test_the_same_steps_give_the_same_answers_as_the_memory_store(seed: int) -> 
                     answer = await store.refund(arg(), 9.0)
                 elif kind == "poll":
                     answer = await store.count_poll(arg)
-                elif kind == "due":  # what settling would finish: a store may also give stale entries
-                    answer = [(at, t) for at, t in await store.pop_due(arg) if await due(store, at, t)]
+                elif kind == "due":
+                    answer = await store.settle(arg)
                 elif kind == "count":
                     answer = await store.count(arg, "")
                 elif kind == "token":

@@ -17,7 +17,7 @@ import mockgen.store
 from mockgen.clock import ManualClock, SystemClock
 from mockgen.models import NEVER, Account, Ledger, LedgerEntry, NextOutcome, Plan, Task
 from mockgen.spec import FAILED, SUCCEEDED
-from mockgen.store import NEXT_LIMIT, MemoryStore, Store, run_now
+from mockgen.store import NEXT_LIMIT, MemoryStore, Reserved, Store, run_now
 
 from .stores import ENV, STORES, Kind, Stores, chosen, imported, selected
 
@@ -38,9 +38,12 @@ def stores(request: pytest.FixtureRequest) -> Stores:
     return stores
 
 
-def task(n: int, key: str = KEY, credits: int = COST, finish_at: float = NEVER, created_at: float = 0.0) -> Task:
-    """A task as Backend.submit makes one (ids of 12 characters), finishing at ``finish_at`` by time."""
-    plan = Plan("gpt-image-2", "image", credits, "success", "it failed")
+def task(
+    n: int, key: str = KEY, credits: int = COST, finish_at: float = NEVER, created_at: float = 0.0, failed: bool = False
+) -> Task:
+    """A task as Backend.submit makes one (ids of 12 characters), finishing at ``finish_at`` by time
+    (as planned: a success, or with ``failed`` a failure)."""
+    plan = Plan("gpt-image-2", "image", credits, "failed" if failed else "success", "it failed")
     return Task(plan, f"t{n:011d}", key, f"prompt {n}", "1:1", (), created_at, f"kie_{n:012d}", created_at, finish_at)
 
 
@@ -155,7 +158,9 @@ def test_submit_charges_keeps_and_queues_the_task(stores: Stores) -> None:
         kept = await store.get_task(new.task_id)
         assert kept == task(1, finish_at=30.0, created_at=7.0)  # every field, the plan's too
         assert [t.task_id for t in await store.tasks()] == [new.task_id] and await store.task_count() == 1
-        assert await store.pop_due(30.0) == [(30.0, new.task_id)]
+        assert await store.settle(29.0) == 0 and await store.settle(30.0) == 1  # queued to finish at 30
+        settled = await store.get_task(new.task_id)
+        assert settled is not None and (settled.final_status, settled.settled_at) == (SUCCEEDED, 30.0)
 
     stores.run(check)
 
@@ -168,7 +173,7 @@ def test_submit_short_of_credits_or_without_an_account_changes_nothing(stores: S
         assert await store.get_account(OTHER) is None
         assert await balance(store) == COST - 1 and list(await store.ledger(KEY)) == []
         assert await store.task_count() == 0 and await store.get_task(task(1).task_id) is None
-        assert await store.pop_due(10.0) == []  # and nothing queued to finish
+        assert await store.settle(10.0) == 0  # and nothing queued to finish
 
     stores.run(check)
 
@@ -340,30 +345,65 @@ def test_concurrent_polls_are_counted_one_to_n_each_once(stores: Stores) -> None
     stores.run(check)
 
 
-def test_a_poll_takes_what_is_due_and_counts_only_its_own_keys_task(stores: Stores) -> None:
+def test_a_poll_settles_what_is_due_and_counts_only_its_own_keys_task(stores: Stores) -> None:
     async def check(store: Store) -> None:
+        await store.set_clock(ManualClock(5.0))
+        await store.set_meta({"generation": "g1"})
         await account(store)
         await account(store, OTHER)
-        polled, due, later = task(1), task(2, finish_at=10.0), task(3, finish_at=30.0)
+        polled, due, later = task(1), task(2, finish_at=10.0, failed=True), task(3, finish_at=30.0)
         for t in (polled, due, later):
             assert await store.submit(t)
-        assert await store.poll(polled.task_id, KEY, 5.0) == ([], await store.get_task(polled.task_id))
-        taken, kept = await store.poll(polled.task_id, KEY, 20.0)
-        assert taken == [(10.0, due.task_id)] and kept is not None and kept.polls == 2  # counted once each
+        got = await store.poll(polled.task_id, KEY, "g1", False)
+        assert got is not None and got[0] is not None and (got[0].key, got[0].credits) == (KEY, 1_000 - 3 * COST)
+        assert got[1] == await store.get_task(polled.task_id) and got[1] is not None and got[1].polls == 1
+        assert (await store.get_task(due.task_id)).final_status == 0  # type: ignore[union-attr]  # not due yet
+        await store.advance_clock(15.0)  # 20: the failing task is due, and settled by the next poll
+        got = await store.poll(polled.task_id, KEY, "g1", False)
+        assert got is not None and got[1] is not None and got[1].polls == 2  # counted once each
+        kept = got[1]
         assert (kept.task_id, kept.key, kept.plan, kept.created_at) == (polled.task_id, KEY, polled.plan, 0.0)
-        assert await store.poll(polled.task_id, OTHER, 20.0) == ([], None)  # another key's: not found, not counted
-        assert await store.poll("t99999999999", KEY, 40.0) == ([(30.0, later.task_id)], None)  # not kept: nothing made
-        assert all(t for _, t in await asyncio.gather(*(store.poll(polled.task_id, KEY, 40.0) for _ in range(20))))
-        kept = await store.get_task(polled.task_id)
+        settled = await store.get_task(due.task_id)
+        assert settled is not None and (settled.final_status, settled.settled_at, settled.message) == (
+            FAILED,
+            10.0,
+            "it failed",  # its plan's failure message
+        )
+        assert await balance(store) == 1_000 - 2 * COST  # refunded when it failed
+        assert kinds(await store.ledger(KEY))[-1] == ("refund", COST, due.task_id)
+        assert await store.poll(polled.task_id, OTHER, "g1", False) == (await store.get_account(OTHER), None)
+        assert await store.poll("t99999999999", KEY, "g1", False) == (await store.get_account(KEY), None)
+        stranger = "sk-" + "c" * 32  # no stored account: nothing counted, unless open keys count
+        assert await store.poll(polled.task_id, stranger, "g1", False) == (None, None)
+        polls = await asyncio.gather(*(store.poll(polled.task_id, KEY, "g1", False) for _ in range(20)))
+        assert all(got is not None and got[1] is not None for got in polls)
+        kept = await store.get_task(polled.task_id)  # type: ignore[assignment]
         assert kept is not None and kept.polls == 22  # each of the concurrent polls counted once
-        assert await store.finish(due.task_id, FAILED, 10.0, "it failed")
-        _, finished = await store.poll(due.task_id, KEY, 40.0)
+        assert await store.poll(polled.task_id, KEY, "another", False) is None  # another generation: nothing done
+        assert await store.poll(polled.task_id, KEY, None, False) is not None  # None: any generation
+        kept = await store.get_task(polled.task_id)  # type: ignore[assignment]
+        assert kept is not None and kept.polls == 23
+        _, finished = await store.poll(due.task_id, KEY, "g1", False) or (None, None)
         assert finished is not None and (finished.final_status, finished.settled_at, finished.polls) == (
             FAILED,
             10.0,
             1,
         )
         assert await store.task_count() == 3
+
+    stores.run(check)
+
+
+def test_a_poll_with_open_keys_counts_a_keys_task_without_a_stored_account(stores: Stores) -> None:
+    async def check(store: Store) -> None:
+        await store.set_meta({"generation": "g1"})
+        await account(store)
+        imported = task(1, key=OTHER)  # (a state may hold tasks of a key with no account)
+        staged = await store.staged([Account(KEY, 100)], [imported], [])
+        await store.take(staged)
+        assert await store.poll(imported.task_id, OTHER, "g1", False) == (None, None)
+        got = await store.poll(imported.task_id, OTHER, "g1", True)
+        assert got is not None and got[0] is None and got[1] is not None and got[1].polls == 1
 
     stores.run(check)
 
@@ -558,61 +598,91 @@ def test_a_real_clock_is_not_advanced(stores: Stores) -> None:
 # --- the due-queue --------------------------------------------------------------------------------
 
 
-def test_pop_due_takes_the_due_tasks_earliest_first_each_once(stores: Stores) -> None:
+def test_settle_finishes_the_due_tasks_as_planned_earliest_first_each_once(stores: Stores) -> None:
     async def check(store: Store) -> None:
-        await account(store)
+        await account(store, credits=100)
         for n, at in enumerate((30.0, 10.0, 20.0, NEVER)):
-            assert await store.submit(task(n, finish_at=at))
-        assert await store.pop_due(5.0) == []
-        assert await store.pop_due(20.0) == [(10.0, task(1).task_id), (20.0, task(2).task_id)]
-        assert await store.pop_due(20.0) == []
-        assert await store.pop_due(1e18) == [(30.0, task(0).task_id)]  # a task finishing by polls never
-        assert await store.pop_due(1e18) == []
+            assert await store.submit(task(n, finish_at=at, failed=n == 2))
+        assert await store.settle(5.0) == 0
+        assert await store.settle(20.0) == 2
+        assert await store.settle(20.0) == 0
+        statuses = [
+            (t.final_status, t.settled_at, t.message)
+            for t in [await store.get_task(task(n).task_id) for n in range(4)]
+            if t
+        ]
+        assert statuses == [(0, None, None), (SUCCEEDED, 10.0, None), (FAILED, 20.0, "it failed"), (0, None, None)]
+        assert kinds(await store.ledger(KEY))[-1] == ("refund", COST, task(2).task_id)  # the failure refunded
+        assert await balance(store) == 100 - 3 * COST
+        assert await store.finish(task(0).task_id, FAILED, 25.0, "by hand")  # finished before it fell due
+        assert await store.settle(1e18) == 0  # so passed over; a task finishing by polls never falls due
+        kept = await store.get_task(task(0).task_id)
+        assert kept is not None and (kept.final_status, kept.settled_at, kept.message) == (FAILED, 25.0, "by hand")
 
     stores.run(check)
 
 
-def test_concurrent_pop_due_never_gives_a_task_twice(stores: Stores) -> None:
+def test_concurrent_settles_finish_and_refund_each_task_once(stores: Stores) -> None:
     async def check(store: Store) -> None:
         await account(store, credits=60 * COST)
         for n in range(60):
-            assert await store.submit(task(n, finish_at=float(n % 30)))
-        popped = await asyncio.gather(*(store.pop_due(19.5) for _ in range(8)))
-        for batch in popped:
-            assert batch == sorted(batch)
-        ids = [task_id for batch in popped for _, task_id in batch]
-        assert sorted(ids) == sorted(task(n).task_id for n in range(60) if n % 30 < 20)
-        rest = await asyncio.gather(*(store.pop_due(100.0) for _ in range(8)))
-        assert sorted(t for batch in rest for _, t in batch) == sorted(
-            task(n).task_id for n in range(60) if n % 30 >= 20
+            assert await store.submit(task(n, finish_at=float(n % 30), failed=n % 2 == 0))
+        assert sum(await asyncio.gather(*(store.settle(19.5) for _ in range(8)))) == 40
+        assert sum(await asyncio.gather(*(store.settle(100.0) for _ in range(8)))) == 20
+        ledger = kinds(await store.ledger(KEY))
+        assert sorted(t for kind, _, t in ledger if kind == "refund") == sorted(
+            task(n).task_id for n in range(0, 60, 2)
         )
+        assert await balance(store) == 30 * COST  # each failure refunded once
+        assert all(t.final_status for t in await store.tasks())
 
     stores.run(check)
 
 
-def test_reserve_makes_room_then_hands_out_a_number_and_a_queued_outcome_or_uses_nothing(stores: Stores) -> None:
+def test_reserve_settles_checks_the_balance_makes_room_then_hands_out_a_number_and_an_outcome(
+    stores: Stores,
+) -> None:
+    def seen(got: Reserved | None) -> tuple[object, ...] | None:
+        if got is None:
+            return None
+        who = None if got.account is None else (got.account.key, got.account.credits)
+        return who, got.now, got.seq, None if got.queued is None else (got.queued.message, got.queued.count), got.room
+
     async def check(store: Store) -> None:
+        await store.set_clock(ManualClock(1.0))
+        await store.set_meta({"generation": "g1"})
         await account(store, credits=100)
         await store.queue_next(outcome("first", count=2, key=KEY))
         await store.queue_next(outcome("for the other key", key=OTHER))
-        got = await store.reserve("gpt-image-2", KEY)
-        assert got[:2] == (True, 1) and got[2] is not None and (got[2].message, got[2].count) == ("first", 1)
-        assert await store.submit(task(1)) and await store.submit(task(2))
-        nothing = await store.reserve("seedance-2", "sk-" + "c" * 32)  # room, a number, no outcome it matches
-        assert nothing == (True, 2, None)
-        assert await store.submit(task(3))
-        assert await store.reserve("gpt-image-2", KEY) == (False, 0, None)  # no room: nothing used up
-        assert await store.next_seq() == 3 and [e.message for e in await store.queued()] == [
-            "first",
-            "for the other key",
-        ]
-        assert await store.finish(task(1).task_id, SUCCEEDED, 5.0)
-        reserved = await asyncio.gather(*(store.reserve("gpt-image-2", KEY) for _ in range(3)))
-        assert sorted(seq for _, seq, _ in reserved) == [4, 5, 6]  # room evicts the finished task, once
-        assert [e.message for _, _, e in reserved if e is not None] == ["first"]  # its second and last use
-        assert await store.get_task(task(1).task_id) is None and await store.task_count() == 2
+        got = await store.reserve(KEY, "gpt-image-2", COST, "g1")
+        assert seen(got) == ((KEY, 100), 1.0, 1, ("first", 1), True)
+        assert await store.submit(task(1)) and await store.submit(task(2, finish_at=3.0, failed=True))
+        short = await store.reserve(KEY, "gpt-image-2", 71, "g1")  # short of credits: nothing used up
+        assert seen(short) == ((KEY, 70), 1.0, 0, None, True)
+        await store.advance_clock(2.0)  # 3: task 2 fails, refunded by the next reserve's settling first
+        assert seen(await store.reserve(KEY, "seedance-2", 85, "g1")) == ((KEY, 85), 3.0, 2, ("first", 0), True)
+        stranger = "sk-" + "c" * 32  # no stored account: nothing used up
+        assert seen(await store.reserve(stranger, "gpt-image-2", COST, "g1")) == (None, 3.0, 0, None, True)
+        assert await store.reserve(KEY, "gpt-image-2", COST, "g0") is None  # another generation: nothing done
+        assert await store.submit(task(3))  # max_tasks: task 2 (finished) is what room evicts
+        assert seen(await store.reserve(KEY, "gpt-image-2", COST, None)) == ((KEY, 70), 3.0, 3, None, True)
+        assert await store.get_task(task(2).task_id) is None and await store.task_count() == 2
+        assert await store.submit(task(4))  # every task kept unfinished: no room, nothing used up
+        assert seen(await store.reserve(KEY, "gpt-image-2", COST, None)) == ((KEY, 55), 3.0, 0, None, False)
+        assert await store.next_seq() == 4 and [e.message for e in await store.queued()] == ["for the other key"]
 
     stores.run(check, max_tasks=3)
+
+
+def test_concurrent_reserves_hand_out_numbers_and_an_outcome_once_each(stores: Stores) -> None:
+    async def check(store: Store) -> None:
+        await account(store, credits=100)
+        await store.queue_next(outcome("once", key=KEY))
+        reserved = await asyncio.gather(*(store.reserve(KEY, "gpt-image-2", COST, None) for _ in range(20)))
+        assert sorted(r.seq for r in reserved if r is not None) == list(range(1, 21))
+        assert [r.queued.message for r in reserved if r is not None and r.queued is not None] == ["once"]
+
+    stores.run(check)
 
 
 # --- bounds ---------------------------------------------------------------------------------------
@@ -752,8 +822,8 @@ def test_take_puts_the_staged_world_in_force_keeps_journal_and_clock_and_release
         assert await store.get_account(KEY) is None and await store.get_task(old.task_id) is None
         assert await balance(store, OTHER) == 7 and await store.task_count() == 3
         assert [e.message for e in await store.queued()] == ["new"]
-        assert await store.pop_due(49.0) == []  # the old world's due task went with it
-        assert await store.pop_due(50.0) == [(50.0, task(2).task_id)]  # the imported one is due
+        assert await store.settle(49.0) == 0  # the old world's due task went with it
+        assert await store.settle(50.0) == 1  # the imported one is due
         assert await store.refund(finished(3, FAILED), 60.0) is False  # refunded when it failed
         assert await store.finish(task(4).task_id, FAILED, 60.0) is False  # finished already
         assert await store.submit(task(5, key=OTHER, credits=7)) is True  # the new world works
@@ -762,7 +832,7 @@ def test_take_puts_the_staged_world_in_force_keeps_journal_and_clock_and_release
         assert before is not None and before.credits == 100 - COST
         await asyncio.to_thread(staged.release)
         assert await staged.task_count() == 0 and await staged.account_count() == 0
-        assert await staged.pop_due(1e18) == [] and await staged.queued() == []
+        assert await staged.settle(1e18) == 0 and await staged.queued() == []
         assert await store.task_count() == 4 and await balance(store, OTHER) == 0  # the world in force untouched
 
     stores.run(check)
@@ -797,7 +867,7 @@ def test_clear_empties_the_world(stores: Stores) -> None:
         await store.clear()
         assert await store.account_count() == 0 and await store.get_account(KEY) is None
         assert await store.task_count() == 0 and await store.get_task(task(1).task_id) is None
-        assert await store.pop_due(10.0) == []
+        assert await store.settle(10.0) == 0
         assert await store.count("rule", "r") == 1
         assert await store.take_token("rate", KEY, 1, 0.001, 1.0) is True  # a full bucket again
         assert await store.queued() == [] and await store.next_seq() == 1
