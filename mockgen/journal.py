@@ -7,6 +7,7 @@ import hashlib
 import re
 from collections import deque
 from collections.abc import Callable
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, overload
 
 Entry = dict[str, Any]
@@ -29,6 +30,17 @@ HEADER_SETS = 256
 HEADER_SET_BYTES = 8192
 WAITERS = 64  # long-polls parked at once; past it a 503
 WAIT_ENTRIES = 100  # the entries a long-poll's answer lists: the first ones it found (its count: all)
+
+
+# Compact ASCII JSON, anything not JSON as its str: ``json.dumps(obj, separators=(",", ":"), default=str)``,
+# with the C encoder built once (json.dumps builds one a call). How a shared store keeps what it writes
+# (ASCII: its lengths are bytes): journal entries, tasks.
+_ascii_encoder = c_make_encoder(None, str, encode_basestring_ascii, None, ":", ",", False, False, True)
+
+
+def ascii_json(obj: Any) -> str:
+    """``obj`` as compact ASCII JSON (anything not JSON as its str)."""
+    return "".join(_ascii_encoder(obj, 0))
 
 
 def mask_key(key: str) -> str:

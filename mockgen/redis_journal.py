@@ -42,7 +42,9 @@ from .journal import (
     Waiter,
     WaitersFull,
     _text,
+    ascii_json,
 )
+from .resp import RespClient
 from .store import StoreUnavailable
 
 __all__ = ["BUFFER", "RedisJournal"]
@@ -121,8 +123,7 @@ for i, e in ipairs(redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', ARGV[
 end
 return {table.concat(heads, ' '), table.concat(texts)}
 """
-# JSON as the stream keeps it: compact, ASCII (its lengths are bytes), anything odd as its str.
-_json = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_json = ascii_json  # JSON as the stream keeps it: compact, ASCII (its lengths are bytes), anything odd as its str
 
 
 class StreamWaiter(Waiter):
@@ -163,6 +164,7 @@ class RedisJournal(Journal):
         max_waiters: int = WAITERS,
         *,
         options: dict[str, Any],
+        fast: RespClient | None = None,
     ) -> None:
         super().__init__(limit, max_bytes, max_waiters)
         self.url = url
@@ -171,6 +173,7 @@ class RedisJournal(Journal):
         self._stream = root + "journal"
         self._keys = [self._stream, root + "jstate"]
         self._script = client.register_script(_APPEND)
+        self._fast = fast  # the store's pipelined connection, for the batches (resp.py), if it has one
         self._page = client.register_script(_PAGE)
         self._buffer: deque[tuple[Item, int]] = deque(maxlen=BUFFER)
         self._flusher: asyncio.Task[None] | None = None
@@ -217,7 +220,10 @@ class RedisJournal(Journal):
         args: list[str | int] = [self.limit or 0, self.max_bytes, "".join(sizes), "".join(texts)]
         try:
             async with asyncio.timeout(STEP_TIMEOUT):
-                await self._script(self._keys, args)
+                if self._fast is not None:
+                    await self._fast.script(_APPEND, self._keys, (), args)
+                else:
+                    await self._script(self._keys, args)
         except (rx.RedisError, OSError) as error:
             # What waits goes too: a frozen Redis must not hold a flush (or a shutdown) a timeout a batch.
             self._lost += count + len(buffer)

@@ -79,7 +79,7 @@ from redis.retry import Retry
 
 from .clock import Clock, ManualClock, SystemClock
 from .journal import MAX_BYTES as JOURNAL_BYTES
-from .journal import Journal
+from .journal import Journal, ascii_json
 from .models import FAILED, NEVER, SUCCEEDED, Account, Ledger, NextOutcome, Plan, Task, newest
 from .redis_journal import RedisJournal
 from .resp import RespClient
@@ -561,7 +561,11 @@ class RedisStore:
         self._meta_key, self._gen_key = (root + "meta").encode(), (root + "gen").encode()
         self.generation = ""  # the world's generation as last seen (every step that begins a request reads it)
         options = self._options(AsyncRetry)
-        journal = RedisJournal(_client, url, self._base, journal_limit, journal_bytes, options=options)
+        # Steps go through one pipelined connection of our own (resp.py: a step through redis-py costs
+        # several times as much CPU); long steps, batches and TLS (rediss://) through redis-py's pool.
+        fast = self._owns_client and url.startswith(("redis://", "unix://"))
+        self._fast = RespClient(url, CONNECT_TIMEOUT, STEP_TIMEOUT) if fast else None
+        journal = RedisJournal(_client, url, self._base, journal_limit, journal_bytes, options=options, fast=self._fast)
         self.journal: Journal = journal
         self._journal = journal  # (as what it is: closed with the store)
         batch = max(1, self.ledger_total // 64)
@@ -572,15 +576,13 @@ class RedisStore:
             name: self._client.register_script(_PRELUDE + source) for name, source in _SCRIPTS.items()
         }
         self._scripts.update({name: self._client.register_script(s) for name, s in _OWN_ARGV.items()})
-        # Steps go through one pipelined connection of our own (resp.py: a step through redis-py costs
-        # several times as much CPU); long steps, batches and TLS (rediss://) through redis-py's pool.
         self._sources = {name: _PRELUDE + source for name, source in _SCRIPTS.items()}
-        fast = self._owns_client and url.startswith(("redis://", "unix://"))
-        self._fast = RespClient(url, CONNECT_TIMEOUT, STEP_TIMEOUT) if fast else None
         k = [(self._base + name).encode() for name in WORLD_KEYS]
         self._keys = {name: k[i] for name, i in _INDEX.items()}
         # Decoded plans by their JSON (most tasks share a handful), and encoded ones by the plan object.
         self._plans: dict[str, Plan] = {}
+        self._fixed: dict[str, tuple[Any, ...]] = {}  # a task's fixed fields by what Redis holds of them
+        self._finals: dict[str, tuple[Any, ...]] = {}  # and its final status, time (and message) by theirs
         self._plan_json: dict[int, tuple[Plan, str]] = {}
 
     @staticmethod
@@ -603,7 +605,7 @@ class RedisStore:
         try:
             async with asyncio.timeout(timeout):
                 if fast is not None and timeout == STEP_TIMEOUT:  # (a long step keeps a pooled connection)
-                    return await fast.script(self._sources[script], keys, (*self._world, *args))
+                    return await fast.script(self._sources[script], keys, self._world, args)
                 return await self._scripts[script](keys, (*self._world, *args))
         except (*_DOWN, rx.RedisError) as error:
             _reraise(self.url, error)
@@ -713,10 +715,9 @@ class RedisStore:
                 self._plan_json.clear()
             cached = (plan, json.dumps(plan, separators=(",", ":")))
             self._plan_json[id(plan)] = cached
-        own = json.dumps(
+        own = ascii_json(
             [task.prompt, task.aspect_ratio, task.image_urls, task.created_at, task.request_id, task.running_at,
              task.finish_at],
-            separators=(",", ":"),
         )  # fmt: skip
         key = task.key
         size = len(key) if key.isascii() else len(key.encode("utf-8", "surrogatepass"))
@@ -724,6 +725,31 @@ class RedisStore:
         return f"{plan.credits} {size} {key}{planned}{cached[1]}\n{own}"
 
     def _decode(self, task_id: str, blob: str, polls: str | None, final: str | None) -> Task:
+        fixed = self._fixed.get(blob)  # (a task is polled many times: its fixed fields decoded once)
+        if fixed is None:
+            fixed = self._fixed_fields(blob)
+            if len(self._fixed) >= 4096:
+                self._fixed.clear()
+            self._fixed[blob] = fixed
+        plan = fixed[0]
+        task = Task(plan, task_id, *fixed[1:], int(polls) if polls else 0)  # type: ignore[arg-type, call-arg]
+        if final is not None:
+            settled = self._finals.get(final)
+            if settled is None:
+                if len(self._finals) >= 4096:
+                    self._finals.clear()
+                settled = self._finals[final] = tuple(json.loads(final))
+            task.final_status, task.settled_at = settled[0], settled[1]
+            # "[status,at]": settled as planned, a failure with its plan's message (the Lua settle)
+            if len(settled) > 2:
+                task.message = settled[2]
+            elif settled[0] == FAILED:
+                task.message = plan.failure_message
+        return task
+
+    def _fixed_fields(self, blob: str) -> tuple[Any, ...]:
+        """What ``_encode`` wrote, as Task takes it: the plan, then key, prompt, aspect ratio, image
+        URLs, created at, request id, running at and finish at."""
         _, n, rest = blob.split(" ", 2)
         size = int(n)
         key = rest[:size]
@@ -738,16 +764,7 @@ class RedisStore:
                 self._plans.clear()
             plan = self._plans[plan_json] = Plan(*json.loads(plan_json))
         prompt, aspect_ratio, urls, created_at, request_id, running_at, finish_at = json.loads(own)
-        task = Task(
-            plan, task_id, key, prompt, sys.intern(aspect_ratio), tuple(urls), created_at, request_id, running_at,
-            finish_at, int(polls) if polls else 0,
-        )  # fmt: skip
-        if final is not None:
-            status, task.settled_at, *message = json.loads(final)
-            task.final_status = status
-            # "[status,at]": settled as planned, a failure with its plan's message (the Lua settle)
-            task.message = message[0] if message else plan.failure_message if status == FAILED else None
-        return task
+        return plan, key, prompt, sys.intern(aspect_ratio), tuple(urls), created_at, request_id, running_at, finish_at
 
     async def submit(self, task: Task) -> bool | None:
         finish_at = "" if task.finish_at == NEVER else repr(task.finish_at)

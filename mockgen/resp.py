@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from redis import exceptions as rx
@@ -59,9 +60,14 @@ def _encode(value: Any) -> bytes:
     raise rx.DataError(f"cannot send {type(value).__name__} to Redis: {value!r}")
 
 
-def pack(args: tuple[Any, ...]) -> bytes:
+def pack(args: Sequence[Any]) -> bytes:
     """One command in RESP: an array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
+    return b"*%d\r\n%b" % (len(args), _items(args))
+
+
+def _items(args: Sequence[Any]) -> bytes:
+    """Arguments as RESP bulk strings, one after the other."""
+    parts = []
     for arg in args:
         data = _encode(arg)
         parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
@@ -186,6 +192,7 @@ class RespClient:
         self._connection: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
         self._shas: dict[str, str] = {}
+        self._starts: dict[tuple[Any, ...], tuple[int, bytes]] = {}  # see script
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -230,7 +237,9 @@ class RespClient:
 
     async def call(self, *args: Any) -> Any:
         """Send one command and return its reply (retried once on a connection that broke)."""
-        command = pack(args)
+        return await self._send(pack(args))
+
+    async def _send(self, command: bytes) -> Any:
         for attempt in (0, 1):
             connection = await self._ready()
             waiter = connection.send(command)
@@ -245,15 +254,24 @@ class RespClient:
                 raise
         raise AssertionError("unreachable")
 
-    async def script(self, source: str, keys: Any, args: Any) -> Any:
-        """EVALSHA of ``source`` (loaded with EVAL when Redis does not have it yet)."""
+    async def script(self, source: str, keys: Sequence[Any], head: tuple[Any, ...], args: Sequence[Any]) -> Any:
+        """EVALSHA of ``source`` (loaded with EVAL when Redis does not have it yet) on ``keys``, with the
+        arguments ``head`` then ``args``. The command up to ``args`` is packed once for each script, keys
+        and head (a step's keys and first arguments mostly stay the same: packing is much of its cost)."""
         sha = self._shas.get(source)
         if sha is None:
             sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest()
+        known = (sha, *keys, None, *head)
+        start = self._starts.get(known)
+        if start is None:
+            if len(self._starts) >= 1024:
+                self._starts.clear()
+            start = self._starts[known] = (3 + len(keys) + len(head), _items(("EVALSHA", sha, len(keys), *keys, *head)))
+        count, packed = start
         try:
-            return await self.call("EVALSHA", sha, len(keys), *keys, *args)
+            return await self._send(b"*%d\r\n%b%b" % (count + len(args), packed, _items(args)))
         except rx.NoScriptError:
-            return await self.call("EVAL", source, len(keys), *keys, *args)
+            return await self.call("EVAL", source, len(keys), *keys, *head, *args)
 
     def close(self) -> None:
         """Close the connection (waiting steps fail; a later step connects again)."""

@@ -20,7 +20,8 @@ MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
 DOORS = {"backend.py", "store.py", "state.py"}
 BELOW_HTTP = {
     "spec.py", "scenario.py", "clock.py", "models.py", "errors.py", "journal.py", "backend.py", "state.py",
-    "store.py", "media/__init__.py", "media/common.py", "media/png.py", "media/mp4.py",
+    "store.py", "media/__init__.py", "media/common.py", "media/png.py", "media/mp4.py", "draws.py", "redis_store.py",
+    "redis_journal.py", "resp.py",
 }  # fmt: skip
 
 
