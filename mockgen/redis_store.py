@@ -171,15 +171,18 @@ local function settle(now, limit)
   end
   return done
 end
--- What every step that begins a request reads: {the world's generation, its clock, Redis's time}, and
--- the world's time now (the manual clock's, else Redis's: one time source for every host).
+-- What every step that begins a request reads, in one string (one reply to parse, not three): "<Redis's
+-- time> <the clock, '-' if not set>[ <the world's generation, if set>]" (RedisStore._read); and the
+-- world's time now (the manual clock's, else Redis's: one time source for every host).
 local function world(clock_key, gen_key)
   local t = redis.call('TIME')
   local now = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
   local clock = redis.call('GET', clock_key)
-  local read = {redis.call('GET', gen_key), clock, now}
+  local read = now .. ' ' .. (clock or '-')
+  local gen = redis.call('GET', gen_key)
+  if gen then read = read .. ' ' .. gen end
   if clock and clock ~= 'real' then now = clock end
-  return read, now
+  return read, now, gen
 end
 """.replace("FAILED", str(FAILED)).replace("SUCCEEDED", str(SUCCEEDED))
 
@@ -287,8 +290,8 @@ return redis.call('HINCRBY', KEYS[2], ARGV[5], 1)
 # key, open keys ("1"/"0"), pop limit. settle's, get_account's and count_poll's work in one, for a task of
 # this key (another key's task is not counted: it is not found); nothing when the generation is another.
 _POLL = """
-local read, now = world(KEYS[3], KEYS[4])
-if ARGV[5] ~= '*' and read[1] ~= ARGV[5] then return {read} end
+local read, now, gen = world(KEYS[3], KEYS[4])
+if ARGV[5] ~= '*' and gen ~= ARGV[5] then return {read} end
 settle(now, ARGV[9])
 local id, key = ARGV[6], ARGV[7]
 local credits = redis.call('HGET', KEYS[1], key)
@@ -390,8 +393,8 @@ _RESERVE = (
     _MAKE_ROOM_FN
     + _TAKE_NEXT_FN
     + """
-local read, now = world(KEYS[3], KEYS[4])
-if ARGV[5] ~= '*' and read[1] ~= ARGV[5] then return {read} end
+local read, now, gen = world(KEYS[3], KEYS[4])
+if ARGV[5] ~= '*' and gen ~= ARGV[5] then return {read} end
 settle(now, ARGV[9])
 local credits = redis.call('HGET', KEYS[1], ARGV[6])
 if not credits then return {read, false} end
@@ -581,9 +584,16 @@ class RedisStore:
         self._keys = {name: k[i] for name, i in _INDEX.items()}
         # Decoded plans by their JSON (most tasks share a handful), and encoded ones by the plan object.
         self._plans: dict[str, Plan] = {}
+        self._plan_json: dict[int, tuple[Plan, str]] = {}
         self._fixed: dict[str, tuple[Any, ...]] = {}  # a task's fixed fields by what Redis holds of them
         self._finals: dict[str, tuple[Any, ...]] = {}  # and its final status, time (and message) by theirs
-        self._plan_json: dict[int, tuple[Plan, str]] = {}
+        # take_next's keys, its bucket names and reserve's keys by model and key (see _next_keys)
+        self._next_cache: dict[tuple[str, str], tuple[list[str | bytes], list[str], list[str | bytes]]] = {}
+        begin = [*self._k("credits", "names"), self._clock_key, self._gen_key]  # (what the Lua ``world`` reads)
+        self._poll_keys = [*begin, *self._k("tasks", "polls", "final")]
+        room = self._k("tasks", "finished", "final", "polls", "torder", "refunded")  # (make_room's)
+        self._reserve_keys = [*begin, *room, self._seq_key]
+        self._submit_keys = self._k("tasks", "credits", "torder", "tseq", "due")
 
     @staticmethod
     def _options(retry: Any) -> dict[str, Any]:
@@ -644,15 +654,16 @@ class RedisStore:
         self._read(read)
         return None if credits is None else Account(key, int(credits), name)
 
-    def _read(self, read: list[Any]) -> float:
+    def _read(self, read: str) -> float:
         """Bring the local clock, the offset to Redis's time and the generation up to date from what a
         step that begins a request read (the Lua ``world``); the world's time then."""
-        generation, shared, redis_time = read
-        self._sync_clock(shared)
-        now = float(redis_time)
+        parts = read.split(" ", 2)
+        shared = parts[1]
+        self._sync_clock(None if shared == "-" else shared)
+        now = float(parts[0])
         self._time.offset = now - time.time()
-        if generation is not None:
-            self.generation = generation
+        if len(parts) > 2:
+            self.generation = parts[2]
         clock = self.clock
         return clock.now() if isinstance(clock, ManualClock) else now
 
@@ -769,7 +780,7 @@ class RedisStore:
     async def submit(self, task: Task) -> bool | None:
         finish_at = "" if task.finish_at == NEVER else repr(task.finish_at)
         charged = await self._run(
-            "submit", self._k("tasks", "credits", "torder", "tseq", "due"),
+            "submit", self._submit_keys,
             task.task_id, task.key, task.credits, self._encode(task), repr(task.created_at), finish_at,
         )  # fmt: skip
         return None if charged < 0 else bool(charged)
@@ -808,9 +819,8 @@ class RedisStore:
     async def poll(
         self, task_id: str, key: str, generation: str | None, open_keys: bool
     ) -> tuple[Account | None, Task | None] | None:
-        keys = [*self._k("credits", "names"), self._clock_key, self._gen_key, *self._k("tasks", "polls", "final")]
         expected = "*" if generation is None else generation
-        got = await self._run("poll", keys, expected, task_id, key, int(open_keys), POP_LIMIT)
+        got = await self._run("poll", self._poll_keys, expected, task_id, key, int(open_keys), POP_LIMIT)
         self._read(got[0])
         if len(got) == 1:
             return None
@@ -846,10 +856,17 @@ class RedisStore:
         length = int(await self._run("queue_next", keys, fields, entry.count, name, NEXT_LIMIT))
         return None if length < 0 else length
 
-    def _next_keys(self, model_id: str, key: str) -> tuple[list[str | bytes], list[str]]:
-        """take_next's keys and the names of the four buckets a submit of ``model_id`` with ``key`` matches."""
-        names = [_bucket(m, k) for m, k in ((model_id, key), (model_id, None), (None, key), (None, None))]
-        return self._k("next", "nextn", "nbs") + [self._base + "nb:" + name for name in names], names
+    def _next_keys(self, model_id: str, key: str) -> tuple[list[str | bytes], list[str], list[str | bytes]]:
+        """take_next's keys, the names of the four buckets a submit of ``model_id`` with ``key`` matches,
+        and reserve's keys (made once for each model and key: the same key submits again and again)."""
+        found = self._next_cache.get((model_id, key))
+        if found is None:
+            names = [_bucket(m, k) for m, k in ((model_id, key), (model_id, None), (None, key), (None, None))]
+            if len(self._next_cache) >= 4096:
+                self._next_cache.clear()
+            keys = self._k("next", "nextn", "nbs") + [self._base + "nb:" + name for name in names]
+            found = self._next_cache[(model_id, key)] = (keys, names, [*self._reserve_keys, *keys])
+        return found
 
     @staticmethod
     def _taken(got: list[Any] | None) -> NextOutcome | None:
@@ -859,17 +876,13 @@ class RedisStore:
         return NextOutcome(outcome, int(got[1]), model, for_key, message)
 
     async def take_next(self, model_id: str, key: str) -> NextOutcome | None:
-        keys, names = self._next_keys(model_id, key)
+        keys, names, _ = self._next_keys(model_id, key)
         return self._taken(await self._run("take_next", keys, *names))
 
     async def reserve(self, key: str, model_id: str, cost: int, generation: str | None) -> Reserved | None:
-        keys, names = self._next_keys(model_id, key)
-        room = self._k("tasks", "finished", "final", "polls", "torder", "refunded")
-        begin = [*self._k("credits", "names"), self._clock_key, self._gen_key]
+        _, names, keys = self._next_keys(model_id, key)
         expected = "*" if generation is None else generation
-        got = await self._run(
-            "reserve", [*begin, *room, self._seq_key, *keys], expected, key, cost, self.max_tasks, POP_LIMIT, *names
-        )
+        got = await self._run("reserve", keys, expected, key, cost, self.max_tasks, POP_LIMIT, *names)
         now = self._read(got[0])
         if len(got) == 1:
             return None
