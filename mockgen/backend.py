@@ -432,7 +432,7 @@ class Backend:
             await self.account_of(key)  # an unknown key is told so before what its body lacks
             raise
         if self.pure_rules:  # the course needs no store step and no account's name: known before any
-            course = await self.course_for(key, None, req)
+            course = self._pure_course(key, req)
             if not course.behaviour.reject:
                 reserved = await self.store.reserve(key, req.model_id, course.cost, self.generation)
                 if reserved is not None and reserved.account is not None:
@@ -567,6 +567,21 @@ class Backend:
         for requests meeting the rest.
 
         ``req`` is None for a request that is not a create: then no request key matches."""
+        if not self._meets(match, key, name, req):
+            return False
+        if match.counted:
+            n = await self.store.count(scope, key if match.count_per == "key" else "")
+            if match.first_n is not None and n > match.first_n:
+                return False
+            if match.after_n is not None and n <= match.after_n:
+                return False
+            if match.every_nth is not None and n % match.every_nth:
+                return False
+        return match.probability is None or (await self.draws()).random() < match.probability
+
+    @staticmethod
+    def _meets(match: Match, key: str, name: str | None, req: Submit | Probe | None) -> bool:
+        """``matches`` without its counters and its draw: the request's own fields, no store step."""
         if match.keys is not None and key not in match.keys:
             return False
         if match.accounts is not None and name not in match.accounts:
@@ -591,21 +606,21 @@ class Backend:
                 return False
             if match.has_images is not None and (req.image_urls is None or bool(req.image_urls) != match.has_images):
                 return False
-        if match.counted:
-            n = await self.store.count(scope, key if match.count_per == "key" else "")
-            if match.first_n is not None and n > match.first_n:
-                return False
-            if match.after_n is not None and n <= match.after_n:
-                return False
-            if match.every_nth is not None and n % match.every_nth:
-                return False
-        return match.probability is None or (await self.draws()).random() < match.probability
+        return True
 
     async def course_for(self, key: str, name: str | None, req: Submit) -> Course:
         """What a submit of the account ``key`` (named ``name``) gets: the course of its model under the
         first matching rule (or none)."""
         for i, rule in enumerate(self.scenario.rules):
             if await self.matches(rule.match, key, name, req, self._rule_scopes[i]):
+                return self._course(req.model_id, i)
+        return self._course(req.model_id, -1)
+
+    def _pure_course(self, key: str, req: Submit) -> Course:
+        """``course_for`` under rules that need no store step and no account's name (``pure_rules``)."""
+        meets = self._meets
+        for i, rule in enumerate(self.scenario.rules):
+            if meets(rule.match, key, None, req):
                 return self._course(req.model_id, i)
         return self._course(req.model_id, -1)
 

@@ -462,10 +462,11 @@ class MemoryStore:
         return True
 
     async def make_room(self) -> bool:
+        return self._room()
+
+    def _room(self) -> bool:
         tasks = self._tasks
-        if len(tasks) < self.max_tasks:
-            return True
-        return self._evict() and len(tasks) < self.max_tasks
+        return len(tasks) < self.max_tasks or (self._evict() and len(tasks) < self.max_tasks)
 
     def _evict(self) -> bool:
         """Drop the task that finished first, if any; O(1) amortized (each id is queued once)."""
@@ -601,7 +602,7 @@ class MemoryStore:
         account = self._accounts.get(key)
         if account is None or account.credits < cost:
             return Reserved(account, now, 0, None, True)
-        if not await self.make_room():
+        if not self._room():
             return Reserved(account, now, 0, None, False)
         self._seq += 1
         return Reserved(account, now, self._seq, self._next.take(model_id, key) if self._next else None, True)
