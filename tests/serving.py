@@ -30,6 +30,9 @@ class Serve:
         self.key = next((line.split()[1] for line in self.banner if line.strip().startswith("key")), "")
         self.errors = ""
         self.output = ""  # what it printed after the banner (access lines), read at stop
+        if not self.base:  # it printed no banner (it exited, or printed something else): say what it said
+            self.kill()
+            raise AssertionError(f"mockgen serve printed no banner: {self.banner!r}; stderr: {self.errors}")
 
     @property
     def stdout(self) -> IO[str]:

@@ -47,9 +47,16 @@ def replicas(prefix: str, *flags: str, url: str | None = None, n: int = 2) -> It
     """``n`` ``mockgen serve`` processes on one world, started side by side."""
     args = ("--port", "0", "--scenario", "ci", "--store", url or session_server().url, "--store-prefix", prefix)
     with ExitStack() as stack, ThreadPoolExecutor(n) as pool:
-        started = list(pool.map(lambda _: Serve(*args, *flags, banner_lines=6), range(n)))
+        starting = [pool.submit(Serve, *args, *flags, banner_lines=6) for _ in range(n)]
+        started = []
+        for future in starting:  # each one that started is stopped, whichever fails
+            if future.exception() is None:
+                started.append(future.result())
+                stack.callback(started[-1].stop)
+        for future in starting:
+            future.result()  # (the first failure, raised)
         for served in started:
-            stack.enter_context(served)
+            served.wait_ready()
         yield started
 
 
