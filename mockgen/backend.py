@@ -205,6 +205,8 @@ class Backend:
                 await self._start(new)
                 return
             meta = await self._ready_meta()
+        elif not meta.get("ready", True):  # claimed, and being started: joined once it is whole
+            meta = await self._ready_meta()
         if meta.get("scenario") != self.scenario.name:
             log.warning(
                 "joined the world in the store, which runs the scenario %r (not %r): "

@@ -636,10 +636,11 @@ class RedisStore:
 
     async def close(self) -> None:
         """Close this store's connections (a later step opens new ones); a staged store's are its world's."""
+        if self._owns_client:
+            await self._journal.close()  # (first: what it flushes goes over the pipelined connection)
         if self._fast is not None:
             self._fast.close()
         if self._owns_client:
-            await self._journal.close()
             await self._client.aclose()
             await self._client.connection_pool.disconnect()
 

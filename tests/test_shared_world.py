@@ -7,6 +7,7 @@ contract's 503 and health says so. (tests/test_replicas.py runs real `mockgen se
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -139,3 +140,32 @@ def test_a_replica_started_while_the_store_is_down_answers_503_then_joins_when_i
         assert a.get("/_mock/health").json()["scenario"] == "strict" and a.balance() == 1000 - 15
     finally:
         server.close()
+
+
+def test_a_replica_that_finds_a_world_being_started_joins_it_once_it_is_whole() -> None:
+    """Before the fix: the second of two replicas started side by side found the first one's claim
+    (ready: false), joined at once, and made its banner key in a world that the first one then cleared."""
+    from mockgen.backend import Backend
+    from mockgen.redis_store import RedisStore
+
+    async def check() -> None:
+        prefix = fresh_prefix("starting")
+        url = session_server().url
+        ci = parse_scenario("name: ci-like\nclock: manual\naccounts:\n  - {key: " + KEY + ", credits: 7}\n", "ci.yaml")
+        first, second = Backend(ci, store=RedisStore(url, prefix)), Backend(ci, store=RedisStore(url, prefix))
+        try:
+            new = first._new_meta()
+            assert await first.store.set_meta({**new, "ready": False}, only_new=True)  # claimed, not started
+            joining = asyncio.ensure_future(second.open())
+            await asyncio.sleep(0.2)  # (the joiner polls the store: another process's work, in real time)
+            assert not joining.done()  # it waits for the world to be whole
+            await first._start(new)
+            await asyncio.wait_for(joining, 5)
+            assert second.generation == new["generation"]
+            assert await second.ready_key() == KEY  # the scenario's account: the world is whole
+            assert (await second.account_of(KEY)).credits == 7
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(check())
