@@ -17,7 +17,7 @@ from .clock import Clock, ManualClock, check_clock, make_clock
 from .draws import Draws
 from .errors import ApiError, ControlError, show
 from .journal import Journal
-from .models import FAILED, NEVER, SUCCEEDED, Account, Ledger, NextOutcome, Plan, Task, TasksAt, newest
+from .models import FAILED, NEVER, SUCCEEDED, Account, Ledger, LedgerEntry, NextOutcome, Plan, Task, TasksAt, newest
 from .scenario import ENVELOPES, KEY_RE, Behaviour, Fault, Match, ModelSpec, Scenario, parse_scenario
 from .spec import DEFAULT_RATIO, FILES_PREFIX, KIND_RATIOS, REQUEST_ID_PREFIX, RESULT_EXT, Msg
 from .store import NEXT_LIMIT, MemoryStore, Reserved, Store, StoreUnavailable, run_now
@@ -779,9 +779,10 @@ class Backend:
             raise ControlError("key must be 'sk-' followed by 32 letters or digits")
         if await self.store.get_account(key) is not None:
             raise ControlError(f"an account with key {key} already exists", 409)
-        account = await self._keep(Account(key, 0, name), control=True)
-        if credits:
-            await self.store.credit(key, credits, self.now(), "topup")
+        # Stored with its credits and their top-up entry in one step: two replicas making the same key at
+        # once (the banner's) store it once, and credit it once.
+        ledger = Ledger([LedgerEntry("topup", credits, self.now())] if credits else [])
+        account = await self._keep(Account(key, credits, name, ledger), control=True)
         return await self.store.get_account(key) or account
 
     async def account(self, key: str, create: bool = False) -> Account:

@@ -169,3 +169,29 @@ def test_a_replica_that_finds_a_world_being_started_joins_it_once_it_is_whole() 
             await second.close()
 
     asyncio.run(check())
+
+
+def test_two_replicas_making_the_banner_key_at_once_store_and_credit_it_once() -> None:
+    from mockgen.backend import Backend
+    from mockgen.redis_store import RedisStore
+
+    async def check() -> None:
+        prefix, url = fresh_prefix("banner"), session_server().url
+        scenario = parse_scenario("name: open-empty\nclock: manual\nseed: 5\n", "open.yaml")
+        first, second = (
+            Backend(scenario, store=RedisStore(url, prefix)),
+            Backend(scenario, store=RedisStore(url, prefix)),
+        )
+        try:
+            await first.open()
+            await second.open()
+            keys = await asyncio.gather(*(b.ready_key() for b in (first, second, first, second)))
+            assert len(set(keys)) == 1  # the world's own key, the same for every replica
+            account = await first.account_of(keys[0])
+            assert account.credits == scenario.default_credits  # credited once, not once a replica
+            assert [e.kind for e in await second.ledger(keys[0])] == ["topup"]
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(check())
