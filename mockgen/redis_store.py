@@ -83,7 +83,7 @@ from .journal import Journal, ascii_json
 from .models import FAILED, NEVER, SUCCEEDED, Account, Ledger, NextOutcome, Plan, Task, newest
 from .redis_journal import RedisJournal
 from .resp import RespClient
-from .store import MAX_BUCKETS, MAX_COUNTERS, NEXT_LIMIT, Reserved, Store, StoreUnavailable
+from .store import MAX_BUCKETS, MAX_COUNTERS, NEXT_LIMIT, Reserved, Store, StoreUnavailable, ledger_bounds
 
 __all__ = ["CONNECT_TIMEOUT", "POP_LIMIT", "STEP_TIMEOUT", "WORLD_KEYS", "RedisStore"]
 
@@ -545,9 +545,8 @@ class RedisStore:
         self.prefix = prefix
         self.max_tasks = max_tasks
         self.max_accounts = max_accounts
-        self.ledger_limit = ledger_limit or max_tasks
-        self.ledger_total = ledger_total or 2 * max_tasks
-        self._time = RedisTime()  # the real clock: Redis's, read with every get_account
+        self.ledger_limit, self.ledger_total = ledger_bounds(max_tasks, ledger_limit, ledger_total)
+        self._time = RedisTime()  # the real clock: Redis's, read by every step that begins a request
         self.clock: Clock = self._time
         self._owns_client = _client is None  # (a staged store borrows its world's)
         if _client is None:

@@ -230,6 +230,12 @@ class Store(Protocol):
         ...
 
 
+def ledger_bounds(max_tasks: int, ledger_limit: int | None, ledger_total: int | None) -> tuple[int, int]:
+    """A store's ledger bounds, per account and in all, by default from ``max_tasks``: every store alike."""
+    # In all: a task's charge and its refund, two entries for each task kept, across all accounts.
+    return ledger_limit or max_tasks, ledger_total or 2 * max_tasks
+
+
 class NextQueue:
     """The outcomes queued for the next submits (``POST /_mock/next``), oldest first, at most ``limit``.
 
@@ -311,9 +317,7 @@ class MemoryStore:
     ) -> None:
         self.max_tasks = max_tasks
         self.max_accounts = max_accounts
-        self.ledger_limit = ledger_limit or max_tasks
-        # A task's charge and its refund: two entries for each task kept, across all accounts.
-        self.ledger_total = ledger_total or 2 * max_tasks
+        self.ledger_limit, self.ledger_total = ledger_bounds(max_tasks, ledger_limit, ledger_total)
         # Trimming an account's ledger a batch at a time (deleting a list's head moves the rest).
         self._batch = max(1, self.ledger_limit // 64)
         self._total_batch = max(1, self.ledger_total // 64)
