@@ -151,11 +151,10 @@ class Backend:
         self._courses: dict[tuple[str, int], Course] = {}  # see _course
         self._rule_scopes = [f"rule:{i}" for i in range(len(scenario.rules))]
         self.open_keys = scenario.auth_mode == "open"  # any well-formed key is an account (``_open_account``)
-        # Rules whose matching needs no store step (no counter, no draw) and no account's name: a
-        # create's course is known from its key and body alone, before any store step (``create``).
-        self.pure_rules = all(
-            not r.match.counted and r.match.probability is None and r.match.accounts is None for r in scenario.rules
-        )
+        # Which rules need a store step to match (a counter or a draw); with none, and none matching an
+        # account's name, a create's course is known from its key and body alone, before any store step.
+        self._rules_by_store = [r.match.counted or r.match.probability is not None for r in scenario.rules]
+        self.pure_rules = not any(self._rules_by_store) and all(r.match.accounts is None for r in scenario.rules)
 
     async def load(self, scenario: Scenario) -> None:
         """Put ``scenario`` in force and go back to its starting state."""
@@ -434,7 +433,7 @@ class Backend:
             await self.account_of(key)  # an unknown key is told so before what its body lacks
             raise
         if self.pure_rules:  # the course needs no store step and no account's name: known before any
-            course = self._pure_course(key, req)
+            course = await self.course_for(key, None, req)
             if not course.behaviour.reject:
                 reserved = await self.store.reserve(key, req.model_id, course.cost, self.generation)
                 if reserved is not None and reserved.account is not None:
@@ -569,8 +568,10 @@ class Backend:
         for requests meeting the rest.
 
         ``req`` is None for a request that is not a create: then no request key matches."""
-        if not self._meets(match, key, name, req):
-            return False
+        return self._meets(match, key, name, req) and await self._counted_and_drawn(match, key, scope)
+
+    async def _counted_and_drawn(self, match: Match, key: str, scope: str) -> bool:
+        """``matches``'s store steps, for a request that meets the rest: its counter, then its draw."""
         if match.counted:
             n = await self.store.count(scope, key if match.count_per == "key" else "")
             if match.first_n is not None and n > match.first_n:
@@ -613,16 +614,13 @@ class Backend:
     async def course_for(self, key: str, name: str | None, req: Submit) -> Course:
         """What a submit of the account ``key`` (named ``name``) gets: the course of its model under the
         first matching rule (or none)."""
+        meets, by_store = self._meets, self._rules_by_store
         for i, rule in enumerate(self.scenario.rules):
-            if await self.matches(rule.match, key, name, req, self._rule_scopes[i]):
-                return self._course(req.model_id, i)
-        return self._course(req.model_id, -1)
-
-    def _pure_course(self, key: str, req: Submit) -> Course:
-        """``course_for`` under rules that need no store step and no account's name (``pure_rules``)."""
-        meets = self._meets
-        for i, rule in enumerate(self.scenario.rules):
-            if meets(rule.match, key, None, req):
+            match = rule.match
+            # (a rule that neither counts nor draws is matched without a coroutine: the hot path's)
+            if meets(match, key, name, req) and (
+                not by_store[i] or await self._counted_and_drawn(match, key, self._rule_scopes[i])
+            ):
                 return self._course(req.model_id, i)
         return self._course(req.model_id, -1)
 
